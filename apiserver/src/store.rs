@@ -1,0 +1,589 @@
+//! The object store: every object in memory, durable in sled, with one monotonic
+//! resourceVersion and a replayable event history for watches.
+//!
+//! Start at [`Store::mutate`]: a read-modify-write of one key runs under the store lock, gets
+//! the next resourceVersion, is written to sled (objects and the event in one atomic batch)
+//! and returns at once; the caller then awaits [`Store::durable`], which resolves when the
+//! committer task has flushed sled past that version (group commit: one fsync serves every
+//! write that arrived while the previous one ran). Only flushed events reach watchers, in
+//! resourceVersion order, so a watcher never sees a version a crash could take back.
+//!
+//! Keys are `<group>/<plural>/<namespace>/<name>` (`core` for the core group, an empty
+//! namespace for cluster-scoped objects), so a namespace or a resource is a key prefix.
+//! In sled: `o/<key>` holds an object, `e/<rv as 16 hex digits>` an event (type, key,
+//! object), `m/compacted` the highest compacted version.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::{Notify, broadcast, watch};
+
+use crate::status::ApiError;
+
+/// Errors of the storage engine.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled could not be opened.
+    #[error("opening the store at {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: sled::Error,
+    },
+    /// A write or flush failed.
+    #[error("writing to the store")]
+    Write(#[source] sled::Error),
+    /// A stored record could not be decoded.
+    #[error("stored record {key} is corrupt: {why}")]
+    Corrupt { key: String, why: String },
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::internal(format!("storage error: {e}"))
+    }
+}
+
+/// One stored version of an object: its JSON value and its serialised bytes (lists and
+/// watches copy the bytes instead of serialising again).
+#[derive(Debug, Clone)]
+pub struct Stored(Arc<StoredObj>);
+
+/// The contents of a [`Stored`].
+#[derive(Debug)]
+pub struct StoredObj {
+    /// The object.
+    pub value: Value,
+    /// `serde_json::to_vec(&value)`.
+    pub raw: Bytes,
+    /// Its resourceVersion.
+    pub rv: u64,
+}
+
+impl Stored {
+    fn new(value: Value, rv: u64) -> Self {
+        let raw = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+        Self(Arc::new(StoredObj { value, raw, rv }))
+    }
+}
+
+impl Stored {
+    /// A version that is not in the store (dry runs): its resourceVersion is set to `rv`.
+    pub fn detached(mut value: Value, rv: u64) -> Self {
+        set_rv(&mut value, rv);
+        Self::new(value, rv)
+    }
+}
+
+impl std::ops::Deref for Stored {
+    type Target = StoredObj;
+    fn deref(&self) -> &StoredObj {
+        &self.0
+    }
+}
+
+/// Watch event type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    /// The Kubernetes name (`ADDED`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ADDED" => Some(Self::Added),
+            "MODIFIED" => Some(Self::Modified),
+            "DELETED" => Some(Self::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// One change, as watchers receive it.
+#[derive(Debug)]
+pub struct Event {
+    /// The resourceVersion of the change.
+    pub rv: u64,
+    /// What happened.
+    pub kind: EventType,
+    /// Storage key of the object.
+    pub key: String,
+    /// The object after the change (for deletes: its last state, at `rv`).
+    pub obj: Stored,
+    /// The object before the change, for watchers whose selector it no longer matches.
+    pub prev: Option<Stored>,
+}
+
+/// What a mutation decided.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Store this value (the store sets `metadata.resourceVersion`).
+    Put(Value),
+    /// Remove the object.
+    Delete,
+    /// Change nothing.
+    Unchanged,
+}
+
+/// Store settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Events kept for watch resumption; older ones are compacted (410 Gone).
+    pub history: usize,
+    /// sled cache capacity in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            history: 100_000,
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+struct Inner {
+    rv: u64,
+    objects: BTreeMap<String, Stored>,
+    history: VecDeque<Arc<Event>>,
+    pending: Vec<Arc<Event>>,
+    compacted: u64,
+}
+
+/// The store. Cheap to share behind an `Arc`.
+pub struct Store {
+    db: sled::Db,
+    inner: Mutex<Inner>,
+    opts: StoreOptions,
+    wake: Notify,
+    flushed: watch::Sender<u64>,
+    events: broadcast::Sender<Arc<Event>>,
+    failed: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn object_key(key: &str) -> Vec<u8> {
+    format!("o/{key}").into_bytes()
+}
+
+fn event_key(rv: u64) -> Vec<u8> {
+    format!("e/{rv:016x}").into_bytes()
+}
+
+impl Store {
+    /// Open (or create) the store in `dir` and load it into memory.
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Arc<Self>, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(opts.cache_bytes)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        let mut objects = BTreeMap::new();
+        let mut rv = 0u64;
+        for item in db.scan_prefix(b"o/") {
+            let (k, v) = item.map_err(StoreError::Write)?;
+            let key = String::from_utf8_lossy(&k[2..]).to_string();
+            let value: Value = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                key: key.clone(),
+                why: e.to_string(),
+            })?;
+            let orv = rv_of(&value);
+            rv = rv.max(orv);
+            objects.insert(key, Stored::new(value, orv));
+        }
+        let compacted = match db.get(b"m/compacted").map_err(StoreError::Write)? {
+            Some(v) => String::from_utf8_lossy(&v).parse().unwrap_or(0),
+            None => 0,
+        };
+        let mut history = VecDeque::new();
+        for item in db.scan_prefix(b"e/") {
+            let (k, v) = item.map_err(StoreError::Write)?;
+            let key = String::from_utf8_lossy(&k).to_string();
+            let ev = decode_event(&v).ok_or_else(|| StoreError::Corrupt {
+                key: key.clone(),
+                why: "bad event record".into(),
+            })?;
+            rv = rv.max(ev.rv);
+            history.push_back(Arc::new(ev));
+        }
+        if let Some(v) = db.get(b"m/rv").map_err(StoreError::Write)? {
+            rv = rv.max(String::from_utf8_lossy(&v).parse().unwrap_or(0));
+        }
+        let (events, _) = broadcast::channel(16_384);
+        let store = Arc::new(Self {
+            db,
+            inner: Mutex::new(Inner {
+                rv,
+                objects,
+                history,
+                pending: Vec::new(),
+                compacted,
+            }),
+            opts,
+            wake: Notify::new(),
+            flushed: watch::Sender::new(rv),
+            events,
+            failed: watch::Sender::new(false),
+        });
+        Ok(store)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run the committer: flushes sled after writes and releases their events to watchers.
+    /// Spawn it once; it ends when `shutdown` fires (after a last flush).
+    pub async fn run_committer(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            let target = self.lock().rv;
+            if *self.flushed.borrow() >= target {
+                tokio::select! {
+                    _ = self.wake.notified() => continue,
+                    _ = shutdown.cancelled() => {
+                        let _ = self.db.flush();
+                        return;
+                    }
+                }
+            }
+            let db = self.db.clone();
+            let res = tokio::task::spawn_blocking(move || db.flush()).await;
+            if !matches!(res, Ok(Ok(_))) {
+                tracing::error!("sled flush failed; writes are no longer acknowledged");
+                let _ = self.failed.send(true);
+                return;
+            }
+            self.release(target);
+        }
+    }
+
+    fn release(&self, upto: u64) {
+        let mut inner = self.lock();
+        let pending = std::mem::take(&mut inner.pending);
+        let (done, keep): (Vec<_>, Vec<_>) = pending.into_iter().partition(|e| e.rv <= upto);
+        inner.pending = keep;
+        for ev in done {
+            let _ = self.events.send(ev.clone());
+            inner.history.push_back(ev);
+        }
+        let mut compact_to = None;
+        while inner.history.len() > self.opts.history {
+            if let Some(old) = inner.history.pop_front() {
+                compact_to = Some(old.rv);
+            }
+        }
+        if let Some(c) = compact_to {
+            inner.compacted = c;
+            let first = inner.history.front().map(|e| e.rv).unwrap_or(c + 1);
+            drop(inner);
+            let mut batch = sled::Batch::default();
+            for item in self.db.range(event_key(0)..event_key(first)) {
+                if let Ok((k, _)) = item {
+                    batch.remove(k);
+                }
+            }
+            batch.insert(b"m/compacted".as_slice(), c.to_string().as_bytes());
+            if let Err(e) = self.db.apply_batch(batch) {
+                tracing::warn!(error = %e, "compacting event history failed");
+            }
+        } else {
+            drop(inner);
+        }
+        let _ = self.flushed.send(upto);
+    }
+
+    /// Wait until everything up to `rv` is on disk.
+    pub async fn durable(&self, rv: u64) -> Result<(), ApiError> {
+        let mut rx = self.flushed.subscribe();
+        let mut failed = self.failed.subscribe();
+        loop {
+            if *rx.borrow_and_update() >= rv {
+                return Ok(());
+            }
+            if *failed.borrow_and_update() {
+                return Err(ApiError::internal("the store failed to persist the write"));
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return Err(ApiError::unavailable("store closed")) },
+                _ = failed.changed() => {}
+            }
+        }
+    }
+
+    /// Read-modify-write `key`. `f` sees the current object (if any) and decides; it runs
+    /// under the store lock, so it must be quick and do no IO. Returns the event it caused.
+    pub fn mutate<F>(&self, key: &str, f: F) -> Result<Option<Arc<Event>>, ApiError>
+    where
+        F: FnOnce(Option<&Stored>, u64) -> Result<Outcome, ApiError>,
+    {
+        let mut inner = self.lock();
+        let current = inner.objects.get(key).cloned();
+        let next_rv = inner.rv + 1;
+        let outcome = f(current.as_ref(), next_rv)?;
+        let (kind, obj) = match outcome {
+            Outcome::Unchanged => return Ok(None),
+            Outcome::Put(mut value) => {
+                set_rv(&mut value, next_rv);
+                let kind = if current.is_some() {
+                    EventType::Modified
+                } else {
+                    EventType::Added
+                };
+                (kind, Stored::new(value, next_rv))
+            }
+            Outcome::Delete => {
+                let Some(cur) = &current else {
+                    return Ok(None);
+                };
+                let mut value = cur.value.clone();
+                set_rv(&mut value, next_rv);
+                (EventType::Deleted, Stored::new(value, next_rv))
+            }
+        };
+        let ev = Arc::new(Event {
+            rv: next_rv,
+            kind,
+            key: key.to_string(),
+            obj,
+            prev: current,
+        });
+        let mut batch = sled::Batch::default();
+        match kind {
+            EventType::Deleted => batch.remove(object_key(key)),
+            _ => batch.insert(object_key(key), ev.obj.raw.to_vec()),
+        }
+        batch.insert(event_key(next_rv), encode_event(&ev));
+        batch.insert(b"m/rv".as_slice(), next_rv.to_string().as_bytes());
+        self.db
+            .apply_batch(batch)
+            .map_err(|e| ApiError::from(StoreError::Write(e)))?;
+        inner.rv = next_rv;
+        match kind {
+            EventType::Deleted => {
+                inner.objects.remove(key);
+            }
+            _ => {
+                inner.objects.insert(key.to_string(), ev.obj.clone());
+            }
+        }
+        inner.pending.push(ev.clone());
+        drop(inner);
+        self.wake.notify_one();
+        Ok(Some(ev))
+    }
+
+    /// The current object at `key`.
+    pub fn get(&self, key: &str) -> Option<Stored> {
+        self.lock().objects.get(key).cloned()
+    }
+
+    /// Every object whose key starts with `prefix` (in key order) starting after `after`,
+    /// and the store's resourceVersion at that moment.
+    pub fn list(&self, prefix: &str, after: Option<&str>) -> (Vec<(String, Stored)>, u64) {
+        let inner = self.lock();
+        let start = match after {
+            Some(a) if a.starts_with(prefix) => std::ops::Bound::Excluded(a.to_string()),
+            _ => std::ops::Bound::Included(prefix.to_string()),
+        };
+        let items = inner
+            .objects
+            .range((start, std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        (items, inner.rv)
+    }
+
+    /// Keys under `prefix` (cheap: no values cloned).
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let inner = self.lock();
+        inner
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// The current resourceVersion.
+    pub fn current_rv(&self) -> u64 {
+        self.lock().rv
+    }
+
+    /// Start watching: the flushed events after `from` that are still in history, and a
+    /// receiver for every later one, without gap or duplicate. `Err` = compacted (410).
+    #[allow(clippy::type_complexity)]
+    pub fn watch_from(
+        &self,
+        from: u64,
+    ) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>), u64> {
+        let inner = self.lock();
+        if from < inner.compacted {
+            return Err(inner.compacted);
+        }
+        let rx = self.events.subscribe();
+        let replay = inner
+            .history
+            .iter()
+            .filter(|e| e.rv > from)
+            .cloned()
+            .collect();
+        Ok((replay, rx))
+    }
+
+    /// A receiver of every flushed event from now on, plus the store's version now.
+    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<Event>>, u64) {
+        let inner = self.lock();
+        (self.events.subscribe(), inner.rv)
+    }
+
+    /// Events currently kept for resumption (first, last).
+    pub fn history_bounds(&self) -> (u64, u64) {
+        let inner = self.lock();
+        (inner.compacted, inner.rv)
+    }
+
+    /// Number of objects stored.
+    pub fn len(&self) -> usize {
+        self.lock().objects.len()
+    }
+
+    /// True when nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `metadata.resourceVersion` parsed as ours (0 when absent or foreign).
+pub fn rv_of(value: &Value) -> u64 {
+    value
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn set_rv(value: &mut Value, rv: u64) {
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+    }
+}
+
+fn encode_event(ev: &Event) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ev.obj.raw.len() + ev.key.len() + 32);
+    out.extend_from_slice(ev.kind.as_str().as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(ev.key.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(&ev.obj.raw);
+    out
+}
+
+fn decode_event(v: &[u8]) -> Option<Event> {
+    let mut parts = v.splitn(3, |b| *b == b'\n');
+    let kind = EventType::parse(std::str::from_utf8(parts.next()?).ok()?)?;
+    let key = std::str::from_utf8(parts.next()?).ok()?.to_string();
+    let value: Value = serde_json::from_slice(parts.next()?).ok()?;
+    let rv = rv_of(&value);
+    Some(Event {
+        rv,
+        kind,
+        key,
+        obj: Stored::new(value, rv),
+        prev: None,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn put(store: &Store, key: &str, v: Value) -> Arc<Event> {
+        store
+            .mutate(key, |_, _| Ok(Outcome::Put(v)))
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn writes_are_durable_and_replayable_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = tokio_util::sync::CancellationToken::new();
+        {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            let task = tokio::spawn(store.clone().run_committer(token.clone()));
+            let a = put(&store, "core/pods/default/a", json!({"metadata":{"name":"a"}}));
+            let b = put(&store, "core/pods/default/b", json!({"metadata":{"name":"b"}}));
+            assert_eq!(b.rv, a.rv + 1);
+            store.durable(b.rv).await.unwrap();
+            store
+                .mutate("core/pods/default/a", |_, _| Ok(Outcome::Delete))
+                .unwrap();
+            store.durable(3).await.unwrap();
+            token.cancel();
+            task.await.unwrap();
+        }
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(store.current_rv(), 3);
+        assert!(store.get("core/pods/default/a").is_none());
+        assert_eq!(
+            store.get("core/pods/default/b").unwrap().value["metadata"]["resourceVersion"],
+            "2"
+        );
+        let (replay, _) = store.watch_from(1).unwrap();
+        let kinds: Vec<_> = replay.iter().map(|e| (e.rv, e.kind)).collect();
+        assert_eq!(kinds, vec![(2, EventType::Added), (3, EventType::Deleted)]);
+    }
+
+    #[tokio::test]
+    async fn watchers_see_only_flushed_events_and_compaction_gives_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = tokio_util::sync::CancellationToken::new();
+        let store = Store::open(
+            dir.path(),
+            StoreOptions {
+                history: 3,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let (mut rx, _) = store.subscribe();
+        tokio::spawn(store.clone().run_committer(token.clone()));
+        for i in 0..10 {
+            put(&store, &format!("core/configmaps/default/c{i}"), json!({"metadata":{}}));
+        }
+        store.durable(10).await.unwrap();
+        let mut seen = vec![];
+        while seen.len() < 10 {
+            seen.push(rx.recv().await.unwrap().rv);
+        }
+        assert_eq!(seen, (1..=10).collect::<Vec<_>>());
+        assert!(store.watch_from(2).is_err());
+        assert_eq!(store.watch_from(8).unwrap().0.len(), 2);
+        token.cancel();
+    }
+}
