@@ -1,1 +1,29 @@
-fn main() {}
+//! `cloudcore`: kedge's cloud side. See the crate docs of `cloudcore` for the parts.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cloudcore::cli::Cli::parse();
+    // One rustls crypto provider (ring) for the whole process: kube, the hub and the API.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Err(e) = cloudcore::telemetry::init(&cli.log) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(cloudcore::cli::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

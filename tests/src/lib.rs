@@ -1,1 +1,256 @@
-//! tests
+//! kedge's end-to-end test harness: starts the real binaries (built by `cargo build
+//! --workspace --bins` before the tests run) on ports the OS picks, and drives them with the
+//! real kubectl, kube-rs and curl. Every wait has a timeout whose message says what was
+//! awaited.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The directory holding the workspace's built binaries (`target/<profile>`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .expect("target dir")
+}
+
+/// Path of a workspace binary; fails clearly when it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the binaries first (cargo build --workspace --bins)",
+        p.display()
+    );
+    p
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Install the ring provider once (kube-rs needs a process default).
+pub fn init_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A running `cloudcore standalone`.
+#[derive(Debug)]
+pub struct Standalone {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub url: String,
+    pub stderr_log: PathBuf,
+}
+
+impl Standalone {
+    /// Start on `data_dir` with extra flags; returns once the kubeconfig is written.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let stderr_log = data_dir.join("cloudcore.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr_log)?;
+        let mut child = Command::new(bin("cloudcore"))
+            .arg("standalone")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--api-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .context("spawning cloudcore")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut url = None;
+        let mut kubeconfig = None;
+        while kubeconfig.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(u) = line.strip_prefix("kedge standalone API server: ") {
+                        url = Some(u.trim().to_string());
+                    }
+                    if let Some(k) = line.strip_prefix("kubeconfig: ") {
+                        kubeconfig = Some(PathBuf::from(k.trim()));
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
+                    bail!("cloudcore standalone did not print its kubeconfig within 60 s; log:\n{log}");
+                }
+            }
+        }
+        Ok(Self {
+            child,
+            data_dir: data_dir.to_path_buf(),
+            kubeconfig: kubeconfig.unwrap_or_default(),
+            url: url.unwrap_or_default(),
+            stderr_log,
+        })
+    }
+
+    /// Run kubectl against this server.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_stdin(args, None)
+    }
+
+    /// Run kubectl with `stdin` as its input.
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        kubectl(&self.kubeconfig, args, stdin, &[])
+    }
+
+    /// kubectl that must succeed; returns stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Apply a manifest given as text.
+    pub fn apply(&self, yaml: &str) -> String {
+        let out = self.kubectl_stdin(&["apply", "-f", "-"], Some(yaml));
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}{}\n---\n{yaml}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A kube-rs client for this server.
+    pub async fn client(&self) -> Result<kube::Client> {
+        init_crypto();
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        Ok(kube::Client::try_from(cfg)?)
+    }
+
+    /// Stop with SIGTERM and wait (up to 20 s) for a clean exit.
+    pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        wait_exit(&mut self.child, Duration::from_secs(20))
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// The API's CA certificate file.
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir.join("apiserver/pki/ca.crt")
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wait for a child to exit within `timeout`.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("process did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Run kubectl with a kubeconfig, optional stdin and extra environment.
+pub fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--request-timeout", "30s"])
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("kubectl is installed");
+    if let Some(input) = stdin {
+        if let Some(mut s) = child.stdin.take() {
+            let _ = s.write_all(input.as_bytes());
+        }
+    }
+    child.wait_with_output().expect("kubectl output")
+}
+
+/// Poll `f` until it returns `Some`, or fail naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A curl request: returns (HTTP code, body).
+pub fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "30"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}

@@ -1,0 +1,205 @@
+//! cloudcore's configuration: one typed struct with defaults, read from TOML, overridden by
+//! environment variables and flags (clap's `env`), validated before any port is bound.
+//! `cloudcore config print-default` prints the defaults as a file to start from.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Configuration errors; each names the file and, where it can, the key and line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The embedded API server (standalone only).
+    pub api: ApiSection,
+    /// CloudHub: the edge WebSocket and bootstrap port.
+    pub hub: HubSection,
+    /// Prometheus metrics and health.
+    pub metrics: MetricsSection,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Listen address of the embedded API.
+    pub listen: SocketAddr,
+    /// Where standalone keeps its data (store, certificates, kubeconfig).
+    pub data_dir: PathBuf,
+    /// Watch events kept for resumption before 410 Gone.
+    pub watch_history: usize,
+    /// Extra DNS names / IPs for the API's serving certificate.
+    pub extra_sans: Vec<String>,
+    /// Audit log path ("" = off).
+    pub audit_log: String,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// `[hub]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubSection {
+    /// Listen address of the hub (WebSocket + join).
+    pub listen: SocketAddr,
+    /// Names and addresses edges reach the hub by (put into its certificate).
+    pub advertise: Vec<String>,
+    /// Largest frame accepted on the link, in bytes.
+    pub max_frame_bytes: usize,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Listen address of `/metrics`, `/healthz`, `/readyz`.
+    pub listen: SocketAddr,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            api: ApiSection::default(),
+            hub: HubSection::default(),
+            metrics: MetricsSection::default(),
+        }
+    }
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            data_dir: PathBuf::from("/var/lib/kedge/cloudcore"),
+            watch_history: 100_000,
+            extra_sans: Vec::new(),
+            audit_log: String::new(),
+            max_body_bytes: 3 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for HubSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 10000)),
+            advertise: Vec::new(),
+            max_frame_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+        }
+    }
+}
+
+impl Config {
+    /// The defaults as TOML.
+    pub fn default_toml() -> String {
+        toml::to_string_pretty(&Config::default()).unwrap_or_default()
+    }
+
+    /// Read `path` (or the defaults when `None`) and validate.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&text, &shown)
+    }
+
+    /// Parse TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            line: e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                .unwrap_or(0),
+            message: e.message().replace('\n', " "),
+        })?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    /// Check values serde cannot.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| ConfigError::Invalid {
+            path: origin.to_string(),
+            key: key.to_string(),
+            message: message.to_string(),
+        };
+        if self.api.watch_history == 0 {
+            return Err(bad("api.watch_history", "must be at least 1"));
+        }
+        if self.api.max_body_bytes < 1024 {
+            return Err(bad("api.max_body_bytes", "must be at least 1024"));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.hub.max_frame_bytes) {
+            return Err(bad("hub.max_frame_bytes", "must be between 1 KiB and 64 MiB"));
+        }
+        if self.api.data_dir.as_os_str().is_empty() {
+            return Err(bad("api.data_dir", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip() {
+        let text = Config::default_toml();
+        assert_eq!(Config::parse(&text, "d.toml").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn misspelt_key_names_file_line_and_key() {
+        let err = Config::parse("[api]\nlisen = \"127.0.0.1:1\"\n", "f.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("f.toml:2:"), "{msg}");
+        assert!(msg.contains("lisen"), "{msg}");
+        assert!(!msg.contains('\n'));
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        let err = Config::parse("[api]\nwatch_history = 0\n", "f.toml").unwrap_err();
+        assert_eq!(err.to_string(), "f.toml: api.watch_history: must be at least 1");
+    }
+}
