@@ -1,0 +1,168 @@
+#![allow(clippy::unwrap_used)]
+use super::*;
+
+fn prop(ty: PropertyType, min: Option<&str>, max: Option<&str>) -> ModelProperty {
+    ModelProperty {
+        minimum: min.map(Into::into),
+        maximum: max.map(Into::into),
+        ..ModelProperty::new("p", ty)
+    }
+}
+
+#[test]
+fn type_parses_case_insensitively_and_serialises_upper() {
+    for (s, t) in [
+        ("INT", PropertyType::Int),
+        ("int", PropertyType::Int),
+        ("Double", PropertyType::Double),
+    ] {
+        assert_eq!(s.parse::<PropertyType>().unwrap(), t);
+    }
+    assert!("integer".parse::<PropertyType>().is_err());
+    let t: PropertyType = serde_json::from_str("\"boolean\"").unwrap();
+    assert_eq!(t, PropertyType::Boolean);
+    assert_eq!(serde_json::to_string(&t).unwrap(), "\"BOOLEAN\"");
+    assert_eq!(PropertyType::Bytes.wire_name(), "bytes");
+}
+
+#[test]
+fn access_mode_parses_case_insensitively() {
+    let m: AccessMode = serde_json::from_str("\"readonly\"").unwrap();
+    assert_eq!(m, AccessMode::ReadOnly);
+    assert!(serde_json::from_str::<AccessMode>("\"WriteOnly\"").is_err());
+    assert!(ModelProperty::new("p", PropertyType::Int).is_writable());
+}
+
+#[test]
+fn int_values() {
+    let p = prop(PropertyType::Int, Some("1"), Some("100"));
+    assert_eq!(p.check_value("50"), Ok(()));
+    assert_eq!(p.check_value("1"), Ok(()));
+    assert_eq!(p.check_value("100"), Ok(()));
+    assert_eq!(
+        p.check_value("0"),
+        Err(ValueError::BelowMinimum("1".into()))
+    );
+    assert_eq!(
+        p.check_value("101"),
+        Err(ValueError::AboveMaximum("100".into()))
+    );
+    assert_eq!(
+        p.check_value("2.5"),
+        Err(ValueError::TypeMismatch(PropertyType::Int))
+    );
+    assert_eq!(
+        p.check_value("abc"),
+        Err(ValueError::TypeMismatch(PropertyType::Int))
+    );
+    assert_eq!(
+        p.check_value(""),
+        Err(ValueError::TypeMismatch(PropertyType::Int))
+    );
+}
+
+#[test]
+fn float_and_double_values() {
+    for ty in [PropertyType::Float, PropertyType::Double] {
+        let p = prop(ty, Some("-1.5"), Some("1.5"));
+        assert_eq!(p.check_value("0.25"), Ok(()));
+        assert_eq!(
+            p.check_value("-2"),
+            Err(ValueError::BelowMinimum("-1.5".into()))
+        );
+        assert_eq!(
+            p.check_value("1.51"),
+            Err(ValueError::AboveMaximum("1.5".into()))
+        );
+        assert_eq!(p.check_value("NaN"), Err(ValueError::TypeMismatch(ty)));
+        assert_eq!(p.check_value("inf"), Err(ValueError::TypeMismatch(ty)));
+        assert_eq!(p.check_value("x"), Err(ValueError::TypeMismatch(ty)));
+    }
+}
+
+#[test]
+fn boolean_string_bytes_values() {
+    let b = prop(PropertyType::Boolean, None, None);
+    for v in ["true", "false", "1", "0", "T", "False"] {
+        assert_eq!(b.check_value(v), Ok(()), "{v}");
+    }
+    assert_eq!(
+        b.check_value("yes"),
+        Err(ValueError::TypeMismatch(PropertyType::Boolean))
+    );
+    // Bounds do not apply to non-numeric types.
+    for ty in [
+        PropertyType::String,
+        PropertyType::Bytes,
+        PropertyType::Stream,
+    ] {
+        assert_eq!(
+            prop(ty, Some("5"), Some("1")).check_value("anything"),
+            Ok(())
+        );
+    }
+}
+
+#[test]
+fn unparseable_bounds_are_ignored_by_value_checks_and_reported_by_validate() {
+    let p = prop(PropertyType::Int, Some("low"), None);
+    assert_eq!(p.check_value("-5"), Ok(()));
+    let model = DeviceModelSpec {
+        properties: vec![p],
+        ..DeviceModelSpec::default()
+    };
+    assert!(matches!(
+        model.validate(),
+        Err(ModelError::InvalidBound {
+            which: "minimum",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn validate_model() {
+    let ok = DeviceModelSpec {
+        properties: vec![
+            prop(PropertyType::Int, Some("1"), Some("100")),
+            ModelProperty::new("q", PropertyType::String),
+        ],
+        ..DeviceModelSpec::default()
+    };
+    assert_eq!(ok.validate(), Ok(()));
+    let dup = DeviceModelSpec {
+        properties: vec![
+            ModelProperty::new("a", PropertyType::Int),
+            ModelProperty::new("a", PropertyType::Int),
+        ],
+        ..DeviceModelSpec::default()
+    };
+    assert_eq!(
+        dup.validate(),
+        Err(ModelError::DuplicateProperty("a".into()))
+    );
+    let empty = DeviceModelSpec {
+        properties: vec![ModelProperty::new("", PropertyType::Int)],
+        ..DeviceModelSpec::default()
+    };
+    assert_eq!(empty.validate(), Err(ModelError::EmptyName));
+    let range = DeviceModelSpec {
+        properties: vec![prop(PropertyType::Double, Some("5"), Some("1"))],
+        ..DeviceModelSpec::default()
+    };
+    assert_eq!(range.validate(), Err(ModelError::EmptyRange("p".into())));
+    assert!(ok.property("q").is_some() && ok.property("zz").is_none());
+}
+
+#[test]
+fn model_tolerates_unknown_fields() {
+    let m: DeviceModel = serde_json::from_value(serde_json::json!({
+        "apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceModel",
+        "metadata": {"name": "m", "labels": {"a": "b"}},
+        "spec": {"protocol": "modbus", "future": 1,
+                 "properties": [{"name": "t", "type": "INT", "accessMode": "ReadOnly", "extra": true}]}
+    }))
+    .unwrap();
+    assert_eq!(m.spec.properties[0].access_mode, Some(AccessMode::ReadOnly));
+    assert!(!m.spec.properties[0].is_writable());
+}

@@ -1,0 +1,124 @@
+//! Cloud-originated transition: the Device's desired values (cloud wins).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::view::same_value;
+use super::{
+    MAX_PROPERTIES, PropertyState, PropertyWrite, Shadow, Stamp, TwinAction, TwinError, TwinEvent,
+};
+use crate::model::{DeviceModelSpec, DeviceSpec};
+use crate::payload::MsgTwin;
+
+impl TwinEvent {
+    /// The `CloudDesired` event for a Device spec at `generation`: every property with a
+    /// `desired` value, typed from the DeviceModel when given (else from the desired
+    /// `metadata.type`), timestamped from `metadata.timestamp` (ms) when present.
+    pub fn cloud_desired_from_spec(
+        spec: &DeviceSpec,
+        generation: u64,
+        model: Option<&DeviceModelSpec>,
+        at: Stamp,
+    ) -> Self {
+        let props = spec
+            .properties
+            .iter()
+            .filter_map(|p| {
+                let desired = p.desired.as_ref()?;
+                let ty = model
+                    .and_then(|m| m.property(&p.name))
+                    .map(|mp| mp.ty)
+                    .or_else(|| desired.metadata.get("type").and_then(|t| t.parse().ok()));
+                let timestamp = desired
+                    .metadata
+                    .get("timestamp")
+                    .and_then(|t| t.parse().ok());
+                let write = PropertyWrite {
+                    value: desired.value.clone(),
+                    timestamp,
+                    ty,
+                };
+                Some((p.name.clone(), write))
+            })
+            .collect();
+        Self::CloudDesired {
+            generation,
+            props,
+            at,
+        }
+    }
+}
+
+impl Shadow {
+    pub(super) fn cloud_desired(
+        &mut self,
+        generation: u64,
+        props: BTreeMap<String, PropertyWrite>,
+        at: Stamp,
+    ) -> Result<Vec<TwinAction>, TwinError> {
+        if let Some(current) = self.observed_generation {
+            if generation < current {
+                return Err(TwinError::StaleGeneration {
+                    current,
+                    got: generation,
+                });
+            }
+            if generation == current {
+                // Redelivery of what is already applied (edge writes may be on top of it).
+                return Ok(Vec::new());
+            }
+        }
+        if props.len() > MAX_PROPERTIES {
+            return Err(TwinError::TooManyProperties);
+        }
+
+        let removed = self
+            .desired
+            .props
+            .keys()
+            .filter(|n| !props.contains_key(*n));
+        let changed_values = props.iter().filter(|(n, w)| {
+            self.desired
+                .props
+                .get(*n)
+                .is_none_or(|c| !same_value(w.ty.or(c.ty), &w.value, &c.value))
+        });
+        let changed: BTreeSet<String> = removed
+            .chain(changed_values.map(|(n, _)| n))
+            .cloned()
+            .collect();
+        let before: BTreeMap<String, Option<MsgTwin>> = changed
+            .iter()
+            .map(|n| (n.clone(), self.msg_twin(n)))
+            .collect();
+
+        let version = self.desired.version.max(generation);
+        let mut next = BTreeMap::new();
+        for (name, w) in props {
+            let state = match self.desired.props.remove(&name) {
+                Some(mut kept) if !changed.contains(&name) => {
+                    kept.ty = w.ty.or(kept.ty);
+                    kept
+                }
+                _ => PropertyState {
+                    value: w.value,
+                    timestamp: w.timestamp.unwrap_or(at.timestamp),
+                    ty: w.ty,
+                    version,
+                },
+            };
+            next.insert(name, state);
+        }
+        self.desired.props = next;
+        self.desired.version = version;
+        self.observed_generation = Some(generation);
+
+        let mut actions = Vec::new();
+        if !changed.is_empty() {
+            actions.push(self.document(&at, before));
+            actions.extend(self.delta_action(&at));
+            actions.extend(self.drive_actions(&changed));
+        }
+        actions.push(TwinAction::ReportUp(self.report()));
+        Ok(actions)
+    }
+}
