@@ -31,9 +31,11 @@ fn obj_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>
 pub fn check_namespace_open(api: &Api, ns: &str) -> ApiResult<()> {
     match api.store.get(&format!("core/namespaces//{ns}")) {
         None => Err(ApiError::not_found("", "namespaces", ns)),
-        Some(n) if n.value.pointer("/metadata/deletionTimestamp").is_some() => Err(ApiError::forbidden(
-            format!("unable to create new content in namespace {ns} because it is being terminated"),
-        )),
+        Some(n) if n.value.pointer("/metadata/deletionTimestamp").is_some() => {
+            Err(ApiError::forbidden(format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            )))
+        }
         Some(_) => Ok(()),
     }
 }
@@ -41,11 +43,12 @@ pub fn check_namespace_open(api: &Api, ns: &str) -> ApiResult<()> {
 /// Defaults and checks on create.
 pub fn on_create(api: &Api, res: &Resource, obj: &mut Value, _user: &UserInfo) -> ApiResult<()> {
     if is(res, "", "namespaces") {
-        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-        if let Some(labels) = obj
-            .get_mut("metadata")
-            .and_then(|m| obj_mut(m, "labels"))
-        {
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if let Some(labels) = obj.get_mut("metadata").and_then(|m| obj_mut(m, "labels")) {
             labels.insert("kubernetes.io/metadata.name".into(), Value::String(name));
         }
         obj["spec"] = json!({"finalizers": ["kubernetes"]});
@@ -87,8 +90,12 @@ pub fn on_update(
         {
             return Err(ApiError::invalid(
                 "CustomResourceDefinition",
-                new.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(""),
-                vec![json!({"reason":"FieldValueInvalid","field":"spec","message":"Invalid value: field is immutable"})],
+                new.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+                vec![
+                    json!({"reason":"FieldValueInvalid","field":"spec","message":"Invalid value: field is immutable"}),
+                ],
                 "apiextensions.k8s.io",
             ));
         }
@@ -149,11 +156,23 @@ fn pod_defaults(pod: &mut Value) {
     for list in ["initContainers", "containers"] {
         if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for c in cs.iter_mut().filter_map(Value::as_object_mut) {
-                let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
+                let image = c
+                    .get("image")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 let tag_latest = !image.contains('@')
-                    && image.rsplit('/').next().is_some_and(|last| !last.contains(':') || last.ends_with(":latest"));
-                c.entry("imagePullPolicy").or_insert(json!(if tag_latest { "Always" } else { "IfNotPresent" }));
-                c.entry("terminationMessagePath").or_insert(json!("/dev/termination-log"));
+                    && image
+                        .rsplit('/')
+                        .next()
+                        .is_some_and(|last| !last.contains(':') || last.ends_with(":latest"));
+                c.entry("imagePullPolicy").or_insert(json!(if tag_latest {
+                    "Always"
+                } else {
+                    "IfNotPresent"
+                }));
+                c.entry("terminationMessagePath")
+                    .or_insert(json!("/dev/termination-log"));
                 c.entry("terminationMessagePolicy").or_insert(json!("File"));
                 c.entry("resources").or_insert(json!({}));
                 if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
@@ -200,11 +219,16 @@ fn check_pod_spec_update(old: &Value, new: &Value) -> ApiResult<()> {
         }
     }
     if old_cmp != new_n {
-        let name = new.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+        let name = new
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         return Err(ApiError::invalid(
             "Pod",
             name,
-            vec![json!({"reason":"FieldValueForbidden","field":"spec","message":"Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"})],
+            vec![
+                json!({"reason":"FieldValueForbidden","field":"spec","message":"Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"}),
+            ],
             "",
         ));
     }
@@ -281,7 +305,9 @@ pub fn on_delete_marked(res: &Resource, obj: &mut Value) {
 
 /// DELETE answers with the object (not a Status) for these kinds, as Kubernetes does.
 pub fn returns_deleted_object(res: &Resource) -> bool {
-    is(res, "", "pods") || is(res, "", "namespaces") || res.is_custom()
+    is(res, "", "pods")
+        || is(res, "", "namespaces")
+        || res.is_custom()
         || is(res, "apiextensions.k8s.io", "customresourcedefinitions")
 }
 
@@ -291,10 +317,23 @@ pub async fn after_write(api: &Arc<Api>, res: &Resource, ev: &Event) {
         crd_changed(api, ev).await;
     } else if is(res, "", "namespaces")
         && ev.kind != EventType::Deleted
-        && ev.obj.value.pointer("/metadata/deletionTimestamp").is_some()
-        && ev.prev.as_ref().is_none_or(|p| p.value.pointer("/metadata/deletionTimestamp").is_none())
+        && ev
+            .obj
+            .value
+            .pointer("/metadata/deletionTimestamp")
+            .is_some()
+        && ev
+            .prev
+            .as_ref()
+            .is_none_or(|p| p.value.pointer("/metadata/deletionTimestamp").is_none())
     {
-        let name = ev.obj.value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+        let name = ev
+            .obj
+            .value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let api = api.clone();
         tokio::spawn(async move { delete_namespace_contents(&api, &name).await });
     }
@@ -303,7 +342,11 @@ pub async fn after_write(api: &Arc<Api>, res: &Resource, ev: &Event) {
 /// Register (or unregister) a CRD's resources and write its status.
 pub async fn crd_changed(api: &Arc<Api>, ev: &Event) {
     let crd = &ev.obj.value;
-    let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = crd
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if ev.kind == EventType::Deleted {
         api.registry.unregister_crd(&name);
         api.invalidate_openapi();
@@ -316,7 +359,10 @@ pub async fn crd_changed(api: &Arc<Api>, ev: &Event) {
         return;
     }
     register_crd(api, crd);
-    let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
+    let group = crd
+        .pointer("/spec/group")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let taken = api.registry.names_taken(group, &name);
     let conflict = crate::crd::name_conflict(&taken, crd);
     let status = crate::crd::status(crd, conflict.as_deref());
@@ -325,7 +371,9 @@ pub async fn crd_changed(api: &Arc<Api>, ev: &Event) {
     }
     let key = format!("apiextensions.k8s.io/customresourcedefinitions//{name}");
     let res = api.store.mutate(&key, |cur, _| {
-        let Some(cur) = cur else { return Ok(Outcome::Unchanged) };
+        let Some(cur) = cur else {
+            return Ok(Outcome::Unchanged);
+        };
         let mut v = cur.value.clone();
         let st = crate::crd::status(&v, conflict.as_deref());
         if v.get("status") == Some(&st) {
@@ -341,21 +389,40 @@ pub async fn crd_changed(api: &Arc<Api>, ev: &Event) {
 
 /// Serve a stored CRD's resources (at start-up and after each change).
 pub fn register_crd(api: &Api, crd: &Value) {
-    let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let name = crd
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     api.registry.register_crd(name, crate::crd::resources(crd));
     api.invalidate_openapi();
 }
 
 async fn delete_crd_contents(api: &Arc<Api>, crd: &Value) {
-    let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-    let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
-    let plural = crd.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("");
+    let name = crd
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let group = crd
+        .pointer("/spec/group")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let plural = crd
+        .pointer("/spec/names/plural")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let prefix = format!("{group}/{plural}/");
     delete_prefix(api, &prefix).await;
     api.registry.unregister_crd(&name);
     api.invalidate_openapi();
     let key = format!("apiextensions.k8s.io/customresourcedefinitions//{name}");
-    if let Ok(Some(ev)) = api.store.mutate(&key, |cur, _| Ok(if cur.is_some() { Outcome::Delete } else { Outcome::Unchanged })) {
+    if let Ok(Some(ev)) = api.store.mutate(&key, |cur, _| {
+        Ok(if cur.is_some() {
+            Outcome::Delete
+        } else {
+            Outcome::Unchanged
+        })
+    }) {
         let _ = api.store.durable(ev.rv).await;
     }
 }
@@ -363,7 +430,13 @@ async fn delete_crd_contents(api: &Arc<Api>, crd: &Value) {
 async fn delete_prefix(api: &Arc<Api>, prefix: &str) {
     let mut last = 0;
     for key in api.store.keys(prefix) {
-        if let Ok(Some(ev)) = api.store.mutate(&key, |cur, _| Ok(if cur.is_some() { Outcome::Delete } else { Outcome::Unchanged })) {
+        if let Ok(Some(ev)) = api.store.mutate(&key, |cur, _| {
+            Ok(if cur.is_some() {
+                Outcome::Delete
+            } else {
+                Outcome::Unchanged
+            })
+        }) {
             last = ev.rv;
         }
     }
@@ -387,7 +460,13 @@ pub async fn delete_namespace_contents(api: &Arc<Api>, ns: &str) {
         delete_prefix(api, &p).await;
     }
     let key = format!("core/namespaces//{ns}");
-    if let Ok(Some(ev)) = api.store.mutate(&key, |cur, _| Ok(if cur.is_some() { Outcome::Delete } else { Outcome::Unchanged })) {
+    if let Ok(Some(ev)) = api.store.mutate(&key, |cur, _| {
+        Ok(if cur.is_some() {
+            Outcome::Delete
+        } else {
+            Outcome::Unchanged
+        })
+    }) {
         let _ = api.store.durable(ev.rv).await;
     }
 }

@@ -50,7 +50,8 @@ impl AuditLog {
             return;
         };
         let line = serde_json::to_vec(ev).unwrap_or_default();
-        let ok = out.write_all(&line).is_ok() && out.write_all(b"\n").is_ok() && out.flush().is_ok();
+        let ok =
+            out.write_all(&line).is_ok() && out.write_all(b"\n").is_ok() && out.flush().is_ok();
         if !ok {
             tracing::warn!("writing the audit log failed");
         }

@@ -14,7 +14,8 @@ use crate::request::{Query, ResourcePath};
 use crate::status::{ApiError, ApiResult};
 
 /// Namespaces every Kubernetes cluster starts with.
-pub const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Run the start-up steps.
 pub async fn run(api: &Arc<Api>) {
@@ -46,9 +47,16 @@ pub async fn run(api: &Arc<Api>) {
     let (nss, _) = api.store.list("core/namespaces/", None);
     for (_, n) in nss {
         if n.value.pointer("/metadata/deletionTimestamp").is_some() {
-            let name = n.value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+            let name = n
+                .value
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let api = api.clone();
-            tokio::spawn(async move { crate::admission::delete_namespace_contents(&api, &name).await });
+            tokio::spawn(
+                async move { crate::admission::delete_namespace_contents(&api, &name).await },
+            );
         }
     }
 }
@@ -56,7 +64,7 @@ pub async fn run(api: &Arc<Api>) {
 fn internal_ctx(api: &Arc<Api>) -> Ctx {
     Ctx {
         api: api.clone(),
-        user: UserInfo::new("system:apiserver", &["system:masters"]),
+        user: UserInfo::new("system:apiserver", ["system:masters"]),
         query: Query::default(),
         accept: "application/json".into(),
         content_type: "application/json".into(),
@@ -74,7 +82,11 @@ async fn check(resp: crate::handler::Resp) -> ApiResult<Value> {
         .unwrap_or_default();
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if code >= 400 {
-        let msg = v.get("message").and_then(Value::as_str).unwrap_or("").to_string();
+        let msg = v
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         return Err(ApiError::new(code, "InternalError", msg));
     }
     Ok(v)
@@ -92,7 +104,11 @@ pub async fn ensure(api: &Arc<Api>, obj: Value) -> ApiResult<Value> {
         .registry
         .by_kind(group, version, kind)
         .ok_or_else(|| ApiError::not_found(group, kind, "(kind)"))?;
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let namespace = if res.namespaced {
         Some(
             obj.pointer("/metadata/namespace")

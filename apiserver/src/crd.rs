@@ -29,7 +29,7 @@ pub fn validate(crd: &Value) -> ApiResult<()> {
             format!("Invalid value: \"{group}\": should be a domain with at least one dot"),
         ));
     }
-    if plural.is_empty() || !crate::validation::is_dns1123_label(plural) {
+    if plural.is_empty() || !crate::validation::is_dns1123_label(plural).is_empty() {
         causes.push(field_err(
             "spec.names.plural",
             format!("Invalid value: \"{plural}\": a lowercase RFC 1123 label is required"),
@@ -97,7 +97,11 @@ pub fn resources(crd: &Value) -> Vec<Resource> {
         names
             .pointer(ptr)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let singular = match s(&names, "/singular") {
@@ -137,7 +141,9 @@ pub fn resources(crd: &Value) -> Vec<Resource> {
             schema: v
                 .pointer("/schema/openAPIV3Schema")
                 .cloned()
-                .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})),
+                .unwrap_or_else(
+                    || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+                ),
             printer_columns,
             selectable_fields,
             storage: v.get("storage").and_then(Value::as_bool) == Some(true),
@@ -217,12 +223,16 @@ pub fn status(crd: &Value, conflict: Option<&str>) -> Value {
 /// The first of the CRD's names another resource of its group already uses.
 pub fn name_conflict(taken: &[String], crd: &Value) -> Option<String> {
     let names = crd.pointer("/spec/names")?;
-    let mut mine = vec![s(names, "/plural").to_string(), s(names, "/kind").to_string()];
+    let mut mine = vec![
+        s(names, "/plural").to_string(),
+        s(names, "/kind").to_string(),
+    ];
     if let Some(x) = names.get("singular").and_then(Value::as_str) {
         mine.push(x.to_string());
     }
     if let Some(a) = names.get("shortNames").and_then(Value::as_array) {
         mine.extend(a.iter().filter_map(|x| x.as_str().map(str::to_string)));
     }
-    mine.into_iter().find(|n| !n.is_empty() && taken.contains(n))
+    mine.into_iter()
+        .find(|n| !n.is_empty() && taken.contains(n))
 }

@@ -17,6 +17,17 @@ use crate::status::{ApiError, ApiResult};
 /// The Kubernetes version this server speaks (k8s-openapi's `v1_37` schemas).
 pub const KUBE_MINOR: &str = "37";
 
+const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
 /// Answer a discovery route.
 pub fn serve(api: &Api, route: &Route, accept: &str) -> ApiResult<Resp> {
     match route {
@@ -104,7 +115,11 @@ fn aggregated_resp(v: &str, body: &Value) -> Resp {
 }
 
 fn scope(r: &Resource) -> &'static str {
-    if r.namespaced { "Namespaced" } else { "Cluster" }
+    if r.namespaced {
+        "Namespaced"
+    } else {
+        "Cluster"
+    }
 }
 
 fn aggregated_list(api: &Api, core: bool, v: &str) -> Value {
@@ -205,7 +220,9 @@ fn resource_list(api: &Api, group: &str, version: &str) -> Option<Value> {
     } else {
         format!("{group}/{version}")
     };
-    Some(json!({"kind":"APIResourceList","apiVersion":"v1","groupVersion":gv,"resources":resources}))
+    Some(
+        json!({"kind":"APIResourceList","apiVersion":"v1","groupVersion":gv,"resources":resources}),
+    )
 }
 
 fn gv_path(group: &str, version: &str) -> String {
@@ -220,7 +237,12 @@ fn gv_path(group: &str, version: &str) -> String {
 /// its hash.
 pub fn openapi_doc(api: &Api, group: &str, version: &str) -> Option<(String, Bytes)> {
     let path = gv_path(group, version);
-    if let Some(hit) = api.openapi_cache.lock().ok().and_then(|c| c.get(&path).cloned()) {
+    if let Some(hit) = api
+        .openapi_cache
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&path).cloned())
+    {
         return Some(hit);
     }
     let rs: Vec<_> = api
@@ -241,6 +263,8 @@ pub fn openapi_doc(api: &Api, group: &str, version: &str) -> Option<(String, Byt
             plural: &r.plural,
             namespaced: r.namespaced,
             has_status: r.has_status,
+            has_scale: false,
+            verbs: &VERBS,
             list_kind: &r.list_kind,
             schema: match &r.origin {
                 Origin::Builtin { definition } => ResourceSchema::Builtin { definition },

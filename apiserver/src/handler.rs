@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use serde_json::Value;
 
 use crate::api::{Api, RequestLabels};
@@ -120,7 +120,9 @@ where
         Some(Route::Resource(rp)) => {
             let ctx = Ctx {
                 api: api.clone(),
-                user: user.clone().unwrap_or_else(|| UserInfo::anonymous()),
+                user: user.clone().unwrap_or_else(|| {
+                    UserInfo::new("system:anonymous", ["system:unauthenticated"])
+                }),
                 query,
                 accept: header_str(&req, header::ACCEPT),
                 content_type: header_str(&req, header::CONTENT_TYPE),
@@ -128,16 +130,25 @@ where
             };
             resource(ctx, rp, req).await
         }
-        Some(other) => match crate::discovery::serve(&api, &other, &header_str(&req, header::ACCEPT)) {
-            Ok(r) => r,
-            Err(e) => error_resp(&e),
-        },
+        Some(other) => {
+            match crate::discovery::serve(&api, &other, &header_str(&req, header::ACCEPT)) {
+                Ok(r) => r,
+                Err(e) => error_resp(&e),
+            }
+        }
     };
     finish(&api, user.as_ref(), verb, rp.as_ref(), &uri, &resp);
     resp
 }
 
-fn finish(api: &Api, user: Option<&UserInfo>, verb: &str, rp: Option<&ResourcePath>, uri: &str, resp: &Resp) {
+fn finish(
+    api: &Api,
+    user: Option<&UserInfo>,
+    verb: &str,
+    rp: Option<&ResourcePath>,
+    uri: &str,
+    resp: &Resp,
+) {
     let code = resp.status().as_u16();
     let resource = rp.map(|p| p.plural.as_str()).unwrap_or("");
     api.metrics
@@ -218,7 +229,10 @@ where
         ));
     }
     let result: ApiResult<Resp> = async {
-        let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+        let body = if matches!(
+            method,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        ) {
             read_body(&ctx, req).await?
         } else {
             Bytes::new()
@@ -287,14 +301,30 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::fmt::Display,
 {
+    use bytes::BufMut;
     let limit = ctx.api.cfg.max_body_bytes;
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(ApiError::too_large(limit))
+    // Past the limit the rest is read and dropped (up to a bound) so that the client
+    // receives the 413 instead of a connection reset in the middle of its upload.
+    let drain_bound = limit.saturating_mul(8).max(64 << 20);
+    let mut body = std::pin::pin!(req.into_body());
+    let mut out = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen <= limit {
+                out.put_slice(&data);
+            } else if seen > drain_bound {
+                break;
+            }
         }
-        Err(e) => Err(ApiError::bad_request(format!("reading the request body: {e}"))),
     }
+    if seen > limit {
+        return Err(ApiError::too_large(limit));
+    }
+    Ok(out.freeze())
 }
 
 /// Decode a request body as JSON or YAML by its Content-Type.

@@ -95,15 +95,18 @@ impl ApiServer {
             sans.push(cfg.listen.ip().to_string());
         }
         let pki = Arc::new(pki::ApiPki::load_or_create(&dir.join("pki"), &sans)?);
-        let tokens = auth::TokenAuthenticator::new(vec![(
-            pki.admin_token().to_string(),
-            auth::UserInfo::new("kedge-admin", &["system:masters", "system:authenticated"]),
-        )]);
+        let mut tokens = auth::TokenAuthenticator::new();
+        tokens.add_static_token(
+            pki.admin_token(),
+            auth::UserInfo::new("kedge-admin", ["system:masters", "system:authenticated"]),
+        );
         let listener = server::bind(cfg.listen).await.map_err(StartError::Listen)?;
         let addr = listener.local_addr().map_err(StartError::Listen)?;
         let mut cfg = cfg;
         cfg.listen = addr;
-        let api = Arc::new(Api::new(cfg, store.clone(), tokens, shutdown.clone()).map_err(StartError::Audit)?);
+        let api = Arc::new(
+            Api::new(cfg, store.clone(), tokens, shutdown.clone()).map_err(StartError::Audit)?,
+        );
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(store.clone().run_committer(shutdown.clone())));
         bootstrap::run(&api).await;

@@ -501,3 +501,7 @@ fn load_or_create_token(path: &Path) -> Result<String, PkiError> {
     store::write_atomic(path, format!("{token}\n").as_bytes(), SECRET_MODE)?;
     Ok(token)
 }
+
+#[cfg(test)]
+#[path = "pki/kube_tests.rs"]
+mod kube_tests;

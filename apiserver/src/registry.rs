@@ -100,7 +100,10 @@ impl Resource {
 
     /// Field names supported by field selectors on this resource.
     pub fn selectable_fields(&self) -> Vec<String> {
-        let mut out = vec!["metadata.name".to_string(), "metadata.namespace".to_string()];
+        let mut out = vec![
+            "metadata.name".to_string(),
+            "metadata.namespace".to_string(),
+        ];
         match &self.origin {
             Origin::Builtin { .. } => out.extend(
                 crate::selector::builtin_fields(&self.group, &self.plural)

@@ -18,11 +18,17 @@ pub enum Route {
     /// `/apis/<group>`
     Group(String),
     /// `/api/v1` or `/apis/<group>/<version>`
-    ResourceList { group: String, version: String },
+    ResourceList {
+        group: String,
+        version: String,
+    },
     /// `/openapi/v3`
     OpenApiIndex,
     /// `/openapi/v3/api/v1`, `/openapi/v3/apis/<g>/<v>`
-    OpenApiDoc { group: String, version: String },
+    OpenApiDoc {
+        group: String,
+        version: String,
+    },
     /// `/openapi/v2`
     OpenApiV2,
     /// A resource, collection or subresource.
@@ -44,11 +50,7 @@ pub struct ResourcePath {
 /// Parse a request path (without query). `None` = not served.
 pub fn route(path: &str) -> Option<Route> {
     let path = path.trim_end_matches('/');
-    let segs: Vec<String> = path
-        .split('/')
-        .skip(1)
-        .map(|s| percent_decode(s))
-        .collect();
+    let segs: Vec<String> = path.split('/').skip(1).map(|s| percent_decode(s)).collect();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     Some(match s.as_slice() {
         ["version"] => Route::Version,

@@ -42,7 +42,12 @@ pub async fn serve(
         let api = api.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout(
+                Duration::from_secs(10),
+                crate::pki::accept_tls(&acceptor, tcp),
+            )
+            .await
+            {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     api.reject("tls_handshake");
@@ -62,7 +67,9 @@ pub async fn serve(
             let svc = service_fn(move |req| {
                 let api = api.clone();
                 let user = user.clone();
-                async move { Ok::<_, std::convert::Infallible>(crate::handler::handle(api, user, req).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(crate::handler::handle(api, user, req).await)
+                }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection(TokioIo::new(tls), svc);
@@ -71,14 +78,17 @@ pub async fn serve(
             }
         });
     }
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::info!("open connections did not finish within the grace period");
     }
 }
 
 /// Bind a listener, with a clear error naming the address.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }

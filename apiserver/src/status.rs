@@ -54,13 +54,21 @@ impl ApiError {
 
     /// 404 NotFound for `resource` `name` (`pods "x" not found`).
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(group, resource)))
-            .with_details(json!({"name": name, "group": group, "kind": resource}))
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified(group, resource)),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": resource}))
     }
 
     /// 404 NotFound for a path the server does not serve.
     pub fn no_route() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     /// 405 MethodNotAllowed.
@@ -134,9 +142,12 @@ impl ApiError {
             1 => parts[0].clone(),
             _ => format!("[{}]", parts.join(", ")),
         };
-        Self::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {body}")).with_details(
-            json!({"name": name, "group": group, "kind": kind, "causes": causes}),
+        Self::new(
+            422,
+            "Invalid",
+            format!("{kind} \"{name}\" is invalid: {body}"),
         )
+        .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
     }
 
     /// 500 InternalError.

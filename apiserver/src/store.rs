@@ -536,8 +536,16 @@ mod tests {
         {
             let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
             let task = tokio::spawn(store.clone().run_committer(token.clone()));
-            let a = put(&store, "core/pods/default/a", json!({"metadata":{"name":"a"}}));
-            let b = put(&store, "core/pods/default/b", json!({"metadata":{"name":"b"}}));
+            let a = put(
+                &store,
+                "core/pods/default/a",
+                json!({"metadata":{"name":"a"}}),
+            );
+            let b = put(
+                &store,
+                "core/pods/default/b",
+                json!({"metadata":{"name":"b"}}),
+            );
             assert_eq!(b.rv, a.rv + 1);
             store.durable(b.rv).await.unwrap();
             store
@@ -574,7 +582,11 @@ mod tests {
         let (mut rx, _) = store.subscribe();
         tokio::spawn(store.clone().run_committer(token.clone()));
         for i in 0..10 {
-            put(&store, &format!("core/configmaps/default/c{i}"), json!({"metadata":{}}));
+            put(
+                &store,
+                &format!("core/configmaps/default/c{i}"),
+                json!({"metadata":{}}),
+            );
         }
         store.durable(10).await.unwrap();
         let mut seen = vec![];

@@ -168,7 +168,10 @@ impl Config {
             return Err(bad("api.max_body_bytes", "must be at least 1024"));
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.hub.max_frame_bytes) {
-            return Err(bad("hub.max_frame_bytes", "must be between 1 KiB and 64 MiB"));
+            return Err(bad(
+                "hub.max_frame_bytes",
+                "must be between 1 KiB and 64 MiB",
+            ));
         }
         if self.api.data_dir.as_os_str().is_empty() {
             return Err(bad("api.data_dir", "must not be empty"));
@@ -200,6 +203,9 @@ mod tests {
     #[test]
     fn invalid_values_are_refused() {
         let err = Config::parse("[api]\nwatch_history = 0\n", "f.toml").unwrap_err();
-        assert_eq!(err.to_string(), "f.toml: api.watch_history: must be at least 1");
+        assert_eq!(
+            err.to_string(),
+            "f.toml: api.watch_history: must be at least 1"
+        );
     }
 }

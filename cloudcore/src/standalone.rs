@@ -15,7 +15,8 @@ use crate::config::Config;
 /// Cancel `token` on the first SIGTERM/SIGINT; exit the process on the second.
 pub fn stop_on_signals(token: CancellationToken) {
     tokio::spawn(async move {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         else {
             return;
         };
@@ -50,6 +51,7 @@ pub async fn run(cfg: Config, args: StandaloneArgs) -> anyhow::Result<ExitCode> 
         ..ApiConfig::default()
     };
     let metrics_listener = crate::telemetry::bind(cfg.metrics.listen).await?;
+    let metrics_addr = metrics_listener.local_addr()?;
     let server = ApiServer::start(api_cfg, shutdown.clone())
         .await
         .context("starting the embedded API server")?;
@@ -74,10 +76,21 @@ pub async fn run(cfg: Config, args: StandaloneArgs) -> anyhow::Result<ExitCode> 
         shutdown.clone(),
     ));
     let path = std::fs::canonicalize(&kubeconfig).unwrap_or(kubeconfig);
-    println!("kedge standalone API server: {}", server.url());
-    println!("kubeconfig: {}", path.display());
-    println!("export KUBECONFIG={}", path.display());
-    tracing::info!(api = %server.url(), metrics = %cfg.metrics.listen, "cloudcore standalone ready");
+    // Written with errors ignored: a closed stdout (a supervisor that stopped reading)
+    // must not take the server down, as println! would.
+    let banner = format!(
+        "kedge standalone API server: {}\nkubeconfig: {}\nexport KUBECONFIG={}\nmetrics: http://{metrics_addr}/metrics\n",
+        server.url(),
+        path.display(),
+        path.display()
+    );
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes());
+        let _ = out.flush();
+    }
+    tracing::info!(api = %server.url(), metrics = %metrics_addr, "cloudcore standalone ready");
     shutdown.cancelled().await;
     server.stopped().await;
     tracing::info!("stopped");

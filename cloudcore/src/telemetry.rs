@@ -16,7 +16,13 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogArgs {
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "KEDGE_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "KEDGE_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     /// Log filter (`info`, `debug`, `cloudcore=debug,apiserver=info`, ...).
     #[arg(long, global = true, default_value = "info", env = "KEDGE_LOG")]
@@ -72,7 +78,11 @@ pub async fn serve_metrics(
                             if let Ok(reg) = registry.lock() {
                                 let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
                             }
-                            (200, "application/openmetrics-text; version=1.0.0; charset=utf-8", out)
+                            (
+                                200,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                out,
+                            )
                         }
                         "/healthz" | "/livez" => (200, "text/plain", "ok".to_string()),
                         "/readyz" if ready() => (200, "text/plain", "ok".to_string()),
@@ -96,7 +106,7 @@ pub async fn serve_metrics(
 
 /// Bind the metrics listener (an error names the address).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} (metrics): {e}")))
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr} (metrics): {e}"))
+    })
 }

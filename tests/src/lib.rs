@@ -70,7 +70,12 @@ impl Standalone {
             .arg("standalone")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--api-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args([
+                "--api-listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(log)
@@ -79,10 +84,9 @@ impl Standalone {
         let stdout = child.stdout.take().context("stdout")?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            // Keep draining after start-up so the child never writes into a closed pipe.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -102,7 +106,9 @@ impl Standalone {
                 Err(_) => {
                     let _ = child.kill();
                     let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
-                    bail!("cloudcore standalone did not print its kubeconfig within 60 s; log:\n{log}");
+                    bail!(
+                        "cloudcore standalone did not print its kubeconfig within 60 s; log:\n{log}"
+                    );
                 }
             }
         }
@@ -204,7 +210,12 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> Result<std::process::E
 }
 
 /// Run kubectl with a kubeconfig, optional stdin and extra environment.
-pub fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
+pub fn kubectl(
+    kubeconfig: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> Output {
     use std::io::Write;
     let mut cmd = Command::new("kubectl");
     cmd.arg("--kubeconfig")
@@ -212,7 +223,11 @@ pub fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>, env: &[(&s
         .args(["--request-timeout", "30s"])
         .args(args)
         .env_remove("KUBECONFIG")
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, v) in env {
@@ -238,7 +253,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -87,6 +87,27 @@ spec:
     - {name: B, value: "2"}
   - name: side
     image: busybox:1.36
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+  namespace: demo
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      containers:
+      - name: main
+        image: busybox:1.36
+        env:
+        - {name: A, value: "1"}
+        - {name: B, value: "2"}
+        ports:
+        - {containerPort: 80}
+        - {containerPort: 443}
 "#;
 
 fn start() -> (tempfile::TempDir, Standalone) {
@@ -105,7 +126,12 @@ fn json_of(s: &Standalone, args: &[&str]) -> Value {
 fn apply_get_and_reapply_with_validation() {
     let (_d, s) = start();
     s.apply(CRD);
-    s.kubectl_ok(&["wait", "--for=condition=Established", "crd/widgets.example.com", "--timeout=20s"]);
+    s.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/widgets.example.com",
+        "--timeout=20s",
+    ]);
     let out = s.apply(APP);
     assert!(out.contains("pod/web created"), "{out}");
     s.apply("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1, namespace: demo}\nspec: {size: 3, color: red}\n");
@@ -116,44 +142,109 @@ fn apply_get_and_reapply_with_validation() {
     for col in ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] {
         assert!(header.contains(col), "{pods}");
     }
-    assert!(pods.contains("web") && pods.contains("0/2") && pods.contains("Pending"), "{pods}");
+    assert!(
+        pods.contains("web") && pods.contains("0/2") && pods.contains("Pending"),
+        "{pods}"
+    );
     let wide = s.kubectl_ok(&["get", "pods", "-n", "demo", "-o", "wide"]);
-    assert!(wide.lines().next().unwrap().contains("NODE") && wide.contains("edge-1"), "{wide}");
+    assert!(
+        wide.lines().next().unwrap().contains("NODE") && wide.contains("edge-1"),
+        "{wide}"
+    );
     let widgets = s.kubectl_ok(&["get", "widgets", "-n", "demo"]);
-    assert!(widgets.lines().next().unwrap().contains("SIZE") && widgets.contains("red"), "{widgets}");
+    assert!(
+        widgets.lines().next().unwrap().contains("SIZE") && widgets.contains("red"),
+        "{widgets}"
+    );
     let cms = s.kubectl_ok(&["get", "cm", "-n", "demo"]);
     assert!(cms.lines().next().unwrap().contains("DATA"), "{cms}");
 
     // Formats and selectors.
     let pod = json_of(&s, &["get", "pod", "web", "-n", "demo"]);
-    assert_eq!(pod["spec"]["containers"][0]["env"].as_array().unwrap().len(), 2);
-    assert!(pod["metadata"]["uid"].as_str().is_some_and(|u| !u.is_empty()));
+    assert_eq!(
+        pod["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        pod["metadata"]["uid"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty())
+    );
     let yaml = s.kubectl_ok(&["get", "pod", "web", "-n", "demo", "-o", "yaml"]);
     assert!(yaml.contains("nodeName: edge-1"), "{yaml}");
-    let by_label = json_of(&s, &["get", "pods,cm", "-n", "demo", "-l", "app=web,tier in (front)"]);
-    let names: Vec<&str> = by_label["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
+    let by_label = json_of(
+        &s,
+        &[
+            "get",
+            "pods,cm",
+            "-n",
+            "demo",
+            "-l",
+            "app=web,tier in (front)",
+        ],
+    );
+    let names: Vec<&str> = by_label["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["web"]);
-    let by_field = json_of(&s, &["get", "pods", "-A", "--field-selector", "spec.nodeName=edge-1"]);
+    let by_field = json_of(
+        &s,
+        &[
+            "get",
+            "pods",
+            "-A",
+            "--field-selector",
+            "spec.nodeName=edge-1",
+        ],
+    );
     assert_eq!(by_field["items"].as_array().unwrap().len(), 1);
-    let none = json_of(&s, &["get", "pods", "-A", "--field-selector", "spec.nodeName=edge-2"]);
+    let none = json_of(
+        &s,
+        &[
+            "get",
+            "pods",
+            "-A",
+            "--field-selector",
+            "spec.nodeName=edge-2",
+        ],
+    );
     assert_eq!(none["items"].as_array().unwrap().len(), 0);
     let bad = s.kubectl(&["get", "pods", "--field-selector", "spec.bogus=1"]);
     assert!(!bad.status.success());
 
-    // Re-apply with one env var and one label removed: they are gone.
-    let edited = APP.replace("    - {name: B, value: \"2\"}\n", "").replace("labels: {app: web, tier: front}", "labels: {app: web}");
+    // Re-apply with a list item (env B, port 443) and a label removed: they are gone,
+    // the rest is untouched (strategic merge with kubectl's $setElementOrder directives).
+    let edited = APP
+        .replace("        - {name: B, value: \"2\"}\n", "")
+        .replace("        - {containerPort: 443}\n", "")
+        .replace("labels: {app: web, tier: front}", "labels: {app: web}");
+    assert_ne!(edited, APP);
     s.apply(&edited);
-    let pod = json_of(&s, &["get", "pod", "web", "-n", "demo"]);
-    let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
+    let dep = json_of(&s, &["get", "deployment", "api", "-n", "demo"]);
+    let c = &dep["spec"]["template"]["spec"]["containers"][0];
+    let env = c["env"].as_array().unwrap();
     assert_eq!(env.len(), 1, "{env:?}");
     assert_eq!(env[0]["name"], "A");
+    assert_eq!(c["ports"].as_array().unwrap().len(), 1, "{c}");
+    assert_eq!(dep["spec"]["replicas"], 2);
+    let pod = json_of(&s, &["get", "pod", "web", "-n", "demo"]);
     assert!(pod["metadata"]["labels"].get("tier").is_none());
-    assert_eq!(pod["spec"]["containers"].as_array().unwrap().len(), 2);
+    assert_eq!(pod["metadata"]["labels"]["app"], "web");
 
     // Validation: unknown field and schema errors are refused.
     let out = s.kubectl_stdin(&["apply", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: demo}\ndatta: {a: b}\n"));
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown field"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = s.kubectl_stdin(&["apply", "-f", "-"], Some("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w2, namespace: demo}\nspec: {color: purple}\n"));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -161,7 +252,14 @@ fn apply_get_and_reapply_with_validation() {
 
     // api-resources lists built-ins and the CRD.
     let ar = s.kubectl_ok(&["api-resources"]);
-    for r in ["pods", "configmaps", "leases", "customresourcedefinitions", "widgets", "devices"] {
+    for r in [
+        "pods",
+        "configmaps",
+        "leases",
+        "customresourcedefinitions",
+        "widgets",
+        "devices",
+    ] {
         assert!(ar.contains(r), "{r} missing from api-resources:\n{ar}");
     }
 }
@@ -170,11 +268,41 @@ fn apply_get_and_reapply_with_validation() {
 fn patch_edit_label_annotate() {
     let (_d, s) = start();
     s.apply(APP);
-    s.kubectl_ok(&["patch", "cm", "settings", "-n", "demo", "--type", "merge", "-p", r#"{"data":{"mode":"slow","extra":"1"}}"#]);
-    s.kubectl_ok(&["patch", "cm", "settings", "-n", "demo", "--type", "json", "-p", r#"[{"op":"remove","path":"/data/extra"}]"#]);
+    s.kubectl_ok(&[
+        "patch",
+        "cm",
+        "settings",
+        "-n",
+        "demo",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"mode":"slow","extra":"1"}}"#,
+    ]);
+    s.kubectl_ok(&[
+        "patch",
+        "cm",
+        "settings",
+        "-n",
+        "demo",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/data/extra"}]"#,
+    ]);
     let cm = json_of(&s, &["get", "cm", "settings", "-n", "demo"]);
     assert_eq!(cm["data"], serde_json::json!({"mode": "slow"}));
-    s.kubectl_ok(&["patch", "pod", "web", "-n", "demo", "--type", "strategic", "-p", r#"{"spec":{"containers":[{"name":"side","image":"busybox:1.37"}]}}"#]);
+    s.kubectl_ok(&[
+        "patch",
+        "pod",
+        "web",
+        "-n",
+        "demo",
+        "--type",
+        "strategic",
+        "-p",
+        r#"{"spec":{"containers":[{"name":"side","image":"busybox:1.37"}]}}"#,
+    ]);
     let pod = json_of(&s, &["get", "pod", "web", "-n", "demo"]);
     let cs = pod["spec"]["containers"].as_array().unwrap();
     assert_eq!(cs.len(), 2, "strategic merge kept the other container");
@@ -193,10 +321,30 @@ fn patch_edit_label_annotate() {
     // kubectl edit with a scripted editor.
     let dir = tempfile::tempdir().unwrap();
     let editor = dir.path().join("editor.sh");
-    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/mode: slow/mode: edited/' \"$1\"\n").unwrap();
-    std::process::Command::new("chmod").arg("+x").arg(&editor).status().unwrap();
-    let out = kubectl(&s.kubeconfig, &["edit", "cm", "settings", "-n", "demo"], None, &[("EDITOR", editor.to_str().unwrap()), ("KUBE_EDITOR", editor.to_str().unwrap())]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/mode: slow/mode: edited/' \"$1\"\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&editor)
+        .status()
+        .unwrap();
+    let out = kubectl(
+        &s.kubeconfig,
+        &["edit", "cm", "settings", "-n", "demo"],
+        None,
+        &[
+            ("EDITOR", editor.to_str().unwrap()),
+            ("KUBE_EDITOR", editor.to_str().unwrap()),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cm = json_of(&s, &["get", "cm", "settings", "-n", "demo"]);
     assert_eq!(cm["data"]["mode"], "edited");
 }
@@ -206,10 +354,13 @@ fn watch_prints_changes() {
     let (_d, s) = start();
     s.apply(APP);
     let mut child = Command::new("kubectl")
-        .arg("--kubeconfig").arg(&s.kubeconfig)
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
         .args(["get", "cm", "-n", "demo", "-w", "--no-headers"])
-        .stdout(Stdio::piped()).stderr(Stdio::null())
-        .spawn().unwrap();
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -217,12 +368,18 @@ fn watch_prints_changes() {
             let _ = tx.send(l);
         }
     });
-    let first = rx.recv_timeout(Duration::from_secs(20)).expect("initial watch line");
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("initial watch line");
     assert!(first.contains("settings"), "{first}");
-    s.kubectl_ok(&["create", "configmap", "later", "-n", "demo", "--from-literal=a=b"]);
+    s.apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: later, namespace: demo}\ndata: {a: b}\n",
+    );
     let mut seen = String::new();
     while !seen.contains("later") {
-        seen = rx.recv_timeout(Duration::from_secs(20)).expect("watch shows the new configmap");
+        seen = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("watch shows the new configmap");
     }
     let _ = child.kill();
 }
@@ -233,7 +390,12 @@ fn node_bound_pod_stays_terminating_until_confirmed() {
     s.apply(APP);
     s.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: free, namespace: demo}\nspec: {containers: [{name: c, image: busybox}]}\n");
     s.kubectl_ok(&["delete", "pod", "free", "-n", "demo", "--wait=false"]);
-    assert!(!s.kubectl(&["get", "pod", "free", "-n", "demo"]).status.success(), "an unbound pod goes at once");
+    assert!(
+        !s.kubectl(&["get", "pod", "free", "-n", "demo"])
+            .status
+            .success(),
+        "an unbound pod goes at once"
+    );
     s.kubectl_ok(&["delete", "pod", "web", "-n", "demo", "--wait=false"]);
     let table = s.kubectl_ok(&["get", "pod", "web", "-n", "demo"]);
     assert!(table.contains("Terminating"), "{table}");
@@ -241,8 +403,20 @@ fn node_bound_pod_stays_terminating_until_confirmed() {
     assert!(pod["metadata"]["deletionTimestamp"].is_string());
     assert_eq!(pod["metadata"]["deletionGracePeriodSeconds"], 30);
     // The node confirms with grace 0 (what edgecore does once the pod stopped).
-    s.kubectl_ok(&["delete", "pod", "web", "-n", "demo", "--grace-period=0", "--force"]);
-    assert!(!s.kubectl(&["get", "pod", "web", "-n", "demo"]).status.success());
+    s.kubectl_ok(&[
+        "delete",
+        "pod",
+        "web",
+        "-n",
+        "demo",
+        "--grace-period=0",
+        "--force",
+    ]);
+    assert!(
+        !s.kubectl(&["get", "pod", "web", "-n", "demo"])
+            .status
+            .success()
+    );
 }
 
 #[test]
@@ -251,9 +425,22 @@ fn namespace_deletion_removes_its_objects() {
     s.apply(APP);
     s.kubectl_ok(&["delete", "namespace", "demo", "--timeout=30s"]);
     let all = json_of(&s, &["get", "cm,secrets,pods", "-A"]);
-    let left: Vec<_> = all["items"].as_array().unwrap().iter().filter(|i| i["metadata"]["namespace"] == "demo").collect();
+    let left: Vec<_> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["metadata"]["namespace"] == "demo")
+        .collect();
     assert!(left.is_empty(), "{left:?}");
     let ns = json_of(&s, &["get", "ns"]);
-    let names: Vec<&str> = ns["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
-    assert_eq!(names, vec!["default", "kube-node-lease", "kube-public", "kube-system"]);
+    let names: Vec<&str> = ns["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["default", "kube-node-lease", "kube-public", "kube-system"]
+    );
 }

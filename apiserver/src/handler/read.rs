@@ -18,22 +18,24 @@ use crate::table::{self, Columns, IncludeObject};
 pub struct Selectors {
     pub labels: Option<LabelSelector>,
     pub fields: Option<FieldSelector>,
+    /// The resource's group and plural (built-in field aliases and defaults).
+    pub group: String,
+    pub plural: String,
 }
 
 impl Selectors {
     /// Parse and check the selectors of a request against the resource.
     pub fn from_ctx(ctx: &Ctx, res: &Resource) -> ApiResult<Self> {
         let labels = match ctx.query.non_empty("labelSelector") {
-            Some(s) => Some(
-                LabelSelector::parse(s)
-                    .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
-            ),
+            Some(s) => {
+                Some(LabelSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?)
+            }
             None => None,
         };
         let fields = match ctx.query.non_empty("fieldSelector") {
             Some(s) => {
-                let f = FieldSelector::parse(s)
-                    .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
+                let f =
+                    FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
                 let supported = res.selectable_fields();
                 let names: Vec<&str> = supported.iter().map(String::as_str).collect();
                 f.validate(&names)
@@ -42,7 +44,12 @@ impl Selectors {
             }
             None => None,
         };
-        Ok(Self { labels, fields })
+        Ok(Self {
+            labels,
+            fields,
+            group: res.group.clone(),
+            plural: res.plural.clone(),
+        })
     }
 
     /// Does `obj` match both selectors?
@@ -58,7 +65,7 @@ impl Selectors {
             }
         }
         if let Some(f) = &self.fields {
-            if !f.matches(obj) {
+            if !f.matches_resource(obj, &self.group, &self.plural) {
                 return false;
             }
         }
@@ -78,17 +85,13 @@ pub fn columns(res: &Resource) -> Columns<'_> {
             group: &res.group,
             kind: &res.kind,
         },
-        Origin::Custom(cv) if !cv.printer_columns.is_empty() => Columns::Custom(&cv.printer_columns),
-        Origin::Custom(_) => Columns::Default,
+        Origin::Custom(cv) => Columns::Custom(&cv.printer_columns),
     }
 }
 
-fn include_object(ctx: &Ctx) -> IncludeObject {
-    match ctx.query.get("includeObject") {
-        Some("None") => IncludeObject::None,
-        Some("Object") => IncludeObject::Object,
-        _ => IncludeObject::Metadata,
-    }
+fn include_object(ctx: &Ctx) -> ApiResult<IncludeObject> {
+    table::parse_include_object(ctx.query.get("includeObject"))
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// GET of one object (or its status subresource).
@@ -105,7 +108,7 @@ pub async fn get(ctx: &Ctx, res: &Resource, rp: &ResourcePath) -> ApiResult<Resp
         let t = table::table(
             columns(res),
             std::slice::from_ref(&obj.value),
-            include_object(ctx),
+            include_object(ctx)?,
             &obj.rv.to_string(),
             None,
         );
@@ -126,7 +129,8 @@ fn continue_token(rv: u64, last_key: &str) -> String {
         rv,
         start: last_key.to_string(),
     };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap_or_default())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&c).unwrap_or_default())
 }
 
 fn parse_continue(token: &str) -> ApiResult<Continue> {
@@ -192,7 +196,7 @@ pub async fn list(ctx: &Ctx, res: &Resource, rp: &ResourcePath) -> ApiResult<Res
         let t = table::table(
             columns(res),
             &values,
-            include_object(ctx),
+            include_object(ctx)?,
             &rv.to_string(),
             next.as_deref(),
         );

@@ -24,32 +24,30 @@ use crate::registry::Resource;
 use crate::request::ResourcePath;
 use crate::status::{ApiError, ApiResult};
 use crate::store::{Event, EventType, Stored};
-use crate::table::{self, IncludeObject};
+use crate::table::{self, IncludeObject, TableVersion};
 
 struct Watcher {
     res: Arc<Resource>,
     prefix: String,
     sel: Selectors,
-    table: bool,
+    /// Table rendering (kubectl get -w) and whether the column headers were sent.
+    table: Option<(TableVersion, IncludeObject)>,
+    headers_sent: bool,
 }
 
 impl Watcher {
-    fn line(&self, kind: &str, obj: &Stored) -> Bytes {
-        if self.table {
-            let t = table::table(
-                columns(&self.res),
-                std::slice::from_ref(&obj.value),
-                IncludeObject::Metadata,
-                &obj.rv.to_string(),
-                None,
-            );
+    fn line(&mut self, kind: &str, obj: &Stored) -> Bytes {
+        if let Some((version, include)) = self.table {
+            let first = !self.headers_sent;
+            self.headers_sent = true;
+            let t = table::watch_table(columns(&self.res), &obj.value, version, include, first);
             return event_line(kind, &serde_json::to_vec(&t).unwrap_or_default());
         }
         event_line(kind, &obj.raw)
     }
 
     /// What a watcher of this selection sees of a store event.
-    fn translate(&self, ev: &Event) -> Option<Bytes> {
+    fn translate(&mut self, ev: &Event) -> Option<Bytes> {
         if !ev.key.starts_with(&self.prefix) {
             return None;
         }
@@ -78,7 +76,10 @@ fn event_line(kind: &str, obj: &[u8]) -> Bytes {
 }
 
 fn error_line(e: &ApiError) -> Bytes {
-    event_line("ERROR", &serde_json::to_vec(&e.to_status()).unwrap_or_default())
+    event_line(
+        "ERROR",
+        &serde_json::to_vec(&e.to_status()).unwrap_or_default(),
+    )
 }
 
 fn bookmark(res: &Resource, rv: u64, initial_end: bool) -> Bytes {
@@ -98,11 +99,20 @@ pub async fn watch(ctx: &Ctx, res: &Arc<Resource>, rp: &ResourcePath) -> ApiResu
         prefix.push_str(ns);
         prefix.push('/');
     }
-    let w = Watcher {
+    let table = match table::parse_table_accept(&ctx.accept) {
+        Some(v) => Some((
+            v,
+            table::parse_include_object(ctx.query.get("includeObject"))
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let mut w = Watcher {
         res: res.clone(),
         prefix,
         sel,
-        table: wants_table(ctx),
+        table,
+        headers_sent: false,
     };
     let bookmarks = ctx.query.flag("allowWatchBookmarks");
     let timeout = ctx

@@ -80,7 +80,12 @@ where
 }
 
 /// After a real write: wait for durability and run the kind's follow-ups.
-async fn commit(api: &Arc<Api>, dry: bool, res: &Resource, ev: &Option<Arc<Event>>) -> ApiResult<()> {
+async fn commit(
+    api: &Arc<Api>,
+    dry: bool,
+    res: &Resource,
+    ev: &Option<Arc<Event>>,
+) -> ApiResult<()> {
     if let Some(ev) = ev {
         if !dry {
             api.store.durable(ev.rv).await?;
@@ -144,7 +149,7 @@ pub fn validate_schema(
     let Some(schema) = schema else {
         return Ok(());
     };
-    let v = schema::validate(schema.clone(), obj);
+    let v = schema::validate(schema, obj);
     if !v.unknown_fields.is_empty() {
         match mode {
             FieldValidation::Strict => {
@@ -160,19 +165,21 @@ pub fn validate_schema(
                     ver = res.version
                 )));
             }
-            FieldValidation::Warn => {
-                warnings.extend(
-                    v.unknown_fields
-                        .iter()
-                        .map(|f| format!("unknown field \"{f}\"")),
-                );
-                schema::prune(schema, obj);
-            }
-            FieldValidation::Ignore => {
-                schema::prune(schema, obj);
-            }
+            FieldValidation::Warn => warnings.extend(
+                v.unknown_fields
+                    .iter()
+                    .map(|f| format!("unknown field \"{f}\"")),
+            ),
+            FieldValidation::Ignore => {}
         }
     }
+    // Unknown fields and nulls of non-nullable fields are dropped, as the decoder does,
+    // before the values are checked.
+    schema::prune(schema, obj);
+    if res.is_custom() {
+        schema::apply_defaults(schema, obj);
+    }
+    let v = schema::validate(schema, obj);
     if !v.errors.is_empty() {
         let name = obj
             .pointer("/metadata/name")
@@ -181,7 +188,7 @@ pub fn validate_schema(
         let causes: Vec<Value> = v
             .errors
             .iter()
-            .map(|e| json!({"reason": e.reason, "message": e.message, "field": e.path}))
+            .map(|e| json!({"reason": e.reason.as_str(), "message": e.message, "field": e.path}))
             .collect();
         return Err(ApiError::invalid(&res.kind, name, causes, &res.group));
     }
@@ -258,7 +265,12 @@ fn place_namespace(res: &Resource, rp: &ResourcePath, obj: &mut Value) -> ApiRes
 }
 
 /// POST to a collection.
-pub async fn create(ctx: &mut Ctx, res: &Arc<Resource>, rp: &ResourcePath, body: &[u8]) -> ApiResult<Resp> {
+pub async fn create(
+    ctx: &mut Ctx,
+    res: &Arc<Resource>,
+    rp: &ResourcePath,
+    body: &[u8],
+) -> ApiResult<Resp> {
     let mode = FieldValidation::from_ctx(ctx)?;
     let mut obj = decode_body(&ctx.content_type, body)?;
     check_type_meta(res, &mut obj)?;
@@ -268,7 +280,10 @@ pub async fn create(ctx: &mut Ctx, res: &Arc<Resource>, rp: &ResourcePath, body:
     }
     {
         let meta = meta_mut(&mut obj);
-        let has_name = meta.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+        let has_name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
         if !has_name {
             match meta.get("generateName").and_then(Value::as_str) {
                 Some(prefix) if !prefix.is_empty() => {
@@ -279,18 +294,27 @@ pub async fn create(ctx: &mut Ctx, res: &Arc<Resource>, rp: &ResourcePath, body:
                     return Err(ApiError::invalid(
                         &res.kind,
                         "",
-                        vec![json!({"reason":"FieldValueRequired","message":"Required value: name or generateName is required","field":"metadata.name"})],
+                        vec![
+                            json!({"reason":"FieldValueRequired","message":"Required value: name or generateName is required","field":"metadata.name"}),
+                        ],
                         &res.group,
                     ));
                 }
             }
         }
-        if meta.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+        if meta
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+        {
             return Err(ApiError::bad_request(
                 "resourceVersion should not be set on objects to be created",
             ));
         }
-        meta.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+        meta.insert(
+            "uid".into(),
+            Value::String(uuid::Uuid::new_v4().to_string()),
+        );
         meta.insert("creationTimestamp".into(), Value::String(now()));
         meta.insert("generation".into(), json!(1));
         meta.remove("deletionTimestamp");
@@ -368,7 +392,10 @@ fn carry_system_fields(res: &Resource, cur: &Value, new: &mut Value, sub: Option
         v
     };
     if strip(cur) != strip(new) {
-        let g = cur_meta.get("generation").and_then(Value::as_i64).unwrap_or(0);
+        let g = cur_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         meta_mut(new).insert("generation".into(), json!(g + 1));
     }
 }
@@ -387,7 +414,9 @@ fn finish_update(
 ) -> ApiResult<Outcome> {
     check_type_meta(res, &mut new)?;
     let want = str_at(&new, "/metadata/resourceVersion").unwrap_or("");
-    let name = str_at(&cur.value, "/metadata/name").unwrap_or("").to_string();
+    let name = str_at(&cur.value, "/metadata/name")
+        .unwrap_or("")
+        .to_string();
     if !want.is_empty() && want != cur.rv.to_string() {
         return Err(ApiError::conflict(
             &res.group,
@@ -444,7 +473,12 @@ fn written(ev: Option<Arc<Event>>, ctx: &Ctx, key: &str) -> Value {
 }
 
 /// PUT of an object or its status.
-pub async fn update(ctx: &mut Ctx, res: &Arc<Resource>, rp: &ResourcePath, body: &[u8]) -> ApiResult<Resp> {
+pub async fn update(
+    ctx: &mut Ctx,
+    res: &Arc<Resource>,
+    rp: &ResourcePath,
+    body: &[u8],
+) -> ApiResult<Resp> {
     let mode = FieldValidation::from_ctx(ctx)?;
     let mut new = decode_body(&ctx.content_type, body)?;
     check_type_meta(res, &mut new)?;
@@ -471,14 +505,14 @@ pub async fn update(ctx: &mut Ctx, res: &Arc<Resource>, rp: &ResourcePath, body:
 
 /// PATCH of an object or its status (JSON, merge, strategic merge; apply is server-side
 /// apply).
-pub async fn patch(ctx: &mut Ctx, res: &Arc<Resource>, rp: &ResourcePath, body: &[u8]) -> ApiResult<Resp> {
+pub async fn patch(
+    ctx: &mut Ctx,
+    res: &Arc<Resource>,
+    rp: &ResourcePath,
+    body: &[u8],
+) -> ApiResult<Resp> {
     let mode = FieldValidation::from_ctx(ctx)?;
-    let pt = PatchType::from_content_type(&ctx.content_type).ok_or_else(|| {
-        ApiError::unsupported_media_type(format!(
-            "the body of the request was in an unknown format ({}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json",
-            ctx.content_type
-        ))
-    })?;
+    let pt = PatchType::from_content_type(&ctx.content_type).map_err(patch_error)?;
     if pt == PatchType::StrategicMerge && res.is_custom() {
         return Err(ApiError::unsupported_media_type(
             "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
@@ -509,7 +543,12 @@ pub async fn patch(ctx: &mut Ctx, res: &Arc<Resource>, rp: &ResourcePath, body: 
 }
 
 /// Apply a JSON, merge or strategic merge patch with the resource's patch metadata.
-pub fn apply_patch_for(res: &Resource, pt: PatchType, cur: &Value, body: &[u8]) -> ApiResult<Value> {
+pub fn apply_patch_for(
+    res: &Resource,
+    pt: PatchType,
+    cur: &Value,
+    body: &[u8],
+) -> ApiResult<Value> {
     let out = match (&res.origin, pt) {
         (Origin::Builtin { definition }, PatchType::StrategicMerge) => {
             match schema::builtin_schema(definition) {
@@ -526,6 +565,7 @@ fn patch_error(e: patch::PatchError) -> ApiError {
     let code = e.code();
     let reason = match code {
         415 => "UnsupportedMediaType",
+        413 => "RequestEntityTooLarge",
         422 => "Invalid",
         409 => "Conflict",
         _ => "BadRequest",
@@ -557,7 +597,11 @@ fn delete_options(ctx: &Ctx, body: &[u8]) -> ApiResult<DeleteOptions> {
         serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
     };
-    if let Some(g) = ctx.query.int("gracePeriodSeconds").map_err(ApiError::bad_request)? {
+    if let Some(g) = ctx
+        .query
+        .int("gracePeriodSeconds")
+        .map_err(ApiError::bad_request)?
+    {
         opts.grace_period_seconds = Some(g);
     }
     if let Some(p) = ctx.query.non_empty("propagationPolicy") {
@@ -576,7 +620,9 @@ pub fn delete_decision(res: &Resource, cur: &Stored, opts: &DeleteOptions) -> Ap
                 &res.group,
                 &res.plural,
                 name,
-                &format!("Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"),
+                &format!(
+                    "Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"
+                ),
             ));
         }
         if let Some(want) = p
@@ -650,7 +696,12 @@ fn delete_answer(res: &Resource, ev: Option<Arc<Event>>, cur: Option<Stored>) ->
 }
 
 /// DELETE of one object.
-pub async fn delete(ctx: &mut Ctx, res: &Arc<Resource>, rp: &ResourcePath, body: &[u8]) -> ApiResult<Resp> {
+pub async fn delete(
+    ctx: &mut Ctx,
+    res: &Arc<Resource>,
+    rp: &ResourcePath,
+    body: &[u8],
+) -> ApiResult<Resp> {
     let opts = delete_options(ctx, body)?;
     let name = rp.name.clone().unwrap_or_default();
     let key = res.key(rp.namespace.as_deref(), &name);
@@ -680,7 +731,9 @@ pub async fn delete_collection(
     let mut out = Vec::new();
     for item in items {
         let ns = str_at(&item.value, "/metadata/namespace").map(str::to_string);
-        let name = str_at(&item.value, "/metadata/name").unwrap_or("").to_string();
+        let name = str_at(&item.value, "/metadata/name")
+            .unwrap_or("")
+            .to_string();
         let key = res.key(ns.as_deref(), &name);
         let ev = run(&ctx.api, dry, &key, |cur, _| match cur {
             Some(cur) => delete_decision(res, cur, &opts),
