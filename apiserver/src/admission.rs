@@ -63,10 +63,11 @@ pub fn on_create(api: &Api, res: &Resource, obj: &mut Value, _user: &UserInfo) -
         if let Some(m) = obj.as_object_mut() {
             m.remove("status");
         }
-    } else if res.is_custom() && res.has_status {
-        if let Some(m) = obj.as_object_mut() {
-            m.remove("status");
-        }
+    } else if res.is_custom()
+        && res.has_status
+        && let Some(m) = obj.as_object_mut()
+    {
+        m.remove("status");
     }
     Ok(())
 }
@@ -207,16 +208,16 @@ fn check_pod_spec_update(old: &Value, new: &Value) -> ApiResult<()> {
     let old_n = norm(old);
     let mut new_n = norm(new);
     // An unbound pod may be bound by setting nodeName once.
-    if old.pointer("/spec/nodeName").is_none() {
-        if let Some(m) = new_n.as_object_mut() {
-            m.remove("nodeName");
-        }
+    if old.pointer("/spec/nodeName").is_none()
+        && let Some(m) = new_n.as_object_mut()
+    {
+        m.remove("nodeName");
     }
     let mut old_cmp = old_n.clone();
-    if old.pointer("/spec/nodeName").is_none() {
-        if let Some(m) = old_cmp.as_object_mut() {
-            m.remove("nodeName");
-        }
+    if old.pointer("/spec/nodeName").is_none()
+        && let Some(m) = old_cmp.as_object_mut()
+    {
+        m.remove("nodeName");
     }
     if old_cmp != new_n {
         let name = new

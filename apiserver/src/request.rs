@@ -50,7 +50,7 @@ pub struct ResourcePath {
 /// Parse a request path (without query). `None` = not served.
 pub fn route(path: &str) -> Option<Route> {
     let path = path.trim_end_matches('/');
-    let segs: Vec<String> = path.split('/').skip(1).map(|s| percent_decode(s)).collect();
+    let segs: Vec<String> = path.split('/').skip(1).map(percent_decode).collect();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     Some(match s.as_slice() {
         ["version"] => Route::Version,

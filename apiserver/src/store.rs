@@ -299,10 +299,8 @@ impl Store {
             let first = inner.history.front().map(|e| e.rv).unwrap_or(c + 1);
             drop(inner);
             let mut batch = sled::Batch::default();
-            for item in self.db.range(event_key(0)..event_key(first)) {
-                if let Ok((k, _)) = item {
-                    batch.remove(k);
-                }
+            for (k, _) in self.db.range(event_key(0)..event_key(first)).flatten() {
+                batch.remove(k);
             }
             batch.insert(b"m/compacted".as_slice(), c.to_string().as_bytes());
             if let Err(e) = self.db.apply_batch(batch) {

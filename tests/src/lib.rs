@@ -234,10 +234,10 @@ pub fn kubectl(
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("kubectl is installed");
-    if let Some(input) = stdin {
-        if let Some(mut s) = child.stdin.take() {
-            let _ = s.write_all(input.as_bytes());
-        }
+    if let Some(input) = stdin
+        && let Some(mut s) = child.stdin.take()
+    {
+        let _ = s.write_all(input.as_bytes());
     }
     child.wait_with_output().expect("kubectl output")
 }

@@ -350,6 +350,7 @@ fn patch_edit_label_annotate() {
 }
 
 #[test]
+#[allow(clippy::zombie_processes)] // a failed expectation ends the test process anyway
 fn watch_prints_changes() {
     let (_d, s) = start();
     s.apply(APP);

@@ -64,10 +64,10 @@ impl Selectors {
                 return false;
             }
         }
-        if let Some(f) = &self.fields {
-            if !f.matches_resource(obj, &self.group, &self.plural) {
-                return false;
-            }
+        if let Some(f) = &self.fields
+            && !f.matches_resource(obj, &self.group, &self.plural)
+        {
+            return false;
         }
         true
     }
@@ -174,11 +174,11 @@ pub fn select(
         if !sel.matches(&obj.value) {
             continue;
         }
-        if let Some(l) = limit {
-            if out.len() == l {
-                next = Some(continue_token(rv, &last_key));
-                break;
-            }
+        if let Some(l) = limit
+            && out.len() == l
+        {
+            next = Some(continue_token(rv, &last_key));
+            break;
         }
         last_key = k;
         out.push(obj);

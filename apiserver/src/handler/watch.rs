@@ -196,9 +196,8 @@ pub async fn watch(ctx: &Ctx, res: &Arc<Resource>, rp: &ResourcePath) -> ApiResu
                         Ok(ev) => {
                             if ev.rv <= last_rv { continue; }
                             last_rv = ev.rv;
-                            if let Some(l) = w.translate(&ev) {
-                                if tx.send(l).await.is_err() { break; }
-                            }
+                            if let Some(l) = w.translate(&ev)
+                                && tx.send(l).await.is_err() { break; }
                         }
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             tracing::debug!(missed = n, "watcher fell behind; closing its stream");

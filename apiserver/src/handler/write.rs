@@ -86,11 +86,11 @@ async fn commit(
     res: &Resource,
     ev: &Option<Arc<Event>>,
 ) -> ApiResult<()> {
-    if let Some(ev) = ev {
-        if !dry {
-            api.store.durable(ev.rv).await?;
-            admission::after_write(api, res, ev).await;
-        }
+    if let Some(ev) = ev
+        && !dry
+    {
+        api.store.durable(ev.rv).await?;
+        admission::after_write(api, res, ev).await;
     }
     Ok(())
 }
