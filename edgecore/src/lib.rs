@@ -1,1 +1,29 @@
-//! edgecore
+//! kedge edgecore: the agent on an edge gateway.
+//!
+//! Where to start reading:
+//! - [`store`]: the sled store (the only module that touches sled), with
+//!   move-aside recovery and the kill -9 torture.
+//! - [`meta`]: MetaManager, the edge's cache of everything the cloud sent
+//!   (one writer task, many cheap readers, group commit).
+//! - [`outbox`]: the durable, coalescing queue of upstream writes.
+//! - [`hub`]: EdgeHub, the link to cloudcore ([`hub::link`] is the pure
+//!   protocol state machine, the rest is IO).
+//! - [`node`]: what the edge reports about itself (HELLO facts, Node status,
+//!   Lease renewals).
+//! - [`join`]: `edgecore join` / `reset` (token, CA pinning, CSR, files).
+//! - [`run`]: wires everything for `edgecore run`; [`cli`] is the command line.
+//! - [`config`], [`pki`], [`telemetry`], [`status`], [`backoff`]: the rest.
+
+pub mod backoff;
+pub mod cli;
+pub mod config;
+pub mod hub;
+pub mod join;
+pub mod meta;
+pub mod node;
+pub mod outbox;
+pub mod pki;
+pub mod run;
+pub mod status;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,352 @@
+//! What the edge reports about itself: the facts in HELLO ([`NodeInfo`] read
+//! from `/proc` and `/etc`), the Node status patch and the Lease renewal —
+//! built by pure functions ([`node_status_patch`], [`lease_patch`]) — and the
+//! [`run_reporter`] task that queues both in the outbox every
+//! `status.interval_secs` and at once whenever a session comes up.
+//!
+//! Both go through the outbox coalesced under fixed keys, so an edge that is
+//! offline for a day sends one status and one renewal when it returns, not
+//! 8,640 of each.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, UdpSocket};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use proto::{NodeAddress, NodeInfo, Op, ResourceKey};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerUrl;
+use crate::hub::HubStatus;
+use crate::hub::link::Link;
+use crate::outbox::{Outbox, Upstream};
+
+/// Condition type raised after the store was moved aside and recreated.
+pub const STORE_RECOVERED: &str = "KedgeStoreRecovered";
+/// Outbox key of the Node status report.
+pub const STATUS_KEY: &str = "node-status";
+/// Outbox key of the Lease renewal.
+pub const LEASE_KEY: &str = "node-lease";
+
+/// The Kubernetes architecture name of this build's CPU.
+pub fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "riscv64" => "riscv64",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        other => other,
+    }
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// This machine's host name (lower-cased), or `None`.
+pub fn hostname() -> Option<String> {
+    let h = read_trim("/proc/sys/kernel/hostname");
+    let h = if h.is_empty() { read_trim("/etc/hostname") } else { h };
+    (!h.is_empty()).then(|| h.to_ascii_lowercase())
+}
+
+fn os_image() -> String {
+    let text = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_owned())
+        .unwrap_or_else(|| "Linux".to_owned())
+}
+
+/// Capacity from `/proc`: cpu (cores), memory (KiB), pods.
+fn capacity() -> BTreeMap<String, String> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    BTreeMap::from([
+        ("cpu".to_owned(), cpus.to_string()),
+        ("memory".to_owned(), format!("{mem_kib}Ki")),
+        ("pods".to_owned(), "110".to_owned()),
+    ])
+}
+
+/// The local address used to reach `server`: the node's InternalIP. A UDP
+/// "connect" only picks a route; it sends nothing.
+fn internal_ip(server: &ServerUrl) -> Option<IpAddr> {
+    let target = (server.host.as_str(), server.port);
+    let bind = if server.host.contains(':') { "[::]:0" } else { "0.0.0.0:0" };
+    let sock = UdpSocket::bind(bind).ok()?;
+    sock.connect(target).ok()?;
+    sock.local_addr().ok().map(|a| a.ip())
+}
+
+/// Facts about this node for HELLO and the Node status.
+pub fn node_info(name: &str, server: &ServerUrl, labels: &BTreeMap<String, String>) -> NodeInfo {
+    let capacity = capacity();
+    let mut addresses = Vec::new();
+    if let Some(ip) = internal_ip(server) {
+        addresses.push(NodeAddress {
+            r#type: "InternalIP".to_owned(),
+            address: ip.to_string(),
+        });
+    }
+    addresses.push(NodeAddress {
+        r#type: "Hostname".to_owned(),
+        address: name.to_owned(),
+    });
+    NodeInfo {
+        os: std::env::consts::OS.to_owned(),
+        arch: arch().to_owned(),
+        kernel_version: read_trim("/proc/sys/kernel/osrelease"),
+        os_image: os_image(),
+        container_runtime_version: String::new(),
+        agent_version: format!("kedge-edgecore/{}", env!("CARGO_PKG_VERSION")),
+        allocatable: capacity.clone(),
+        capacity,
+        addresses,
+        labels: labels.clone(),
+    }
+}
+
+/// A condition the edge reports besides Ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// `type`.
+    pub kind: String,
+    /// `True` / `False` / `Unknown`.
+    pub status: String,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+    /// When it last changed.
+    pub since: DateTime<Utc>,
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Merge patch of the Node's `status`: conditions (Ready=True with reason
+/// `KedgeReady`, plus `extra`), nodeInfo, capacity, allocatable, addresses.
+pub fn node_status_patch(
+    info: &NodeInfo,
+    ready_since: DateTime<Utc>,
+    extra: &[Condition],
+    now: DateTime<Utc>,
+) -> Value {
+    let mut conditions = vec![json!({
+        "type": "Ready",
+        "status": "True",
+        "reason": "KedgeReady",
+        "message": "edgecore is running and posting status",
+        "lastHeartbeatTime": time(now),
+        "lastTransitionTime": time(ready_since),
+    })];
+    conditions.extend(extra.iter().map(|c| {
+        json!({
+            "type": c.kind,
+            "status": c.status,
+            "reason": c.reason,
+            "message": c.message,
+            "lastHeartbeatTime": time(now),
+            "lastTransitionTime": time(c.since),
+        })
+    }));
+    let addresses: Vec<Value> = info
+        .addresses
+        .iter()
+        .map(|a| json!({"type": a.r#type, "address": a.address}))
+        .collect();
+    let boot_id = read_trim("/proc/sys/kernel/random/boot_id");
+    let machine_id = read_trim("/etc/machine-id");
+    json!({
+        "status": {
+            "conditions": conditions,
+            "addresses": addresses,
+            "capacity": info.capacity,
+            "allocatable": info.allocatable,
+            "nodeInfo": {
+                "machineID": machine_id,
+                "systemUUID": machine_id,
+                "bootID": boot_id,
+                "kernelVersion": info.kernel_version,
+                "osImage": info.os_image,
+                "containerRuntimeVersion": info.container_runtime_version,
+                "kubeletVersion": format!("v{}-kedge", env!("CARGO_PKG_VERSION")),
+                "kubeProxyVersion": "",
+                "operatingSystem": info.os,
+                "architecture": info.arch,
+            },
+        }
+    })
+}
+
+/// Merge patch renewing the node Lease: `spec.renewTime` (RFC 3339 with
+/// microseconds, as Kubernetes' MicroTime), `holderIdentity`,
+/// `leaseDurationSeconds`.
+pub fn lease_patch(node: &str, duration_secs: u64, now: DateTime<Utc>) -> Value {
+    json!({
+        "spec": {
+            "holderIdentity": node,
+            "leaseDurationSeconds": duration_secs,
+            "renewTime": now.to_rfc3339_opts(SecondsFormat::Micros, true),
+        }
+    })
+}
+
+/// What the reporter needs.
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    /// The node name.
+    pub node: String,
+    /// HELLO facts (re-read for every report is not needed: they rarely change).
+    pub info: NodeInfo,
+    /// Extra conditions (e.g. store recovered).
+    pub conditions: watch::Receiver<Vec<Condition>>,
+    /// Seconds between reports.
+    pub interval: Duration,
+    /// Lease duration.
+    pub lease_duration_secs: u64,
+}
+
+impl Reporter {
+    /// The two outbox entries of one report.
+    pub fn entries(&self, ready_since: DateTime<Utc>, now: DateTime<Utc>) -> Vec<(String, Upstream)> {
+        let mut out = Vec::with_capacity(2);
+        if let Ok(node_key) = ResourceKey::cluster("node", self.node.clone()) {
+            let extra = self.conditions.borrow().clone();
+            let body = node_status_patch(&self.info, ready_since, &extra, now);
+            out.push((
+                STATUS_KEY.to_owned(),
+                Upstream::request(Op::PatchStatus, &node_key, &body)
+                    .with_content_type(proto::frame::MERGE_PATCH),
+            ));
+        }
+        if let Ok(lease_key) = ResourceKey::namespaced("kube-node-lease", "lease", self.node.clone())
+        {
+            let body = lease_patch(&self.node, self.lease_duration_secs, now);
+            out.push((
+                LEASE_KEY.to_owned(),
+                Upstream::request(Op::Patch, &lease_key, &body)
+                    .with_content_type(proto::frame::MERGE_PATCH),
+            ));
+        }
+        out
+    }
+}
+
+/// Queues the Node status and Lease renewal every interval, at once when a
+/// session comes up, and when the extra conditions change; until `shutdown`.
+pub async fn run_reporter(
+    mut reporter: Reporter,
+    outbox: Outbox,
+    mut hub: watch::Receiver<HubStatus>,
+    shutdown: CancellationToken,
+) {
+    let ready_since = Utc::now();
+    let mut tick = tokio::time::interval(reporter.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sessions = hub.borrow().sessions;
+    let mut conditions_open = true;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+            changed = hub.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let status = hub.borrow_and_update().clone();
+                // Only a new session (HELLO_ACK) triggers an immediate report.
+                if status.sessions == last_sessions || status.link != Link::Syncing {
+                    continue;
+                }
+                last_sessions = status.sessions;
+            }
+            changed = reporter.conditions.changed(), if conditions_open => {
+                if changed.is_err() {
+                    conditions_open = false;
+                    continue;
+                }
+            }
+        }
+        let entries = reporter.entries(ready_since, Utc::now());
+        if let Err(e) = outbox.put_many(entries).await {
+            tracing::error!(error = %crate::hub::conn::chain(&e), "cannot queue the node status");
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_renew_time_has_microseconds() {
+        let now = DateTime::parse_from_rfc3339("2025-01-02T03:04:05.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let p = lease_patch("edge-1", 40, now);
+        assert_eq!(p["spec"]["renewTime"], "2025-01-02T03:04:05.123456Z");
+        assert_eq!(p["spec"]["holderIdentity"], "edge-1");
+        assert_eq!(p["spec"]["leaseDurationSeconds"], 40);
+    }
+
+    #[test]
+    fn status_patch_has_ready_and_extra_conditions() {
+        let server = ServerUrl::parse("wss://127.0.0.1:1").unwrap();
+        let info = node_info("edge-1", &server, &BTreeMap::new());
+        assert_eq!(info.os, "linux");
+        assert!(info.capacity.contains_key("cpu"));
+        assert!(info.addresses.iter().any(|a| a.r#type == "InternalIP" && a.address == "127.0.0.1"));
+        let now = Utc::now();
+        let extra = [Condition {
+            kind: STORE_RECOVERED.into(),
+            status: "True".into(),
+            reason: "StoreMovedAside".into(),
+            message: "moved".into(),
+            since: now,
+        }];
+        let p = node_status_patch(&info, now, &extra, now);
+        let conds = p["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conds[0]["type"], "Ready");
+        assert_eq!(conds[0]["reason"], "KedgeReady");
+        assert_eq!(conds[1]["type"], STORE_RECOVERED);
+        assert_eq!(p["status"]["nodeInfo"]["architecture"], arch());
+        assert!(p["status"]["capacity"]["memory"].as_str().unwrap().ends_with("Ki"));
+    }
+
+    #[test]
+    fn reporter_entries_use_fixed_keys_and_ops() {
+        let (_tx, rx) = watch::channel(Vec::new());
+        let r = Reporter {
+            node: "edge-1".into(),
+            info: NodeInfo::default(),
+            conditions: rx,
+            interval: Duration::from_secs(10),
+            lease_duration_secs: 40,
+        };
+        let e = r.entries(Utc::now(), Utc::now());
+        assert_eq!(e[0].0, STATUS_KEY);
+        assert_eq!(e[0].1.op, "patch_status");
+        assert_eq!(e[0].1.resource, "null/node/edge-1");
+        assert_eq!(e[1].0, LEASE_KEY);
+        assert_eq!(e[1].1.op, "patch");
+        assert_eq!(e[1].1.resource, "kube-node-lease/lease/edge-1");
+        for (_, u) in e {
+            proto::validate(&u.to_frame(1)).unwrap();
+        }
+    }
+}

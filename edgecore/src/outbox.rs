@@ -1,0 +1,300 @@
+//! The outbox: a durable, coalescing queue of upstream writes (Node status,
+//! Lease renewals, pod status, Events, later twin reports).
+//!
+//! Writers call [`Outbox::put`] from any task, connected or not; the entry is
+//! in the store (flushed) when `put` returns, so nothing reported offline is
+//! lost, also across restarts. The hub drains it while connected: it takes
+//! [`Outbox::next_ready`] entries into its send window as REQUEST/EVENT
+//! frames and reports ACKs and RESPONSEs back ([`Outbox::on_acked`],
+//! [`Outbox::on_response`]). An entry leaves the store only when the cloud's
+//! cumulative ACK covers it (or a permanent API error drops it, counted in
+//! `edgecore_outbox_dropped_total{code}`).
+//!
+//! Coalescing is by key, latest wins ([`queue`] has the rules): a key must
+//! carry a complete body (a full status), never a delta that depends on an
+//! earlier queued one.
+
+pub mod queue;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use proto::{Frame, Op, ResourceKey, Response};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::store::{Store, StoreError, Tree};
+use crate::telemetry::Metrics;
+use queue::{Outcome, Queue};
+
+/// Store tree of outbox entries: key -> [`Stored`] JSON.
+const TREE: &str = "outbox";
+
+/// Which sequenced upstream kind an entry travels as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpKind {
+    /// A REQUEST (API write through the cloud).
+    Request,
+    /// An EVENT (a Kubernetes Event; the cloud may aggregate it).
+    Event,
+}
+
+/// One upstream write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// REQUEST or EVENT.
+    pub kind: UpKind,
+    /// Wire op (`patch_status`, `patch`, `create`...).
+    pub op: String,
+    /// Resource key the write is about.
+    pub resource: String,
+    /// Patch media type (empty = merge patch).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub content_type: String,
+    /// JSON body.
+    pub body: String,
+}
+
+impl Upstream {
+    /// A REQUEST `op` on `key` with a JSON body.
+    pub fn request(op: Op, key: &ResourceKey, body: &serde_json::Value) -> Upstream {
+        Upstream {
+            kind: UpKind::Request,
+            op: op.as_str().to_owned(),
+            resource: key.to_string(),
+            content_type: String::new(),
+            body: body.to_string(),
+        }
+    }
+
+    /// Sets the patch media type.
+    pub fn with_content_type(mut self, content_type: &str) -> Upstream {
+        content_type.clone_into(&mut self.content_type);
+        self
+    }
+
+    /// The frame carrying this write with sequence id `id`.
+    pub fn to_frame(&self, id: u64) -> Frame {
+        let kind = match self.kind {
+            UpKind::Request => proto::Kind::Request,
+            UpKind::Event => proto::Kind::Event,
+        };
+        Frame {
+            id,
+            kind: kind as i32,
+            route: Some(proto::Route {
+                op: self.op.clone(),
+                resource: self.resource.clone(),
+                content_type: self.content_type.clone(),
+            }),
+            payload: self.body.clone().into_bytes(),
+            ..Frame::default()
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    seq: u64,
+    item: Upstream,
+}
+
+/// Why an outbox operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// The store failed.
+    #[error("outbox store access failed")]
+    Store(#[from] StoreError),
+    /// The entry could not be encoded.
+    #[error("cannot encode an outbox entry")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// An entry taken for sending: identifies it in ACK/RESPONSE callbacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    /// Coalescing key.
+    pub key: String,
+    /// Sequence number of this version of the entry.
+    pub seq: u64,
+    /// The write.
+    pub item: Arc<Upstream>,
+}
+
+/// Cheap clonable handle to the outbox.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: Mutex<State>,
+    store: Store,
+    notify: Notify,
+    metrics: Metrics,
+}
+
+#[derive(Debug)]
+struct State {
+    queue: Queue<Upstream, Instant>,
+    tree: Tree,
+    backoff: Backoff,
+}
+
+impl Outbox {
+    /// Opens the outbox in `store`, restoring queued entries.
+    pub fn open(store: Store, metrics: Metrics) -> Result<Outbox, OutboxError> {
+        let tree = store.tree(TREE)?;
+        let mut queue = Queue::default();
+        for entry in tree.scan_prefix(b"") {
+            let (key, value) = entry?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            match serde_json::from_slice::<Stored>(&value) {
+                Ok(s) => queue.restore(key, s.seq, s.item),
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "dropping an unreadable outbox entry");
+                    tree.delete(&key)?;
+                }
+            }
+        }
+        metrics.outbox_depth.set(queue.len() as i64);
+        if !queue.is_empty() {
+            tracing::info!(entries = queue.len(), "outbox restored");
+        }
+        let backoff = Backoff::new(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(30),
+        );
+        Ok(Outbox {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    queue,
+                    tree,
+                    backoff,
+                }),
+                store,
+                notify: Notify::new(),
+                metrics,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the queue half-updated
+        // in a way worse than a restart would; keep going.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues `item` under `key` (replacing an older queued one) and makes
+    /// it durable before returning.
+    pub async fn put(&self, key: &str, item: Upstream) -> Result<(), OutboxError> {
+        self.put_many(vec![(key.to_owned(), item)]).await
+    }
+
+    /// Queues several entries with one flush.
+    pub async fn put_many(&self, items: Vec<(String, Upstream)>) -> Result<(), OutboxError> {
+        {
+            let mut state = self.lock();
+            for (key, item) in items {
+                let (seq, _) = state.queue.put(key.clone(), item.clone());
+                let value = serde_json::to_vec(&Stored { seq, item }).map_err(OutboxError::Encode)?;
+                state.tree.put(&key, value)?;
+            }
+            self.inner.metrics.outbox_depth.set(state.queue.len() as i64);
+        }
+        self.inner.store.flush_blocking().await?;
+        // One waiter (the hub); a stored permit covers "put while not waiting".
+        self.inner.notify.notify_one();
+        Ok(())
+    }
+
+    /// Takes the oldest entry that is ready to send, if any.
+    pub fn next_ready(&self, now: Instant) -> Option<Taken> {
+        let mut state = self.lock();
+        state
+            .queue
+            .next_ready(now)
+            .map(|(key, seq, item)| Taken { key, seq, item })
+    }
+
+    /// The cloud's ACK covered the frame that carried `taken`.
+    pub fn on_acked(&self, key: &str, seq: u64) -> Result<(), OutboxError> {
+        let mut state = self.lock();
+        if state.queue.on_acked(key, seq) == Outcome::Done {
+            state.tree.delete(key)?;
+        }
+        self.inner.metrics.outbox_depth.set(state.queue.len() as i64);
+        Ok(())
+    }
+
+    /// A RESPONSE came for the frame that carried `(key, seq)`.
+    pub fn on_response(
+        &self,
+        key: &str,
+        seq: u64,
+        response: &Response,
+        now: Instant,
+    ) -> Result<(), OutboxError> {
+        let mut state = self.lock();
+        let State {
+            queue, backoff, tree, ..
+        } = &mut *state;
+        let outcome = queue.on_response(key, seq, response.code, now, |n| backoff.jittered(n));
+        match outcome {
+            Outcome::Dropped(code) => {
+                tree.delete(key)?;
+                self.inner
+                    .metrics
+                    .outbox_dropped
+                    .get_or_create(&vec![("code".to_owned(), code.to_string())])
+                    .inc();
+                tracing::warn!(
+                    %key, code, reason = %response.reason, message = %response.message,
+                    "the cloud refused an upstream write for good; dropped it"
+                );
+            }
+            Outcome::Retry => tracing::info!(
+                %key, code = response.code, reason = %response.reason,
+                "upstream write failed for now; will retry"
+            ),
+            Outcome::Done | Outcome::Stale => {}
+        }
+        self.inner.metrics.outbox_depth.set(queue.len() as i64);
+        Ok(())
+    }
+
+    /// The session ended: in-flight entries are sent again next session.
+    pub fn restart(&self) {
+        self.lock().queue.restart();
+    }
+
+    /// Entries queued.
+    pub fn depth(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// When a backed-off entry becomes ready.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        self.lock().queue.next_wakeup()
+    }
+
+    /// Resolves when something was put since the last call.
+    pub async fn notified(&self) {
+        self.inner.notify.notified().await;
+    }
+}
+
+/// Number of entries queued in `store` (for `edgecore status` while stopped).
+pub fn stored_depth(store: &Store) -> Result<usize, StoreError> {
+    Ok(store.tree(TREE)?.len())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,215 @@
+//! Logging and metrics: `tracing` to stderr as text or JSON (`--log-format`),
+//! Prometheus [`Metrics`], and the small HTTP endpoint on the metrics listen
+//! address (default 127.0.0.1:9101) serving `/metrics`, `/healthz`, `/readyz`
+//! and `/status` (the JSON that `edgecore status` prints).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::status::StatusReport;
+
+/// Log output options (shared by every subcommand).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "KEDGE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter (`info`, `debug`, `edgecore=debug`, ...).
+    #[arg(long, global = true, default_value = "info", env = "KEDGE_LOG")]
+    pub log_level: String,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the global tracing subscriber.
+pub fn init(args: &LogArgs) -> Result<(), String> {
+    let filter = EnvFilter::try_new(&args.log_level)
+        .map_err(|e| format!("invalid --log-level {:?}: {e}", args.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let res = match args.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    res.map_err(|e| format!("installing the logger: {e}"))
+}
+
+/// Label set of the metric families: `[(name, value)]`.
+pub type Labels = Vec<(String, String)>;
+
+/// One label.
+pub fn label(name: &str, value: &str) -> Labels {
+    vec![(name.to_owned(), value.to_owned())]
+}
+
+/// Every metric edgecore exports. Cheap to clone (handles share values).
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// `edgecore_link_state{state}`: 1 for the current link state.
+    pub link_state: Family<Labels, Gauge>,
+    /// `edgecore_reconnects_total`: sessions that ended and were retried.
+    pub reconnects: Counter,
+    /// `edgecore_frames_in_total{kind}`.
+    pub frames_in: Family<Labels, Counter>,
+    /// `edgecore_frames_out_total{kind}`.
+    pub frames_out: Family<Labels, Counter>,
+    /// `edgecore_acks_sent_total`: ACKs of durable cloud frames.
+    pub acks_sent: Counter,
+    /// `edgecore_acks_received_total`: ACKs of upstream frames.
+    pub acks_received: Counter,
+    /// `edgecore_refused_frames_total{reason}`: cloud frames not accepted.
+    pub refused: Family<Labels, Counter>,
+    /// `edgecore_cloud_errors_total{reason}`: ERROR frames from the cloud.
+    pub cloud_errors: Family<Labels, Counter>,
+    /// `edgecore_outbox_depth`: upstream writes queued.
+    pub outbox_depth: Gauge,
+    /// `edgecore_outbox_dropped_total{code}`: writes dropped on permanent errors.
+    pub outbox_dropped: Family<Labels, Counter>,
+    /// `edgecore_store_flush_seconds`: latency of store flushes (fsync).
+    pub store_flush_seconds: Histogram,
+    /// `edgecore_objects`: objects held in the edge cache.
+    pub objects: Gauge,
+    /// `edgecore_meta_ignored_total{reason}`: cloud frames that changed nothing.
+    pub meta_ignored: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Metrics {
+        let m = Metrics {
+            registry: Arc::new(Registry::default()),
+            link_state: Family::default(),
+            reconnects: Counter::default(),
+            frames_in: Family::default(),
+            frames_out: Family::default(),
+            acks_sent: Counter::default(),
+            acks_received: Counter::default(),
+            refused: Family::default(),
+            cloud_errors: Family::default(),
+            outbox_depth: Gauge::default(),
+            outbox_dropped: Family::default(),
+            store_flush_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            objects: Gauge::default(),
+            meta_ignored: Family::default(),
+        };
+        let mut r = Registry::default();
+        r.register("edgecore_link_state", "1 for the current state of the link to cloudcore", m.link_state.clone());
+        r.register("edgecore_reconnects", "Sessions that ended and were retried", m.reconnects.clone());
+        r.register("edgecore_frames_in", "Frames received from cloudcore, by kind", m.frames_in.clone());
+        r.register("edgecore_frames_out", "Frames sent to cloudcore, by kind", m.frames_out.clone());
+        r.register("edgecore_acks_sent", "ACKs sent for durable cloud frames", m.acks_sent.clone());
+        r.register("edgecore_acks_received", "ACKs received for upstream frames", m.acks_received.clone());
+        r.register("edgecore_refused_frames", "Cloud frames refused, by reason", m.refused.clone());
+        r.register("edgecore_cloud_errors", "ERROR frames received from cloudcore, by reason", m.cloud_errors.clone());
+        r.register("edgecore_outbox_depth", "Upstream writes queued in the outbox", m.outbox_depth.clone());
+        r.register("edgecore_outbox_dropped", "Upstream writes dropped after a permanent API error, by code", m.outbox_dropped.clone());
+        r.register("edgecore_store_flush_seconds", "Latency of store flushes (fsync)", m.store_flush_seconds.clone());
+        r.register("edgecore_objects", "Objects held in the edge cache", m.objects.clone());
+        r.register("edgecore_meta_ignored", "Cloud frames that changed nothing, by reason", m.meta_ignored.clone());
+        Metrics {
+            registry: Arc::new(r),
+            ..m
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counts a refused cloud frame.
+    pub fn refuse(&self, reason: &str) {
+        self.refused.get_or_create(&label("reason", reason)).inc();
+    }
+}
+
+/// The live status the running process publishes at `/status`.
+pub type LiveStatus = Arc<Mutex<StatusReport>>;
+
+/// Serves `/metrics`, `/healthz`, `/readyz` (ready once the store is open
+/// and the cache loaded: the edge works without the cloud) and `/status`
+/// on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
+    status: LiveStatus,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+            _ = shutdown.cancelled() => return,
+        };
+        let metrics = metrics.clone();
+        let status = status.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (code, ctype, body) = match req.uri().path() {
+                    "/metrics" => (
+                        200,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        metrics.encode(),
+                    ),
+                    "/healthz" | "/livez" | "/readyz" => (200, "text/plain", "ok".to_owned()),
+                    "/status" => {
+                        let report = status
+                            .lock()
+                            .map(|s| s.clone())
+                            .unwrap_or_else(|p| p.into_inner().clone());
+                        match serde_json::to_string(&report) {
+                            Ok(json) => (200, "application/json", json),
+                            Err(e) => (500, "text/plain", e.to_string()),
+                        }
+                    }
+                    _ => (404, "text/plain", "not found".to_owned()),
+                };
+                let mut r = Response::new(Full::new(Bytes::from(body)));
+                *r.status_mut() = hyper::StatusCode::from_u16(code).unwrap_or_default();
+                if let Ok(v) = http::HeaderValue::from_str(ctype) {
+                    r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+                }
+                std::future::ready(Ok::<_, std::convert::Infallible>(r))
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+/// Binds the metrics listener (an error names the address).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr} (metrics): {e}"))
+    })
+}
