@@ -176,7 +176,12 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "edgecore", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "edgecore",
+                &mut std::io::stdout(),
+            );
             ExitCode::SUCCESS
         }
     }
@@ -198,9 +203,16 @@ async fn join(args: JoinArgs, log: &LogArgs) -> ExitCode {
         Ok(j) => j,
         Err(e) => return fail(e.exit_code(), e),
     };
-    println!("joined as node {}; config {}", joined.node_name, joined.config_path.display());
+    println!(
+        "joined as node {}; config {}",
+        joined.node_name,
+        joined.config_path.display()
+    );
     if args.no_start {
-        println!("start it with: edgecore run --config {}", joined.config_path.display());
+        println!(
+            "start it with: edgecore run --config {}",
+            joined.config_path.display()
+        );
         return ExitCode::SUCCESS;
     }
     use std::os::unix::process::CommandExt;
@@ -212,9 +224,20 @@ async fn join(args: JoinArgs, log: &LogArgs) -> ExitCode {
         crate::telemetry::LogFormat::Text => "text",
         crate::telemetry::LogFormat::Json => "json",
     };
-    println!("starting: {} run --config {}", exe.display(), joined.config_path.display());
+    println!(
+        "starting: {} run --config {}",
+        exe.display(),
+        joined.config_path.display()
+    );
     let err = std::process::Command::new(exe)
-        .args(["--log-format", format, "--log-level", &log.log_level, "run", "--config"])
+        .args([
+            "--log-format",
+            format,
+            "--log-level",
+            &log.log_level,
+            "run",
+            "--config",
+        ])
         .arg(&joined.config_path)
         .exec();
     fail(1, format!("cannot start edgecore run: {err}"))
@@ -223,8 +246,10 @@ async fn join(args: JoinArgs, log: &LogArgs) -> ExitCode {
 /// First SIGTERM/SIGINT: graceful drain. Second: exit at once.
 async fn signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

@@ -264,14 +264,20 @@ impl Config {
             ("hub.backoff_max_secs", self.hub.backoff_max_secs),
             ("hub.connect_timeout_secs", self.hub.connect_timeout_secs),
             ("status.interval_secs", self.status.interval_secs),
-            ("status.lease_duration_secs", self.status.lease_duration_secs),
+            (
+                "status.lease_duration_secs",
+                self.status.lease_duration_secs,
+            ),
         ] {
             if v == 0 {
                 return Err(invalid(field, "must be greater than 0"));
             }
         }
         if self.hub.idle_timeout_secs <= self.hub.ping_interval_secs {
-            return Err(invalid("hub.idle_timeout_secs", "must be greater than hub.ping_interval_secs"));
+            return Err(invalid(
+                "hub.idle_timeout_secs",
+                "must be greater than hub.ping_interval_secs",
+            ));
         }
         if self.hub.max_frame_bytes < 64 * 1024 {
             return Err(invalid("hub.max_frame_bytes", "must be at least 65536"));
@@ -321,15 +327,22 @@ impl ServerUrl {
     /// Parses `wss://HOST[:PORT][/]`.
     pub fn parse(s: &str) -> Result<ServerUrl, String> {
         let hint = "expected wss://HOST:PORT, e.g. wss://cloud.example.com:10000";
-        let uri: http::Uri = s.parse().map_err(|e| format!("{s:?} is not a URL ({e}); {hint}"))?;
+        let uri: http::Uri = s
+            .parse()
+            .map_err(|e| format!("{s:?} is not a URL ({e}); {hint}"))?;
         if uri.scheme_str() != Some("wss") {
             return Err(format!("{s:?} must use the wss:// scheme; {hint}"));
         }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(format!("{s:?} must not have a path; {hint}"));
         }
-        let authority = uri.authority().ok_or_else(|| format!("{s:?} has no host; {hint}"))?;
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("{s:?} has no host; {hint}"))?;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         if host.is_empty() {
             return Err(format!("{s:?} has no host; {hint}"));
         }
@@ -392,10 +405,20 @@ mod tests {
         assert!(err.contains("bogus"), "{err}");
         let mut cfg = valid();
         cfg.node_name = "Edge_1".into();
-        assert!(cfg.validate().unwrap_err().to_string().contains("node_name"));
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("node_name")
+        );
         let mut cfg = valid();
         cfg.hub.idle_timeout_secs = 10;
-        assert!(cfg.validate().unwrap_err().to_string().contains("idle_timeout"));
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("idle_timeout")
+        );
     }
 
     #[test]
@@ -406,7 +429,11 @@ mod tests {
         assert_eq!((s.host.as_str(), s.port), ("::1", 1234));
         assert_eq!(s.connect_url(), "wss://[::1]:1234/v1/connect");
         assert_eq!(s.https("/ca.crt"), "https://[::1]:1234/ca.crt");
-        assert!(ServerUrl::parse("https://x:1").unwrap_err().contains("wss://"));
+        assert!(
+            ServerUrl::parse("https://x:1")
+                .unwrap_err()
+                .contains("wss://")
+        );
         assert!(ServerUrl::parse("wss://x:1/path").is_err());
         assert!(ServerUrl::parse("not a url").is_err());
     }

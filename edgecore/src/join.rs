@@ -63,7 +63,9 @@ pub enum JoinError {
     #[error("{0}")]
     Usage(String),
     /// The server could not be reached.
-    #[error("cannot reach cloudcore at {server}: {detail} — check --server and that cloudcore is running and its port is open")]
+    #[error(
+        "cannot reach cloudcore at {server}: {detail} — check --server and that cloudcore is running and its port is open"
+    )]
     Unreachable {
         /// The server.
         server: String,
@@ -71,7 +73,9 @@ pub enum JoinError {
         detail: String,
     },
     /// The fetched CA does not match the token's pin.
-    #[error("the CA served by {server} (sha256 {actual}) does not match the token's pin ({expected}) — wrong --server, or a token from another cluster")]
+    #[error(
+        "the CA served by {server} (sha256 {actual}) does not match the token's pin ({expected}) — wrong --server, or a token from another cluster"
+    )]
     CaMismatch {
         /// The server.
         server: String,
@@ -193,15 +197,18 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
 
 /// Runs the join; progress lines go to `out`.
 pub async fn join(req: &JoinRequest, out: &mut dyn Write) -> Result<Joined, JoinError> {
-    let token = Token::parse(&req.token).map_err(|e| JoinError::Usage(format!("invalid --token: {e}")))?;
-    let server = ServerUrl::parse(&req.server).map_err(|e| JoinError::Usage(format!("invalid --server: {e}")))?;
+    let token =
+        Token::parse(&req.token).map_err(|e| JoinError::Usage(format!("invalid --token: {e}")))?;
+    let server = ServerUrl::parse(&req.server)
+        .map_err(|e| JoinError::Usage(format!("invalid --server: {e}")))?;
     let node_name = match &req.node_name {
         Some(n) => n.clone(),
         None => crate::node::hostname().ok_or_else(|| {
             JoinError::Usage("cannot read the host name; pass --node-name".to_owned())
         })?,
     };
-    validate_node_name(&node_name).map_err(|e| JoinError::Usage(format!("invalid --node-name: {e}")))?;
+    validate_node_name(&node_name)
+        .map_err(|e| JoinError::Usage(format!("invalid --node-name: {e}")))?;
     let layout = Layout::new(&req.root);
     let config = build_config(req, &layout, &server, &node_name);
     config
@@ -209,7 +216,10 @@ pub async fn join(req: &JoinRequest, out: &mut dyn Write) -> Result<Joined, Join
         .map_err(|e| JoinError::Usage(e.to_string()))?;
 
     if !req.force && already_joined(&layout, &config, &token) {
-        let _ = writeln!(out, "[1/4] already joined {server} as {node_name} (certificate valid, CA matches the token)");
+        let _ = writeln!(
+            out,
+            "[1/4] already joined {server} as {node_name} (certificate valid, CA matches the token)"
+        );
         let _ = writeln!(out, "[4/4] writing {}", layout.config.display());
         write_file(&layout.config, config.to_toml().as_bytes(), 0o644)?;
         return Ok(Joined {
@@ -219,11 +229,23 @@ pub async fn join(req: &JoinRequest, out: &mut dyn Write) -> Result<Joined, Join
         });
     }
 
-    let _ = writeln!(out, "[1/4] fetching the CA from {}", server.https("/ca.crt"));
-    let unverified = pki::unverified_client_config().map_err(|e| JoinError::Crypto(e.to_string()))?;
-    let (status, ca_pem) = http::request(&server, unverified, ::http::Method::GET, "/ca.crt", None, TIMEOUT)
-        .await
-        .map_err(|e| unreachable(&server, &e))?;
+    let _ = writeln!(
+        out,
+        "[1/4] fetching the CA from {}",
+        server.https("/ca.crt")
+    );
+    let unverified =
+        pki::unverified_client_config().map_err(|e| JoinError::Crypto(e.to_string()))?;
+    let (status, ca_pem) = http::request(
+        &server,
+        unverified,
+        ::http::Method::GET,
+        "/ca.crt",
+        None,
+        TIMEOUT,
+    )
+    .await
+    .map_err(|e| unreachable(&server, &e))?;
     if !status.is_success() {
         return Err(JoinError::Protocol {
             server: server.to_string(),
@@ -259,16 +281,24 @@ pub async fn join(req: &JoinRequest, out: &mut dyn Write) -> Result<Joined, Join
         force: req.force,
     };
     let body = serde_json::to_vec(&body).map_err(|e| JoinError::Crypto(e.to_string()))?;
-    let (status, answer) = http::request(&server, trusted, ::http::Method::POST, "/join", Some(body), TIMEOUT)
-        .await
-        .map_err(|e| unreachable(&server, &e))?;
+    let (status, answer) = http::request(
+        &server,
+        trusted,
+        ::http::Method::POST,
+        "/join",
+        Some(body),
+        TIMEOUT,
+    )
+    .await
+    .map_err(|e| unreachable(&server, &e))?;
     if !status.is_success() {
         return Err(refused(status.as_u16(), &answer, &node_name));
     }
-    let answer: JoinResponse = serde_json::from_slice(&answer).map_err(|e| JoinError::Protocol {
-        server: server.to_string(),
-        detail: format!("the join answer is not the expected JSON: {e}"),
-    })?;
+    let answer: JoinResponse =
+        serde_json::from_slice(&answer).map_err(|e| JoinError::Protocol {
+            server: server.to_string(),
+            detail: format!("the join answer is not the expected JSON: {e}"),
+        })?;
     if pki::certs(&answer.certificate, "node certificate").is_err() {
         return Err(JoinError::Protocol {
             server: server.to_string(),
@@ -276,7 +306,12 @@ pub async fn join(req: &JoinRequest, out: &mut dyn Write) -> Result<Joined, Join
         });
     }
 
-    let _ = writeln!(out, "[4/4] writing {} and {}", layout.pki.display(), layout.config.display());
+    let _ = writeln!(
+        out,
+        "[4/4] writing {} and {}",
+        layout.pki.display(),
+        layout.config.display()
+    );
     // The pinned CA is what the link trusts; the answer's `ca` is only
     // informative here (rotation happens over the live link).
     write_file(&config.pki.ca, ca_pem.as_bytes(), 0o644)?;
@@ -362,7 +397,10 @@ pub fn key_and_csr(node_name: &str) -> Result<(String, String), JoinError> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(crypto)?;
     let mut dn = rcgen::DistinguishedName::new();
-    dn.push(rcgen::DnType::CommonName, format!("system:node:{node_name}"));
+    dn.push(
+        rcgen::DnType::CommonName,
+        format!("system:node:{node_name}"),
+    );
     dn.push(rcgen::DnType::OrganizationName, "system:nodes");
     params.distinguished_name = dn;
     let csr = params.serialize_request(&key).map_err(crypto)?;
@@ -378,7 +416,11 @@ fn unreachable(server: &ServerUrl, e: &http::HttpError) -> JoinError {
 
 fn refused(code: u16, body: &[u8], node_name: &str) -> JoinError {
     let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_else(|_| ErrorBody {
-        message: String::from_utf8_lossy(body).trim().chars().take(300).collect(),
+        message: String::from_utf8_lossy(body)
+            .trim()
+            .chars()
+            .take(300)
+            .collect(),
         ..ErrorBody::default()
     });
     let hint = match code {
@@ -390,8 +432,16 @@ fn refused(code: u16, body: &[u8], node_name: &str) -> JoinError {
     };
     JoinError::Refused {
         code,
-        reason: if parsed.reason.is_empty() { "-".to_owned() } else { parsed.reason },
-        message: if parsed.message.is_empty() { "(no message)".to_owned() } else { parsed.message },
+        reason: if parsed.reason.is_empty() {
+            "-".to_owned()
+        } else {
+            parsed.reason
+        },
+        message: if parsed.message.is_empty() {
+            "(no message)".to_owned()
+        } else {
+            parsed.message
+        },
         hint,
     }
 }
@@ -502,9 +552,18 @@ mod tests {
 
     #[test]
     fn refusals_carry_a_hint() {
-        let e = refused(401, br#"{"code":401,"reason":"TokenExpired","message":"token expired"}"#, "n");
+        let e = refused(
+            401,
+            br#"{"code":401,"reason":"TokenExpired","message":"token expired"}"#,
+            "n",
+        );
         let s = e.to_string();
-        assert!(s.contains("TokenExpired") && s.contains("token expired") && s.contains("cloudcore token create"), "{s}");
+        assert!(
+            s.contains("TokenExpired")
+                && s.contains("token expired")
+                && s.contains("cloudcore token create"),
+            "{s}"
+        );
         let e = refused(500, b"boom", "n");
         assert!(e.to_string().contains("boom"));
     }
@@ -517,6 +576,9 @@ mod tests {
         write_file(&p, b"x", 0o600).unwrap();
         write_file(&p, b"y", 0o600).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"y");
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

@@ -255,7 +255,11 @@ impl Writer {
             tombstones.insert(String::from_utf8_lossy(&key).into_owned());
         }
         metrics.objects.set(objects.len() as i64);
-        tracing::info!(objects = objects.len(), tombstones = tombstones.len(), "loaded the edge cache");
+        tracing::info!(
+            objects = objects.len(),
+            tombstones = tombstones.len(),
+            "loaded the edge cache"
+        );
         Ok(Writer {
             store,
             objects_tree,
@@ -370,7 +374,10 @@ impl Writer {
                     out.synced = true;
                 }
                 Change::Ignore { reason } => {
-                    self.metrics.meta_ignored.get_or_create(&vec![("reason".to_owned(), reason.to_owned())]).inc();
+                    self.metrics
+                        .meta_ignored
+                        .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
+                        .inc();
                     out.ignored += 1;
                 }
             }

@@ -52,7 +52,11 @@ fn read_trim(path: &str) -> String {
 /// This machine's host name (lower-cased), or `None`.
 pub fn hostname() -> Option<String> {
     let h = read_trim("/proc/sys/kernel/hostname");
-    let h = if h.is_empty() { read_trim("/etc/hostname") } else { h };
+    let h = if h.is_empty() {
+        read_trim("/etc/hostname")
+    } else {
+        h
+    };
     (!h.is_empty()).then(|| h.to_ascii_lowercase())
 }
 
@@ -84,7 +88,11 @@ fn capacity() -> BTreeMap<String, String> {
 /// "connect" only picks a route; it sends nothing.
 fn internal_ip(server: &ServerUrl) -> Option<IpAddr> {
     let target = (server.host.as_str(), server.port);
-    let bind = if server.host.contains(':') { "[::]:0" } else { "0.0.0.0:0" };
+    let bind = if server.host.contains(':') {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
     let sock = UdpSocket::bind(bind).ok()?;
     sock.connect(target).ok()?;
     sock.local_addr().ok().map(|a| a.ip())
@@ -222,7 +230,11 @@ pub struct Reporter {
 
 impl Reporter {
     /// The two outbox entries of one report.
-    pub fn entries(&self, ready_since: DateTime<Utc>, now: DateTime<Utc>) -> Vec<(String, Upstream)> {
+    pub fn entries(
+        &self,
+        ready_since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Vec<(String, Upstream)> {
         let mut out = Vec::with_capacity(2);
         if let Ok(node_key) = ResourceKey::cluster("node", self.node.clone()) {
             let extra = self.conditions.borrow().clone();
@@ -233,7 +245,8 @@ impl Reporter {
                     .with_content_type(proto::frame::MERGE_PATCH),
             ));
         }
-        if let Ok(lease_key) = ResourceKey::namespaced("kube-node-lease", "lease", self.node.clone())
+        if let Ok(lease_key) =
+            ResourceKey::namespaced("kube-node-lease", "lease", self.node.clone())
         {
             let body = lease_patch(&self.node, self.lease_duration_secs, now);
             out.push((
@@ -310,7 +323,11 @@ mod tests {
         let info = node_info("edge-1", &server, &BTreeMap::new());
         assert_eq!(info.os, "linux");
         assert!(info.capacity.contains_key("cpu"));
-        assert!(info.addresses.iter().any(|a| a.r#type == "InternalIP" && a.address == "127.0.0.1"));
+        assert!(
+            info.addresses
+                .iter()
+                .any(|a| a.r#type == "InternalIP" && a.address == "127.0.0.1")
+        );
         let now = Utc::now();
         let extra = [Condition {
             kind: STORE_RECOVERED.into(),
@@ -325,7 +342,12 @@ mod tests {
         assert_eq!(conds[0]["reason"], "KedgeReady");
         assert_eq!(conds[1]["type"], STORE_RECOVERED);
         assert_eq!(p["status"]["nodeInfo"]["architecture"], arch());
-        assert!(p["status"]["capacity"]["memory"].as_str().unwrap().ends_with("Ki"));
+        assert!(
+            p["status"]["capacity"]["memory"]
+                .as_str()
+                .unwrap()
+                .ends_with("Ki")
+        );
     }
 
     #[test]

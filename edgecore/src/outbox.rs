@@ -204,10 +204,14 @@ impl Outbox {
             let mut state = self.lock();
             for (key, item) in items {
                 let (seq, _) = state.queue.put(key.clone(), item.clone());
-                let value = serde_json::to_vec(&Stored { seq, item }).map_err(OutboxError::Encode)?;
+                let value =
+                    serde_json::to_vec(&Stored { seq, item }).map_err(OutboxError::Encode)?;
                 state.tree.put(&key, value)?;
             }
-            self.inner.metrics.outbox_depth.set(state.queue.len() as i64);
+            self.inner
+                .metrics
+                .outbox_depth
+                .set(state.queue.len() as i64);
         }
         self.inner.store.flush_blocking().await?;
         // One waiter (the hub); a stored permit covers "put while not waiting".
@@ -230,7 +234,10 @@ impl Outbox {
         if state.queue.on_acked(key, seq) == Outcome::Done {
             state.tree.delete(key)?;
         }
-        self.inner.metrics.outbox_depth.set(state.queue.len() as i64);
+        self.inner
+            .metrics
+            .outbox_depth
+            .set(state.queue.len() as i64);
         Ok(())
     }
 
@@ -244,7 +251,10 @@ impl Outbox {
     ) -> Result<(), OutboxError> {
         let mut state = self.lock();
         let State {
-            queue, backoff, tree, ..
+            queue,
+            backoff,
+            tree,
+            ..
         } = &mut *state;
         let outcome = queue.on_response(key, seq, response.code, now, |n| backoff.jittered(n));
         match outcome {

@@ -66,9 +66,8 @@ pub enum StatusError {
 pub async fn collect(cfg: &Config) -> Result<StatusReport, StatusError> {
     match fetch_live(cfg).await {
         Ok(report) => Ok(report),
-        Err(live_err) => from_store(cfg).map_err(|store_err| {
-            StatusError::Unavailable(format!("{live_err}; {store_err}"))
-        }),
+        Err(live_err) => from_store(cfg)
+            .map_err(|store_err| StatusError::Unavailable(format!("{live_err}; {store_err}"))),
     }
 }
 
@@ -145,19 +144,22 @@ pub fn render(report: &StatusReport, format: Format) -> Result<String, StatusErr
                 ("RUNNING", report.running.to_string()),
                 ("LINK", report.link.clone()),
                 ("SINCE", report.since.clone().unwrap_or_else(|| "-".into())),
-                ("LAST SYNC", report.last_sync.clone().unwrap_or_else(|| "never".into())),
+                (
+                    "LAST SYNC",
+                    report.last_sync.clone().unwrap_or_else(|| "never".into()),
+                ),
                 ("OBJECTS", report.objects.to_string()),
                 ("OUTBOX", report.outbox_depth.to_string()),
                 ("SESSIONS", report.sessions.to_string()),
                 (
                     "STORE RECOVERED",
-                    report.store_recovered.clone().unwrap_or_else(|| "no".into()),
+                    report
+                        .store_recovered
+                        .clone()
+                        .unwrap_or_else(|| "no".into()),
                 ),
             ];
-            Ok(rows
-                .iter()
-                .map(|(k, v)| format!("{k:<16} {v}\n"))
-                .collect())
+            Ok(rows.iter().map(|(k, v)| format!("{k:<16} {v}\n")).collect())
         }
     }
 }
@@ -175,7 +177,11 @@ mod tests {
             objects: 3,
             ..StatusReport::default()
         };
-        assert!(render(&r, Format::Table).unwrap().contains("LINK             live"));
+        assert!(
+            render(&r, Format::Table)
+                .unwrap()
+                .contains("LINK             live")
+        );
         let json = render(&r, Format::Json).unwrap();
         assert_eq!(serde_json::from_str::<StatusReport>(&json).unwrap(), r);
         assert!(render(&r, Format::Yaml).unwrap().contains("node: edge-1"));

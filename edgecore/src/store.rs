@@ -295,11 +295,10 @@ impl Store {
     /// blocking thread in async code. Returns the bytes written.
     pub fn flush(&self) -> Result<usize, StoreError> {
         let start = Instant::now();
-        let res = self
-            .inner
-            .db
-            .flush()
-            .map_err(|source| StoreError::Io { op: "flush", source });
+        let res = self.inner.db.flush().map_err(|source| StoreError::Io {
+            op: "flush",
+            source,
+        });
         if let Some(h) = &self.inner.flush_seconds {
             h.observe(start.elapsed().as_secs_f64());
         }
@@ -356,7 +355,10 @@ impl Tree {
     pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         self.inner
             .apply_batch(batch.inner)
-            .map_err(|source| StoreError::Io { op: "batch", source })
+            .map_err(|source| StoreError::Io {
+                op: "batch",
+                source,
+            })
     }
 
     /// Every `(key, value)` whose key starts with `prefix`, in key order.

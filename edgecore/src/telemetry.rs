@@ -25,7 +25,13 @@ use crate::status::StatusReport;
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogArgs {
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "KEDGE_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "KEDGE_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     /// Log filter (`info`, `debug`, `edgecore=debug`, ...).
     #[arg(long, global = true, default_value = "info", env = "KEDGE_LOG")]
@@ -121,19 +127,71 @@ impl Metrics {
             meta_ignored: Family::default(),
         };
         let mut r = Registry::default();
-        r.register("edgecore_link_state", "1 for the current state of the link to cloudcore", m.link_state.clone());
-        r.register("edgecore_reconnects", "Sessions that ended and were retried", m.reconnects.clone());
-        r.register("edgecore_frames_in", "Frames received from cloudcore, by kind", m.frames_in.clone());
-        r.register("edgecore_frames_out", "Frames sent to cloudcore, by kind", m.frames_out.clone());
-        r.register("edgecore_acks_sent", "ACKs sent for durable cloud frames", m.acks_sent.clone());
-        r.register("edgecore_acks_received", "ACKs received for upstream frames", m.acks_received.clone());
-        r.register("edgecore_refused_frames", "Cloud frames refused, by reason", m.refused.clone());
-        r.register("edgecore_cloud_errors", "ERROR frames received from cloudcore, by reason", m.cloud_errors.clone());
-        r.register("edgecore_outbox_depth", "Upstream writes queued in the outbox", m.outbox_depth.clone());
-        r.register("edgecore_outbox_dropped", "Upstream writes dropped after a permanent API error, by code", m.outbox_dropped.clone());
-        r.register("edgecore_store_flush_seconds", "Latency of store flushes (fsync)", m.store_flush_seconds.clone());
-        r.register("edgecore_objects", "Objects held in the edge cache", m.objects.clone());
-        r.register("edgecore_meta_ignored", "Cloud frames that changed nothing, by reason", m.meta_ignored.clone());
+        r.register(
+            "edgecore_link_state",
+            "1 for the current state of the link to cloudcore",
+            m.link_state.clone(),
+        );
+        r.register(
+            "edgecore_reconnects",
+            "Sessions that ended and were retried",
+            m.reconnects.clone(),
+        );
+        r.register(
+            "edgecore_frames_in",
+            "Frames received from cloudcore, by kind",
+            m.frames_in.clone(),
+        );
+        r.register(
+            "edgecore_frames_out",
+            "Frames sent to cloudcore, by kind",
+            m.frames_out.clone(),
+        );
+        r.register(
+            "edgecore_acks_sent",
+            "ACKs sent for durable cloud frames",
+            m.acks_sent.clone(),
+        );
+        r.register(
+            "edgecore_acks_received",
+            "ACKs received for upstream frames",
+            m.acks_received.clone(),
+        );
+        r.register(
+            "edgecore_refused_frames",
+            "Cloud frames refused, by reason",
+            m.refused.clone(),
+        );
+        r.register(
+            "edgecore_cloud_errors",
+            "ERROR frames received from cloudcore, by reason",
+            m.cloud_errors.clone(),
+        );
+        r.register(
+            "edgecore_outbox_depth",
+            "Upstream writes queued in the outbox",
+            m.outbox_depth.clone(),
+        );
+        r.register(
+            "edgecore_outbox_dropped",
+            "Upstream writes dropped after a permanent API error, by code",
+            m.outbox_dropped.clone(),
+        );
+        r.register(
+            "edgecore_store_flush_seconds",
+            "Latency of store flushes (fsync)",
+            m.store_flush_seconds.clone(),
+        );
+        r.register(
+            "edgecore_objects",
+            "Objects held in the edge cache",
+            m.objects.clone(),
+        );
+        r.register(
+            "edgecore_meta_ignored",
+            "Cloud frames that changed nothing, by reason",
+            m.meta_ignored.clone(),
+        );
         Metrics {
             registry: Arc::new(r),
             ..m

@@ -80,13 +80,16 @@ pub async fn dial(
         .await
         .map_err(|source| DialError::Tls { addr, source })?;
     let url = server.connect_url();
-    let (ws, _response) =
-        tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(ws_config(max_frame)))
-            .await
-            .map_err(|e| DialError::Upgrade {
-                url,
-                source: Box::new(e),
-            })?;
+    let (ws, _response) = tokio_tungstenite::client_async_with_config(
+        url.as_str(),
+        stream,
+        Some(ws_config(max_frame)),
+    )
+    .await
+    .map_err(|e| DialError::Upgrade {
+        url,
+        source: Box::new(e),
+    })?;
     Ok(ws)
 }
 

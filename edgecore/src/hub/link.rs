@@ -419,7 +419,10 @@ impl LinkState {
                 Kind::HelloAck => self.on_hello_ack(&frame, now, out),
                 Kind::Error => {
                     let info = frame.control::<ErrorInfo>().unwrap_or_default();
-                    let reason = format!("cloud refused the session: {} ({})", info.message, info.reason);
+                    let reason = format!(
+                        "cloud refused the session: {} ({})",
+                        info.message, info.reason
+                    );
                     out.push(Action::CloudError(info));
                     self.fail(reason, now, out);
                 }
@@ -456,15 +459,16 @@ impl LinkState {
                 match s.window.on_ack(up_to) {
                     Ok(released) if released.is_empty() => {}
                     Ok(released) => {
-                        out.push(Action::Acked(released.into_iter().map(|(_, o)| o).collect()));
+                        out.push(Action::Acked(
+                            released.into_iter().map(|(_, o)| o).collect(),
+                        ));
                     }
                     Err(e) => self.fail(format!("protocol violation: {e}"), now, out),
                 }
             }
             Kind::Response => {
                 let id = frame.ack_of.unwrap_or(0);
-                if let (Some(item), Ok(response)) =
-                    (s.window.get(id), frame.control::<Response>())
+                if let (Some(item), Ok(response)) = (s.window.get(id), frame.control::<Response>())
                 {
                     out.push(Action::Responded {
                         key: item.key.clone(),
@@ -476,7 +480,9 @@ impl LinkState {
             Kind::Ping => reply_pong(&frame, out),
             Kind::Pong => {}
             Kind::Error => {
-                out.push(Action::CloudError(frame.control::<ErrorInfo>().unwrap_or_default()));
+                out.push(Action::CloudError(
+                    frame.control::<ErrorInfo>().unwrap_or_default(),
+                ));
             }
             // HELLO_ACK again, or kinds only the edge sends, or not yet
             // implemented here (certificate rotation): ignored and counted by
@@ -497,7 +503,11 @@ impl LinkState {
                 message: e.to_string(),
                 in_reply_to: 0,
             }));
-            self.fail(format!("cloud chose protocol version {}: {e}", ack.version), now, out);
+            self.fail(
+                format!("cloud chose protocol version {}: {e}", ack.version),
+                now,
+                out,
+            );
             return;
         }
         let Some(s) = self.session.as_mut() else {

@@ -92,7 +92,10 @@ pub async fn request(
             .method(method)
             .uri(path)
             .header(http::header::HOST, addr)
-            .header(http::header::USER_AGENT, concat!("kedge-edgecore/", env!("CARGO_PKG_VERSION")));
+            .header(
+                http::header::USER_AGENT,
+                concat!("kedge-edgecore/", env!("CARGO_PKG_VERSION")),
+            );
         if body.is_some() {
             req = req.header(http::header::CONTENT_TYPE, "application/json");
         }

@@ -37,14 +37,22 @@ impl Token {
             .split_once("::")
             .ok_or_else(|| format!("the token has no '::' ({shape})"))?;
         if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(format!("the token's CA hash is not 64 hex characters ({shape})"));
+            return Err(format!(
+                "the token's CA hash is not 64 hex characters ({shape})"
+            ));
         }
         let (id, secret) = cred
             .split_once('.')
             .ok_or_else(|| format!("the token has no '.' between id and secret ({shape})"))?;
-        let ok = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let ok = |p: &str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
         if !ok(id) || !ok(secret) {
-            return Err(format!("the token's id or secret is empty or has invalid characters ({shape})"));
+            return Err(format!(
+                "the token's id or secret is empty or has invalid characters ({shape})"
+            ));
         }
         Ok(Token {
             ca_hash: hash.to_ascii_lowercase(),
@@ -68,7 +76,10 @@ mod tests {
     fn parses_and_refuses() {
         let hash = "ab".repeat(32);
         let t = Token::parse(&format!("K10{hash}::abc123.s3cr3t")).unwrap();
-        assert_eq!((t.ca_hash.as_str(), t.id.as_str(), t.secret.as_str()), (hash.as_str(), "abc123", "s3cr3t"));
+        assert_eq!(
+            (t.ca_hash.as_str(), t.id.as_str(), t.secret.as_str()),
+            (hash.as_str(), "abc123", "s3cr3t")
+        );
         assert_eq!(t.as_string(), format!("K10{hash}::abc123.s3cr3t"));
         assert!(!format!("{t:?}").contains("s3cr3t"));
         assert!(Token::parse("abc").unwrap_err().contains("K10"));

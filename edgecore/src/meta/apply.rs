@@ -179,7 +179,10 @@ mod tests {
             panic!("{c:?}")
         };
         assert_eq!(key, "default/pod/a");
-        assert_eq!((object.uid.as_str(), object.resource_version.as_str()), ("u1", "5"));
+        assert_eq!(
+            (object.uid.as_str(), object.resource_version.as_str()),
+            ("u1", "5")
+        );
     }
 
     #[test]
@@ -192,7 +195,10 @@ mod tests {
             }
         );
         // numeric, not lexicographic: "9" < "10" but "11" > "10"
-        assert!(matches!(decide(&m, &upsert_frame("u1", "11")).unwrap(), Change::Put { .. }));
+        assert!(matches!(
+            decide(&m, &upsert_frame("u1", "11")).unwrap(),
+            Change::Put { .. }
+        ));
         assert_eq!(
             decide(&m, &upsert_frame("u1", "10")).unwrap(),
             Change::Ignore {
@@ -204,7 +210,10 @@ mod tests {
     #[test]
     fn a_new_incarnation_replaces_whatever_its_version() {
         let m = held("u1", "10");
-        assert!(matches!(decide(&m, &upsert_frame("u2", "3")).unwrap(), Change::Put { .. }));
+        assert!(matches!(
+            decide(&m, &upsert_frame("u2", "3")).unwrap(),
+            Change::Put { .. }
+        ));
     }
 
     #[test]
@@ -214,7 +223,10 @@ mod tests {
         assert!(rv_is_older("9", "10"));
         assert!(!rv_is_older("10", "9"));
         let m = held("u1", "opaque-2");
-        assert!(matches!(decide(&m, &upsert_frame("u1", "opaque-1")).unwrap(), Change::Put { .. }));
+        assert!(matches!(
+            decide(&m, &upsert_frame("u1", "opaque-1")).unwrap(),
+            Change::Put { .. }
+        ));
     }
 
     #[test]
@@ -224,7 +236,10 @@ mod tests {
         let Change::Put { object, .. } = decide(&BTreeMap::new(), &f).unwrap() else {
             panic!()
         };
-        assert_eq!((object.uid.as_str(), object.resource_version.as_str()), ("u7", "42"));
+        assert_eq!(
+            (object.uid.as_str(), object.resource_version.as_str()),
+            ("u7", "42")
+        );
     }
 
     #[test]
@@ -256,7 +271,10 @@ mod tests {
                 key: "default/pod/a".into()
             }
         );
-        assert_eq!(decide(&BTreeMap::new(), &Frame::synced(1)).unwrap(), Change::Synced);
+        assert_eq!(
+            decide(&BTreeMap::new(), &Frame::synced(1)).unwrap(),
+            Change::Synced
+        );
         assert!(decide(&BTreeMap::new(), &Frame::ping(1)).is_err());
     }
 }

@@ -162,9 +162,7 @@ impl<T, I: Time> Queue<T, I> {
             return Outcome::Stale;
         };
         match slot.state {
-            State::InFlight {
-                retry_at: Some(at),
-            } => {
+            State::InFlight { retry_at: Some(at) } => {
                 slot.state = State::Pending {
                     not_before: Some(at),
                 };
@@ -301,7 +299,10 @@ mod tests {
         q.put("b".into(), "y");
         let (_, sa, _) = q.next_ready(now).unwrap();
         let (_, sb, _) = q.next_ready(now).unwrap();
-        assert_eq!(q.on_response("a", sa, 422, now, |_| sec(1)), Outcome::Dropped(422));
+        assert_eq!(
+            q.on_response("a", sa, 422, now, |_| sec(1)),
+            Outcome::Dropped(422)
+        );
         assert_eq!(q.on_response("b", sb, 503, now, |_| sec(2)), Outcome::Retry);
         assert_eq!(q.on_response("b", sb, 201, now, |_| sec(2)), Outcome::Stale);
         assert_eq!(q.len(), 1);

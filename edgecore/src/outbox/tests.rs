@@ -9,7 +9,11 @@ use crate::telemetry::Metrics;
 
 fn status(n: u32) -> Upstream {
     let key = ResourceKey::parse("null/node/edge-1").unwrap();
-    Upstream::request(Op::PatchStatus, &key, &serde_json::json!({"status": {"n": n}}))
+    Upstream::request(
+        Op::PatchStatus,
+        &key,
+        &serde_json::json!({"status": {"n": n}}),
+    )
 }
 
 fn open(dir: &std::path::Path) -> (Store, Outbox) {
@@ -36,7 +40,11 @@ async fn entries_survive_restart_and_leave_only_on_ack() {
     assert_eq!(outbox.depth(), 2);
     let t = outbox.next_ready(Instant::now()).unwrap();
     assert_eq!(t.key, "node-status");
-    assert!(t.item.body.contains("\"n\":2"), "latest wins: {}", t.item.body);
+    assert!(
+        t.item.body.contains("\"n\":2"),
+        "latest wins: {}",
+        t.item.body
+    );
     outbox.on_acked(&t.key, t.seq).unwrap();
     assert_eq!(outbox.depth(), 1);
     store.flush().unwrap();
@@ -60,15 +68,22 @@ async fn permanent_error_drops_and_counts() {
         reason: "NotFound".into(),
         ..Response::default()
     };
-    outbox.on_response(&t.key, t.seq, &resp, Instant::now()).unwrap();
+    outbox
+        .on_response(&t.key, t.seq, &resp, Instant::now())
+        .unwrap();
     assert_eq!(outbox.depth(), 0);
     let text = metrics.encode();
-    assert!(text.contains("edgecore_outbox_dropped_total{code=\"404\"} 1"), "{text}");
+    assert!(
+        text.contains("edgecore_outbox_dropped_total{code=\"404\"} 1"),
+        "{text}"
+    );
 }
 
 #[test]
 fn frames_carry_the_write() {
-    let f = status(1).with_content_type(proto::frame::MERGE_PATCH).to_frame(5);
+    let f = status(1)
+        .with_content_type(proto::frame::MERGE_PATCH)
+        .to_frame(5);
     assert_eq!(proto::validate(&f).unwrap(), proto::Kind::Request);
     assert_eq!(f.op().unwrap(), Op::PatchStatus);
     assert_eq!(f.id, 5);

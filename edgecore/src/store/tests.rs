@@ -58,11 +58,7 @@ fn wrong_schema_version_is_moved_aside() {
     let rec = opened.recovered.expect("recovered");
     assert!(rec.reason.contains("schema version"), "{}", rec.reason);
     assert!(rec.moved_to.exists());
-    assert!(
-        rec.moved_to
-            .to_string_lossy()
-            .contains("store.corrupt-")
-    );
+    assert!(rec.moved_to.to_string_lossy().contains("store.corrupt-"));
     let t = opened.store.tree("objects").unwrap();
     assert!(t.is_empty());
 }

@@ -170,7 +170,9 @@ pub fn run(
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(spawn_err)?;
-        std::thread::sleep(Duration::from_millis(rng.random_range(5..max_run_ms.max(6))));
+        std::thread::sleep(Duration::from_millis(
+            rng.random_range(5..max_run_ms.max(6)),
+        ));
         proc.kill().map_err(spawn_err)?; // SIGKILL
         proc.wait().map_err(spawn_err)?;
         let mut printed = String::new();
@@ -207,8 +209,8 @@ pub fn run(
 /// Reopens the store and checks it; returns the next batch number.
 fn verify(dir: &Path, cycle: u32, printed: &[u64]) -> Result<u64, TortureError> {
     let lost = |detail: String| TortureError::Lost { cycle, detail };
-    let store =
-        Store::open(dir, &small_cache()).map_err(|source| TortureError::Reopen { cycle, source })?;
+    let store = Store::open(dir, &small_cache())
+        .map_err(|source| TortureError::Reopen { cycle, source })?;
     let tree = store
         .tree("torture")
         .map_err(|source| TortureError::Reopen { cycle, source })?;
@@ -225,7 +227,9 @@ fn verify(dir: &Path, cycle: u32, printed: &[u64]) -> Result<u64, TortureError> 
         let (key, _) = entry.map_err(|source| TortureError::Reopen { cycle, source })?;
         if key != log_key(count).as_bytes() {
             let key = String::from_utf8_lossy(&key).into_owned();
-            return Err(lost(format!("log has a hole: expected batch {count}, found {key}")));
+            return Err(lost(format!(
+                "log has a hole: expected batch {count}, found {key}"
+            )));
         }
         count += 1;
     }

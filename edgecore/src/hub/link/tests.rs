@@ -59,7 +59,9 @@ fn acks(actions: &[Action]) -> Vec<u64> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Send(f) if f.kind == Kind::Ack as i32 => Some(f.control::<Ack>().unwrap().up_to),
+            Action::Send(f) if f.kind == Kind::Ack as i32 => {
+                Some(f.control::<Ack>().unwrap().up_to)
+            }
             _ => None,
         })
         .collect()
@@ -136,7 +138,9 @@ fn duplicates_are_reacked_and_gaps_dropped() {
     assert_eq!(acks(&s.handle(Event::Frame(obj(1)), now)), vec![1]);
     // 3 before 2: dropped, nothing applied
     assert!(s.handle(Event::Frame(obj(3)), now).is_empty());
-    assert!(matches!(s.handle(Event::Frame(obj(2)), now).as_slice(), [Action::Apply(b)] if b[0].id == 2));
+    assert!(
+        matches!(s.handle(Event::Frame(obj(2)), now).as_slice(), [Action::Apply(b)] if b[0].id == 2)
+    );
 }
 
 #[test]
@@ -159,7 +163,10 @@ fn hello_ack_sets_ping_and_idle() {
     assert_eq!(s.next_deadline(), Some(now + Duration::from_secs(2)));
     // heard nothing for 6 s: dropped into back-off
     let a = s.handle(Event::Tick, now + Duration::from_secs(6));
-    assert!(matches!(&a[0], Action::EndSession { began: true, .. }), "{a:?}");
+    assert!(
+        matches!(&a[0], Action::EndSession { began: true, .. }),
+        "{a:?}"
+    );
     assert_eq!(s.link(), Link::Backoff);
 }
 
@@ -170,15 +177,24 @@ fn idle_session_backs_off_then_redials_with_growing_delay() {
     s.handle(Event::Tick, t);
     assert_eq!(s.link(), Link::Backoff);
     let first = s.next_deadline().unwrap() - t;
-    assert!(first <= Duration::from_secs(1) && first >= Duration::from_millis(500), "{first:?}");
+    assert!(
+        first <= Duration::from_secs(1) && first >= Duration::from_millis(500),
+        "{first:?}"
+    );
     // before the deadline nothing happens
     assert!(s.handle(Event::Tick, t).is_empty());
     let t2 = t + first;
-    assert_eq!(s.handle(Event::Tick, t2), vec![Action::State(Link::Connecting), Action::Dial]);
+    assert_eq!(
+        s.handle(Event::Tick, t2),
+        vec![Action::State(Link::Connecting), Action::Dial]
+    );
     // dial fails: the second delay is drawn from [1 s, 2 s]
     s.handle(Event::DialFailed("refused".into()), t2);
     let second = s.next_deadline().unwrap() - t2;
-    assert!(second >= Duration::from_secs(1) && second <= Duration::from_secs(2), "{second:?}");
+    assert!(
+        second >= Duration::from_secs(1) && second <= Duration::from_secs(2),
+        "{second:?}"
+    );
 }
 
 #[test]
@@ -188,7 +204,10 @@ fn no_hello_ack_in_time_fails() {
     s.handle(Event::Start, now);
     s.handle(Event::Dialed, now);
     let a = s.handle(Event::Tick, now + Duration::from_secs(45));
-    assert!(matches!(&a[0], Action::EndSession { began: false, .. }), "{a:?}");
+    assert!(
+        matches!(&a[0], Action::EndSession { began: false, .. }),
+        "{a:?}"
+    );
 }
 
 #[test]
@@ -239,7 +258,9 @@ fn upstream_window_ack_response_and_retransmit() {
         },
     );
     let a = s.handle(Event::Frame(resp), now);
-    assert!(matches!(&a[..], [Action::Responded { key, seq: 9, response }] if key == "node" && response.code == 503));
+    assert!(
+        matches!(&a[..], [Action::Responded { key, seq: 9, response }] if key == "node" && response.code == 503)
+    );
     // not acked within the window's timeout: retransmitted
     let a = s.handle(Event::Tick, now + Duration::from_secs(3));
     assert!(a.iter().any(|a| matches!(a, Action::Send(f) if f.id == 1)));
@@ -254,16 +275,27 @@ fn upstream_window_ack_response_and_retransmit() {
 fn window_full_stops_upstream() {
     let (mut s, now) = syncing();
     for i in 0..64 {
-        assert!(s.send_upstream(format!("k{i}"), i, |id| Frame::ping(0).tap_id(id), now).is_some());
+        assert!(
+            s.send_upstream(format!("k{i}"), i, |id| Frame::ping(0).tap_id(id), now)
+                .is_some()
+        );
     }
     assert!(!s.can_send());
-    assert!(s.send_upstream("x".into(), 99, |id| Frame::ping(0).tap_id(id), now).is_none());
+    assert!(
+        s.send_upstream("x".into(), 99, |id| Frame::ping(0).tap_id(id), now)
+            .is_none()
+    );
 }
 
 #[test]
 fn garbage_or_early_objects_end_the_session() {
     let (mut s, now) = syncing();
-    s.handle(Event::Refused { reason: "malformed" }, now);
+    s.handle(
+        Event::Refused {
+            reason: "malformed",
+        },
+        now,
+    );
     assert_eq!(s.link(), Link::Backoff);
 
     let now = Instant::now();
