@@ -28,7 +28,9 @@ fn flushed_writes_survive_kill_9() {
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
-            panic!("edgecore-torture did not finish within 120 s (a child hung on the store lock?)");
+            panic!(
+                "edgecore-torture did not finish within 120 s (a child hung on the store lock?)"
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
