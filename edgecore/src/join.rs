@@ -482,15 +482,14 @@ pub fn reset(root: &Path) -> Result<Vec<PathBuf>, String> {
         .map(|c| c.data_dir)
         .unwrap_or_else(|_| layout.data.clone());
     if data.exists() {
-        match crate::store::Store::open(&data, &crate::store::StoreConfig::default()) {
-            Err(crate::store::StoreError::Locked { .. }) => {
-                return Err(format!(
-                    "edgecore is running (store {} is locked): stop it first",
-                    data.display()
-                ));
-            }
-            // Opened (and closed again when dropped) or unreadable: either way removable.
-            _ => {}
+        // Opened (and closed again when dropped) or unreadable: either way removable.
+        if let Err(crate::store::StoreError::Locked { .. }) =
+            crate::store::Store::open(&data, &crate::store::StoreConfig::default())
+        {
+            return Err(format!(
+                "edgecore is running (store {} is locked): stop it first",
+                data.display()
+            ));
         }
     }
     let mut removed = Vec::new();

@@ -2,7 +2,7 @@
 //! server and node certificates, a mutual-TLS WebSocket listener on
 //! 127.0.0.1:0, and a connection wrapper that speaks `proto` frames. Every
 //! await is bounded by a timeout whose message names what was expected.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::result_large_err)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
