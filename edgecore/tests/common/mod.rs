@@ -2,7 +2,13 @@
 //! server and node certificates, a mutual-TLS WebSocket listener on
 //! 127.0.0.1:0, and a connection wrapper that speaks `proto` frames. Every
 //! await is bounded by a timeout whose message names what was expected.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::result_large_err)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::result_large_err
+)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +30,7 @@ pub const T: Duration = Duration::from_secs(10);
 /// Node CA, server certificate, and one node's client certificate (PEM).
 pub struct Pki {
     pub ca_pem: String,
+    pub ca_key_pem: String,
     pub server_cert_pem: String,
     pub server_key_pem: String,
     pub node_cert_pem: String,
@@ -42,6 +49,7 @@ impl Pki {
             KeyUsagePurpose::DigitalSignature,
         ];
         let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let ca_key_pem = ca_key.serialize_pem();
         let issuer = Issuer::new(ca, ca_key);
 
         let server_key = KeyPair::generate().unwrap();
@@ -59,6 +67,7 @@ impl Pki {
         let node_cert = np.signed_by(&node_key, &issuer).unwrap();
         Pki {
             ca_pem: ca_cert.pem(),
+            ca_key_pem,
             server_cert_pem: server.pem(),
             server_key_pem: server_key.serialize_pem(),
             node_cert_pem: node_cert.pem(),
@@ -74,6 +83,31 @@ impl Pki {
         std::fs::write(&pki.cert, &self.node_cert_pem).unwrap();
         std::fs::write(&pki.key, &self.node_key_pem).unwrap();
         pki
+    }
+
+    /// Signs a CSR (PEM) with the node CA; returns the certificate PEM.
+    pub fn sign_csr(&self, csr_pem: &str) -> String {
+        let key = KeyPair::from_pem(&self.ca_key_pem).unwrap();
+        let issuer = Issuer::from_ca_cert_pem(&self.ca_pem, key).unwrap();
+        rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .unwrap()
+            .signed_by(&issuer)
+            .unwrap()
+            .pem()
+    }
+
+    /// rustls server config for the bootstrap endpoints (no client certificate).
+    pub fn bootstrap_server_config(&self) -> rustls::ServerConfig {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(self.server_cert_pem.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap()
     }
 
     /// rustls server config requiring a client certificate from the node CA.
