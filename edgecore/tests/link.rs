@@ -386,3 +386,100 @@ async fn acked_objects_survive_kill_9_and_sigterm_drains() {
     };
     assert!(status.success(), "edgecore exited with {status}");
 }
+
+/// The status REQUEST (`patch_status` on the Node) among `frames`, as JSON.
+fn node_status(frames: &[Frame]) -> Option<serde_json::Value> {
+    frames.iter().find_map(|f| {
+        let route = f.route.as_ref()?;
+        (f.kind == Kind::Request as i32
+            && route.op == "patch_status"
+            && route.resource == "null/node/edge-1")
+            .then(|| serde_json::from_slice(&f.payload).unwrap())
+    })
+}
+
+fn condition<'a>(status: &'a serde_json::Value, kind: &str) -> &'a serde_json::Value {
+    status["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} condition in {status}"))
+}
+
+#[tokio::test]
+async fn broken_store_is_moved_aside_reported_and_cleared_after_resync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new("edge-1");
+    let node_pki = pki.write_node_files(&tmp.path().join("pki"));
+    let cloud = FakeCloud::bind(&pki).await;
+    let config = write_config(tmp.path(), &node_pki, &cloud.server());
+    let data = common::data_dir(tmp.path());
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("conf"), b"\xff\xfe not a sled config").unwrap();
+    std::fs::write(data.join("db"), vec![0x5a; 8192]).unwrap();
+
+    let mut child = spawn_edgecore(&config);
+    let mut conn = cloud.accept().await;
+    let (_, inventory, mut seen) = conn.handshake().await;
+    assert!(inventory.is_empty());
+    // Node status and Lease renewal are sent at once on connect.
+    let status = loop {
+        if let Some(s) = node_status(&seen) {
+            break s;
+        }
+        seen.push(conn.recv().await);
+    };
+    let ready = condition(&status, "Ready");
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("True"), Some("KedgeReady"))
+    );
+    let recovered = condition(&status, "KedgeStoreRecovered");
+    assert_eq!(recovered["status"], "True");
+    assert!(recovered["message"].as_str().unwrap().contains(".corrupt-"));
+    let lease = loop {
+        if let Some(f) = seen.iter().find(|f| {
+            f.route
+                .as_ref()
+                .is_some_and(|r| r.resource == "kube-node-lease/lease/edge-1")
+        }) {
+            break f.clone();
+        }
+        seen.push(conn.recv().await);
+    };
+    assert_eq!(lease.op().unwrap(), Op::Patch);
+    let lease: serde_json::Value = serde_json::from_slice(&lease.payload).unwrap();
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 40);
+    assert_eq!(
+        lease["spec"]["renewTime"].as_str().unwrap().len(),
+        "2025-01-01T00:00:00.000000Z".len()
+    );
+    let moved: Vec<_> = std::fs::read_dir(tmp.path().join("var/lib"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("kedge.corrupt-")
+        })
+        .collect();
+    assert_eq!(moved.len(), 1);
+
+    // The resync completes: the condition turns False (StoreRefilled).
+    conn.send(&Frame::synced(1)).await;
+    let status = loop {
+        let f = conn.recv().await;
+        if let Some(s) = node_status(std::slice::from_ref(&f))
+            && condition(&s, "KedgeStoreRecovered")["status"] == "False"
+        {
+            break s;
+        }
+    };
+    assert_eq!(
+        condition(&status, "KedgeStoreRecovered")["reason"],
+        "StoreRefilled"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
