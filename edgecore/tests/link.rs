@@ -483,3 +483,100 @@ async fn broken_store_is_moved_aside_reported_and_cleared_after_resync() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_both_ways_must_not_deadlock() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    const OBJECTS: u64 = 3000;
+    const WRITES: usize = 300;
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new("edge-1");
+    let node_pki = pki.write_node_files(&tmp.path().join("pki"));
+    let cloud = FakeCloud::bind(&pki).await;
+    let edge = start_edge(&common::data_dir(tmp.path()), &node_pki, &cloud.server()).await;
+    for i in 0..WRITES {
+        edge.outbox
+            .put(&format!("pod-status/p{i}"), pod_status(&format!("p{i}")))
+            .await
+            .unwrap();
+    }
+    let mut conn = cloud.accept().await;
+    conn.handshake().await;
+    let (mut sink, mut stream) = conn.ws.split();
+    let (reply_tx, mut reply_rx) = tokio::sync::mpsc::channel::<Frame>(1024);
+    // Writer: floods objects, interleaving the replies the reader asks for.
+    let writer = tokio::spawn(async move {
+        let mut next = 1u64;
+        loop {
+            while let Ok(f) = reply_rx.try_recv() {
+                sink.send(Message::Binary(proto::encode(&f).into()))
+                    .await
+                    .unwrap();
+            }
+            if next <= OBJECTS {
+                let f = Frame::upsert(
+                    next,
+                    &cm(&format!("c{next}")),
+                    "u",
+                    "1",
+                    br#"{"kind":"ConfigMap"}"#.to_vec(),
+                );
+                sink.send(Message::Binary(proto::encode(&f).into()))
+                    .await
+                    .unwrap();
+                next += 1;
+            } else if next == OBJECTS + 1 {
+                sink.send(Message::Binary(proto::encode(&Frame::synced(next)).into()))
+                    .await
+                    .unwrap();
+                next += 1;
+            } else {
+                match reply_rx.recv().await {
+                    Some(f) => sink
+                        .send(Message::Binary(proto::encode(&f).into()))
+                        .await
+                        .unwrap(),
+                    None => return,
+                }
+            }
+        }
+    });
+    // Reader: acks every REQUEST (after answering it) and tracks edge ACKs.
+    let reader = async {
+        let (mut acked, mut requests) = (0u64, 0usize);
+        while acked < OBJECTS + 1 || requests < WRITES {
+            let Some(Ok(Message::Binary(b))) = stream.next().await else {
+                continue;
+            };
+            let f = proto::decode(&b, proto::Limits::default()).unwrap();
+            match Kind::try_from(f.kind).unwrap() {
+                Kind::Ack => acked = f.control::<Ack>().unwrap().up_to,
+                Kind::Request => {
+                    requests += 1;
+                    reply_tx
+                        .send(Frame::response(
+                            f.id,
+                            &Response {
+                                code: 200,
+                                ..Response::default()
+                            },
+                        ))
+                        .await
+                        .unwrap();
+                    reply_tx.send(Frame::ack(f.id)).await.unwrap();
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), reader)
+        .await
+        .expect("flood: not everything was acked within 60 s — suspected deadlock between the hub loop, its WebSocket writer and the MetaManager writer");
+    edge.wait_outbox_depth(0).await;
+    assert_eq!(edge.reader.snapshot().len(), OBJECTS as usize);
+    drop(reply_tx);
+    writer.abort();
+    edge.stop().await;
+}

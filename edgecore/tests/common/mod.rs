@@ -178,7 +178,7 @@ impl FakeCloud {
 
 /// One edge session seen from the cloud.
 pub struct CloudConn {
-    ws: WebSocketStream<tokio_rustls::server::TlsStream<TcpStream>>,
+    pub ws: WebSocketStream<tokio_rustls::server::TlsStream<TcpStream>>,
 }
 
 impl CloudConn {
