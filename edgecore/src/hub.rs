@@ -122,7 +122,6 @@ pub async fn run(config: HubConfig, deps: HubDeps, shutdown: CancellationToken) 
         }
         let deadline = earliest(hub.state.next_deadline(), hub.deps.outbox.next_wakeup());
         tokio::select! {
-            biased;
             () = shutdown.cancelled() => break,
             res = join_opt(&mut hub.apply) => {
                 hub.apply = None;

@@ -99,6 +99,9 @@ async fn fetch_live(cfg: &Config) -> Result<StatusReport, String> {
 }
 
 fn from_store(cfg: &Config) -> Result<StatusReport, String> {
+    if !cfg.data_dir.exists() {
+        return Err(format!("no store at {}", cfg.data_dir.display()));
+    }
     let store = Store::open(&cfg.data_dir, &StoreConfig::default()).map_err(|e| e.to_string())?;
     let objects = store
         .tree("objects")
