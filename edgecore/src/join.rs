@@ -18,6 +18,7 @@
 //! its cache.
 
 pub mod http;
+mod reset;
 pub mod token;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Layout, PkiConfig, ServerUrl, validate_node_name};
 use crate::pki;
+pub use reset::reset;
 pub use token::Token;
 
 /// Inputs of `edgecore join`.
@@ -472,112 +474,5 @@ pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), JoinError> 
     std::fs::rename(&tmp, path).map_err(err)
 }
 
-/// `edgecore reset`: removes the node's config, certificates and data under
-/// `root`. Refuses while edgecore runs (the store is locked). Returns the
-/// paths removed.
-pub fn reset(root: &Path) -> Result<Vec<PathBuf>, String> {
-    let layout = Layout::new(root);
-    // The data dir may be configured elsewhere; honour the config if present.
-    let data = Config::load(&layout.config)
-        .map(|c| c.data_dir)
-        .unwrap_or_else(|_| layout.data.clone());
-    if data.exists() {
-        // Opened (and closed again when dropped) or unreadable: either way removable.
-        if let Err(crate::store::StoreError::Locked { .. }) =
-            crate::store::Store::open(&data, &crate::store::StoreConfig::default())
-        {
-            return Err(format!(
-                "edgecore is running (store {} is locked): stop it first",
-                data.display()
-            ));
-        }
-    }
-    let mut removed = Vec::new();
-    let mut targets = vec![layout.config.clone(), layout.pki.clone(), data.clone()];
-    let mut lock = data.as_os_str().to_owned();
-    lock.push(".lock");
-    targets.push(PathBuf::from(lock));
-    if let (Some(parent), Some(name)) = (data.parent(), data.file_name())
-        && let Ok(entries) = std::fs::read_dir(parent)
-    {
-        let prefix = format!("{}.corrupt-", name.to_string_lossy());
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                targets.push(e.path());
-            }
-        }
-    }
-    for t in targets {
-        let res = if t.is_dir() {
-            std::fs::remove_dir_all(&t)
-        } else if t.exists() {
-            std::fs::remove_file(&t)
-        } else {
-            continue;
-        };
-        res.map_err(|e| format!("cannot remove {}: {e}", t.display()))?;
-        removed.push(t);
-    }
-    Ok(removed)
-}
-
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_parse() {
-        let l = parse_labels("a=1, b=x=y,,c=").unwrap();
-        assert_eq!(l["a"], "1");
-        assert_eq!(l["b"], "x=y");
-        assert_eq!(l["c"], "");
-        assert!(parse_labels("novalue").is_err());
-        assert!(parse_labels("=v").is_err());
-    }
-
-    #[test]
-    fn csr_names_the_node() {
-        let (key, csr) = key_and_csr("edge-1").unwrap();
-        assert!(key.contains("PRIVATE KEY"));
-        let params = rcgen::CertificateSigningRequestParams::from_pem(&csr).unwrap();
-        let cn = params
-            .params
-            .distinguished_name
-            .get(&rcgen::DnType::CommonName)
-            .unwrap();
-        assert!(matches!(cn, rcgen::DnValue::Utf8String(s) if s == "system:node:edge-1"));
-    }
-
-    #[test]
-    fn refusals_carry_a_hint() {
-        let e = refused(
-            401,
-            br#"{"code":401,"reason":"TokenExpired","message":"token expired"}"#,
-            "n",
-        );
-        let s = e.to_string();
-        assert!(
-            s.contains("TokenExpired")
-                && s.contains("token expired")
-                && s.contains("cloudcore token create"),
-            "{s}"
-        );
-        let e = refused(500, b"boom", "n");
-        assert!(e.to_string().contains("boom"));
-    }
-
-    #[test]
-    fn files_are_written_with_modes() {
-        use std::os::unix::fs::PermissionsExt;
-        let tmp = tempfile::tempdir().unwrap();
-        let p = tmp.path().join("a/b/key");
-        write_file(&p, b"x", 0o600).unwrap();
-        write_file(&p, b"y", 0o600).unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"y");
-        assert_eq!(
-            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-    }
-}
+mod tests;

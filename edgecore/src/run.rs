@@ -16,6 +16,7 @@ use chrono::{TimeZone, Utc};
 use proto::Hello;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::{Config, ServerUrl};
 use crate::hub::link::{Link, LinkConfig};
@@ -104,7 +105,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         metrics: metrics.clone(),
         status: hub_tx,
     };
-    let hub_task = tokio::spawn(crate::hub::run(hub_config, deps, shutdown.clone()));
+    let span = tracing::info_span!("edgehub", node = %cfg.node_name, %server);
+    let hub_task =
+        tokio::spawn(crate::hub::run(hub_config, deps, shutdown.clone()).instrument(span));
 
     let reporter = Reporter {
         node: cfg.node_name.clone(),

@@ -1,0 +1,54 @@
+//! `edgecore reset`: remove a node's local state.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, Layout};
+
+/// `edgecore reset`: removes the node's config, certificates and data under
+/// `root`. Refuses while edgecore runs (the store is locked). Returns the
+/// paths removed.
+pub fn reset(root: &Path) -> Result<Vec<PathBuf>, String> {
+    let layout = Layout::new(root);
+    // The data dir may be configured elsewhere; honour the config if present.
+    let data = Config::load(&layout.config)
+        .map(|c| c.data_dir)
+        .unwrap_or_else(|_| layout.data.clone());
+    if data.exists() {
+        // Opened (and closed again when dropped) or unreadable: either way removable.
+        if let Err(crate::store::StoreError::Locked { .. }) =
+            crate::store::Store::open(&data, &crate::store::StoreConfig::default())
+        {
+            return Err(format!(
+                "edgecore is running (store {} is locked): stop it first",
+                data.display()
+            ));
+        }
+    }
+    let mut removed = Vec::new();
+    let mut targets = vec![layout.config.clone(), layout.pki.clone(), data.clone()];
+    let mut lock = data.as_os_str().to_owned();
+    lock.push(".lock");
+    targets.push(PathBuf::from(lock));
+    if let (Some(parent), Some(name)) = (data.parent(), data.file_name())
+        && let Ok(entries) = std::fs::read_dir(parent)
+    {
+        let prefix = format!("{}.corrupt-", name.to_string_lossy());
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                targets.push(e.path());
+            }
+        }
+    }
+    for t in targets {
+        let res = if t.is_dir() {
+            std::fs::remove_dir_all(&t)
+        } else if t.exists() {
+            std::fs::remove_file(&t)
+        } else {
+            continue;
+        };
+        res.map_err(|e| format!("cannot remove {}: {e}", t.display()))?;
+        removed.push(t);
+    }
+    Ok(removed)
+}
