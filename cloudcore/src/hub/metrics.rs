@@ -1,0 +1,172 @@
+//! CloudHub's Prometheus metrics, registered into the registry the caller
+//! passes to `Hub::new`. Labels are bounded sets (kinds, ops, reasons,
+//! phases); nothing is labelled per node, so cardinality does not grow with
+//! the cluster.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use proto::Kind;
+
+use super::phase::Phase;
+
+/// `{kind}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// Frame kind (`object`, `ack`...).
+    pub kind: &'static str,
+}
+
+/// `{reason}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Stable reason label.
+    pub reason: String,
+}
+
+/// `{state}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// Session phase.
+    pub state: &'static str,
+}
+
+/// `{direction}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// `received` (edge acked our frames) or `sent` (we acked the edge's).
+    pub direction: &'static str,
+}
+
+/// `{op, code}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabel {
+    /// Request op (`patch_status`...), or `event`.
+    pub op: &'static str,
+    /// HTTP status class or code (`200`, `403`, `transient`).
+    pub code: String,
+}
+
+/// Every metric of the hub; cheap to clone (the metrics are shared).
+#[derive(Debug, Clone, Default)]
+pub struct HubMetrics {
+    /// Nodes with a session.
+    pub connected: Gauge,
+    /// Sessions per phase.
+    pub sessions: Family<StateLabel, Gauge>,
+    /// Frames received per kind.
+    pub frames_in: Family<KindLabel, Counter>,
+    /// Frames sent per kind (retransmissions included).
+    pub frames_out: Family<KindLabel, Counter>,
+    /// Cumulative ACKs per direction.
+    pub acks: Family<DirectionLabel, Counter>,
+    /// Frames acked by edges.
+    pub acked_frames: Counter,
+    /// Retransmitted frames.
+    pub retransmits: Counter,
+    /// Queued plus in-flight cloud -> edge frames over all sessions.
+    pub queue_depth: Gauge,
+    /// Full resyncs from the cache per reason (`inventory`, `lagged`).
+    pub resyncs: Family<ReasonLabel, Counter>,
+    /// Refused connections and frames per reason.
+    pub refused: Family<ReasonLabel, Counter>,
+    /// Upstream API calls per op and result.
+    pub upstream: Family<UpstreamLabel, Counter>,
+    /// Sessions closed per reason.
+    pub closed: Family<ReasonLabel, Counter>,
+}
+
+impl HubMetrics {
+    /// Creates the metrics and registers them under `cloudcore_hub_*`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = HubMetrics::default();
+        let reg = registry.sub_registry_with_prefix("cloudcore_hub");
+        reg.register(
+            "connected_nodes",
+            "Nodes with a session",
+            m.connected.clone(),
+        );
+        reg.register("sessions", "Sessions by state", m.sessions.clone());
+        reg.register("frames_in", "Frames received by kind", m.frames_in.clone());
+        reg.register("frames_out", "Frames sent by kind", m.frames_out.clone());
+        reg.register("acks", "Cumulative ACKs by direction", m.acks.clone());
+        reg.register(
+            "acked_frames",
+            "Frames acked by edges",
+            m.acked_frames.clone(),
+        );
+        reg.register("retransmits", "Retransmitted frames", m.retransmits.clone());
+        reg.register(
+            "queue_depth",
+            "Queued and in-flight frames to edges",
+            m.queue_depth.clone(),
+        );
+        reg.register(
+            "resyncs",
+            "Full resyncs from the cache by reason",
+            m.resyncs.clone(),
+        );
+        reg.register(
+            "refused",
+            "Refused connections and frames by reason",
+            m.refused.clone(),
+        );
+        reg.register(
+            "upstream_requests",
+            "Edge API calls by op and result",
+            m.upstream.clone(),
+        );
+        reg.register(
+            "sessions_closed",
+            "Closed sessions by reason",
+            m.closed.clone(),
+        );
+        for phase in Phase::ALL {
+            let _ = m.sessions.get_or_create(&StateLabel {
+                state: phase.label(),
+            });
+        }
+        m
+    }
+
+    /// Counts a refusal.
+    pub fn refuse(&self, reason: &str) {
+        self.refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a frame received.
+    pub fn frame_in(&self, kind: Kind) {
+        self.frames_in
+            .get_or_create(&KindLabel { kind: kind.label() })
+            .inc();
+    }
+
+    /// Counts a frame sent.
+    pub fn frame_out(&self, kind: Kind) {
+        self.frames_out
+            .get_or_create(&KindLabel { kind: kind.label() })
+            .inc();
+    }
+
+    /// Moves one session from phase `from` (if any) to `to`.
+    pub fn phase(&self, from: Option<Phase>, to: Phase) {
+        if let Some(from) = from {
+            self.sessions
+                .get_or_create(&StateLabel {
+                    state: from.label(),
+                })
+                .dec();
+        }
+        if to != Phase::Closed {
+            self.sessions
+                .get_or_create(&StateLabel { state: to.label() })
+                .inc();
+        }
+    }
+}
