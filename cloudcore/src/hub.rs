@@ -1,0 +1,256 @@
+//! CloudHub: the cloud end of the cloud-edge link.
+//!
+//! One TLS port serves the bootstrap endpoints (`GET /ca.crt`, `POST /join`,
+//! handled by `join::Bootstrap`, client certificate optional) and the edge
+//! WebSocket (`GET /v1/connect`, client certificate required, node identity
+//! taken from it). Each connected node gets one session; a node that
+//! reconnects replaces its old session.
+//!
+//! Where to start reading:
+//! - [`Hub`]: the handle (`new`, `run`, `ready`, `connected_nodes`).
+//! - `accept`: TLS handshake, HTTP routing, authentication, WebSocket upgrade.
+//! - `session`: the per-node event loop (tasks, channels, timers) and
+//!   `phase`: its lifecycle enum and other pure session logic.
+//! - `queue`: the coalescing cloud -> edge queue and send window (pure).
+//! - `authz`: node authorisation of edge requests (pure).
+//! - `upstream`: running edge requests against the API.
+//! - `identity`, `metrics`: certificate identity; Prometheus metrics.
+//!
+//! Tasks: one accept loop; per connection one task (TLS + HTTP); per
+//! session one loop task plus one writer task (bounded channel) and a
+//! short-lived Node registration task. The only state shared between
+//! sessions is the registry of sessions (a mutex held for map updates only),
+//! the metrics, and the read-only edge cache.
+
+mod accept;
+pub mod authz;
+pub mod identity;
+pub mod metrics;
+pub mod phase;
+pub mod queue;
+mod session;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::edge::EdgeCache;
+use crate::join::Bootstrap;
+use metrics::HubMetrics;
+
+/// Path of the edge WebSocket.
+pub const CONNECT_PATH: &str = "/v1/connect";
+
+/// How long shutdown waits for sessions and connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// CloudHub settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubConfig {
+    /// Listen address (the caller binds it and passes the listener to
+    /// [`Hub::run`]; kept here for logs and for callers that bind from it).
+    pub listen: SocketAddr,
+    /// Largest frame accepted (and WebSocket message / frame limit).
+    pub max_frame_bytes: usize,
+    /// Interval between pings (and what edges are told to use).
+    pub ping: Duration,
+    /// Silence after which a session is dropped.
+    pub idle: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 10000)),
+            max_frame_bytes: proto::DEFAULT_MAX_FRAME,
+            ping: Duration::from_secs(15),
+            idle: Duration::from_secs(45),
+        }
+    }
+}
+
+/// The CloudHub handle; cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("cfg", &self.shared.cfg)
+            .field("connected", &self.connected_nodes())
+            .finish()
+    }
+}
+
+/// What every connection and session of the hub shares.
+struct Shared {
+    cfg: HubConfig,
+    client: kube::Client,
+    cache: Arc<EdgeCache>,
+    bootstrap: Arc<Bootstrap>,
+    metrics: HubMetrics,
+    sessions: Mutex<HashMap<String, SessionEntry>>,
+    next_seq: AtomicU64,
+}
+
+/// A registered session.
+struct SessionEntry {
+    seq: u64,
+    replaced: CancellationToken,
+}
+
+impl Hub {
+    /// Creates the hub and registers its metrics in `registry`.
+    pub fn new(
+        cfg: HubConfig,
+        client: kube::Client,
+        cache: Arc<EdgeCache>,
+        bootstrap: Arc<Bootstrap>,
+        registry: &mut Registry,
+    ) -> Hub {
+        let metrics = HubMetrics::new(registry);
+        Hub {
+            shared: Arc::new(Shared {
+                cfg,
+                client,
+                cache,
+                bootstrap,
+                metrics,
+                sessions: Mutex::new(HashMap::new()),
+                next_seq: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Serves `listener` until `shutdown`, then closes every session (the
+    /// edges get an ERROR saying why) and waits up to a few seconds for
+    /// connections to finish.
+    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) {
+        let tasks = TaskTracker::new();
+        let addr = listener.local_addr().ok();
+        tracing::info!(addr = ?addr, "CloudHub listening");
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and similar: back off a little.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            tasks.spawn(accept::connection(
+                self.shared.clone(),
+                tcp,
+                peer,
+                tasks.clone(),
+                shutdown.clone(),
+            ));
+        }
+        drop(listener);
+        tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = tasks.len(),
+                "connections still open after the shutdown grace"
+            );
+        }
+        tracing::info!("CloudHub stopped");
+    }
+
+    /// Whether the hub can serve edges correctly: its caches finished their
+    /// first list (until then sessions wait in `Syncing`). For `/readyz`.
+    pub fn ready(&self) -> bool {
+        self.shared.cache.is_synced()
+    }
+
+    /// Names of the nodes with a session on this replica, sorted.
+    pub fn connected_nodes(&self) -> Vec<String> {
+        let mut nodes: Vec<String> = self.shared.lock_sessions().keys().cloned().collect();
+        nodes.sort();
+        nodes
+    }
+
+    /// Closes the session of `node`, if any (e.g. after revoking it).
+    pub fn disconnect(&self, node: &str) -> bool {
+        match self.shared.lock_sessions().get(node) {
+            Some(entry) => {
+                entry.replaced.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Shared {
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a new session of `node`, closing the one it replaces.
+    /// Returns the session's sequence number and its "replaced" token.
+    fn register(&self, node: &str) -> (u64, CancellationToken) {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let replaced = CancellationToken::new();
+        let mut sessions = self.lock_sessions();
+        let entry = SessionEntry {
+            seq,
+            replaced: replaced.clone(),
+        };
+        if let Some(old) = sessions.insert(node.to_owned(), entry) {
+            tracing::info!(
+                node,
+                old = old.seq,
+                new = seq,
+                "node reconnected; replacing its session"
+            );
+            old.replaced.cancel();
+        }
+        self.metrics
+            .connected
+            .set(i64::try_from(sessions.len()).unwrap_or(i64::MAX));
+        (seq, replaced)
+    }
+
+    /// Removes session `seq` of `node` unless a newer one replaced it.
+    fn unregister(&self, node: &str, seq: u64) {
+        let mut sessions = self.lock_sessions();
+        if sessions.get(node).is_some_and(|e| e.seq == seq) {
+            sessions.remove(node);
+        }
+        self.metrics
+            .connected
+            .set(i64::try_from(sessions.len()).unwrap_or(i64::MAX));
+    }
+}
+
+/// The edge cache answers the authoriser's questions.
+impl authz::Facts for EdgeCache {
+    fn node_may_read(&self, node: &str, key: &proto::ResourceKey) -> bool {
+        EdgeCache::node_may_read(self, node, key)
+    }
+    fn pod_node(&self, namespace: &str, name: &str) -> Option<String> {
+        EdgeCache::pod_node(self, namespace, name)
+    }
+    fn device_node(&self, namespace: &str, name: &str) -> Option<String> {
+        EdgeCache::device_node(self, namespace, name)
+    }
+}

@@ -1,0 +1,548 @@
+//! One node's session: the event loop that owns its WebSocket, timers, the
+//! cloud -> edge [`Queue`] and the edge -> cloud [`AckTracker`].
+//!
+//! Tasks and channels per session (so a slow or dead node never holds up
+//! another): the session task (this loop) and a writer task fed through a
+//! bounded channel. The loop never awaits the socket or the API inline: it
+//! `select!`s over the socket, a writer permit, the one upstream API call
+//! in progress, the cache's change feed and one timer.
+//!
+//! Order of a session ([`Phase`]): HELLO -> HELLO_ACK (Syncing) -> INVENTORY
+//! chunks -> wait for the caches' first list -> diff + SYNCED (Live) ->
+//! follow the change feed. Upstream REQUEST / EVENT frames are delivered in
+//! order by the tracker, authorised, run one at a time and acked only once
+//! the API call finished (see `upstream`); they wait while the caches are
+//! not synced, since authorisation reads them.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, OptionFuture};
+use futures::{SinkExt, StreamExt};
+use proto::{AckPolicy, AckTracker, ErrorInfo, Frame, Kind, Limits, Ping, WindowConfig};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
+
+mod link;
+mod requests;
+
+use super::Shared;
+use super::identity::PeerIdentity;
+use super::metrics::{DirectionLabel, ReasonLabel};
+use super::phase::{Admission, CloseReason, GarbageMeter, InventoryCollector, Phase, admit};
+use super::queue::{Popped, Queue};
+use crate::edge::NodeChange;
+use requests::Done;
+
+/// Frames waiting for the writer task.
+const WRITER_CAPACITY: usize = 64;
+/// Control frames (responses, acks, pongs, retransmissions) waiting to be
+/// written; an edge that lets more pile up is not reading.
+const URGENT_MAX: usize = 4096;
+/// Delivered edge requests waiting to run; further ones are not delivered
+/// (the edge retransmits them).
+const MAX_QUEUED_REQUESTS: usize = 512;
+/// Refusals handled per loop turn before yielding to other events.
+const REFUSAL_BUDGET: usize = 64;
+/// Inventory entries a node may report.
+const MAX_INVENTORY: usize = 1_000_000;
+/// Undecodable frames tolerated per minute.
+const GARBAGE_PER_MINUTE: usize = 20;
+/// How long the writer may take to flush the goodbye.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Interval of the Node / Lease heartbeat while the edge is heard from.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// The cloud -> edge window.
+pub(super) fn window_config() -> WindowConfig {
+    WindowConfig::default()
+}
+
+/// Runs a session until it ends; the caller registered it in `shared`.
+pub(super) async fn run<S>(
+    shared: Arc<Shared>,
+    ws: WebSocketStream<S>,
+    peer: PeerIdentity,
+    seq: u64,
+    replaced: CancellationToken,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sink, mut stream) = ws.split();
+    let (out_tx, out_rx) = mpsc::channel(WRITER_CAPACITY);
+    let writer = tokio::spawn(write_loop(sink, out_rx));
+    let ended = CancellationToken::new();
+    let _ended_guard = ended.clone().drop_guard();
+    let mut s = Session::new(shared.clone(), &peer, seq, ended);
+    shared.metrics.phase(None, Phase::Handshake);
+    tracing::info!("edge connected");
+
+    let reason = loop {
+        s.turn(Instant::now());
+        let wake = s.next_wake();
+        let want_send = !s.urgent.is_empty() || s.queue.can_send();
+        let event = tokio::select! {
+            biased;
+            _ = replaced.cancelled() => Event::Close(CloseReason::Replaced),
+            _ = shutdown.cancelled() => Event::Close(CloseReason::Shutdown),
+            msg = stream.next() => Event::Socket(msg),
+            permit = out_tx.reserve(), if want_send => match permit {
+                Ok(permit) => Event::Writable(permit),
+                Err(_) => Event::Close(CloseReason::WriteFailed),
+            },
+            Some(done) = OptionFuture::from(s.running.as_mut()), if s.running.is_some() => Event::Done(done),
+            Some(()) = OptionFuture::from(s.sync_wait.as_mut()), if s.sync_wait.is_some() => Event::CacheSynced,
+            change = recv(&mut s.feed), if s.feed.is_some() => Event::Change(change),
+            () = sleep_until(wake) => Event::Timer,
+        };
+        let now = Instant::now();
+        let closed = match event {
+            Event::Close(reason) => Some(reason),
+            Event::Socket(None) => Some(CloseReason::PeerClosed),
+            Event::Socket(Some(Err(WsError::Capacity(e)))) => {
+                shared.metrics.refuse("oversized");
+                tracing::warn!(error = %e, "oversized WebSocket message");
+                Some(CloseReason::Oversized)
+            }
+            Event::Socket(Some(Err(e))) => {
+                tracing::debug!(error = %e, "WebSocket read failed");
+                Some(CloseReason::PeerClosed)
+            }
+            Event::Socket(Some(Ok(msg))) => s.on_message(msg, now),
+            Event::Writable(permit) => {
+                s.send_one(permit, now);
+                None
+            }
+            Event::Done(done) => {
+                s.running = None;
+                s.on_done(done, now);
+                None
+            }
+            Event::CacheSynced => {
+                s.sync_wait = None;
+                s.try_sync();
+                None
+            }
+            Event::Change(change) => s.on_change(change),
+            Event::Timer => s.on_timer(now),
+        };
+        if let Some(reason) = closed {
+            break reason;
+        }
+        if s.urgent.len() > URGENT_MAX {
+            break CloseReason::WriteFailed;
+        }
+    };
+
+    tracing::info!(reason = reason.label(), "session closed");
+    let metrics = &shared.metrics;
+    metrics
+        .closed
+        .get_or_create(&ReasonLabel {
+            reason: reason.label().to_owned(),
+        })
+        .inc();
+    metrics.phase(Some(s.phase), Phase::Closed);
+    metrics.queue_depth.dec_by(s.reported_depth);
+    drop(s);
+    if let Some(info) = reason.error_info() {
+        let _ = out_tx.try_send(Message::Binary(Bytes::from(proto::encode(&Frame::error(
+            &info,
+        )))));
+    }
+    let code = match reason {
+        CloseReason::Oversized => CloseCode::Size,
+        CloseReason::Protocol(_) | CloseReason::Garbage => CloseCode::Policy,
+        CloseReason::Shutdown => CloseCode::Away,
+        _ => CloseCode::Normal,
+    };
+    let _ = out_tx.try_send(Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.label().into(),
+    })));
+    drop(out_tx);
+    let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
+    shared.unregister(&peer.node, seq);
+}
+
+/// What woke the session loop.
+enum Event<'a> {
+    Close(CloseReason),
+    Socket(Option<Result<Message, WsError>>),
+    Writable(mpsc::Permit<'a, Message>),
+    Done(Done),
+    CacheSynced,
+    Change(Result<(String, NodeChange), broadcast::error::RecvError>),
+    Timer,
+}
+
+/// Writes queued messages, flushing whenever the queue runs dry.
+async fn write_loop<S>(
+    mut sink: futures::stream::SplitSink<WebSocketStream<S>, Message>,
+    mut rx: mpsc::Receiver<Message>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    'outer: while let Some(mut msg) = rx.recv().await {
+        loop {
+            let close = matches!(msg, Message::Close(_));
+            if sink.feed(msg).await.is_err() || close {
+                break 'outer;
+            }
+            match rx.try_recv() {
+                Ok(next) => msg = next,
+                Err(_) => break,
+            }
+        }
+        if sink.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+async fn recv(
+    feed: &mut Option<broadcast::Receiver<(String, NodeChange)>>,
+) -> Result<(String, NodeChange), broadcast::error::RecvError> {
+    match feed {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The state of one session's loop.
+struct Session {
+    shared: Arc<Shared>,
+    node: String,
+    session_id: String,
+    phase: Phase,
+    /// Frames to write before anything from the queue.
+    urgent: VecDeque<(Kind, Bytes)>,
+    queue: Queue<Instant>,
+    tracker: AckTracker<Instant>,
+    inventory: InventoryCollector,
+    /// The complete inventory, until the diff consumed it.
+    held: Option<Vec<proto::InventoryEntry>>,
+    sync_wait: Option<BoxFuture<'static, ()>>,
+    feed: Option<broadcast::Receiver<(String, NodeChange)>>,
+    requests: VecDeque<Frame>,
+    running: Option<BoxFuture<'static, Done>>,
+    garbage: GarbageMeter<Instant>,
+    last_rx: Instant,
+    next_ping: Instant,
+    nonce: u64,
+    /// Serial of the client certificate (revocation is checked while live).
+    serial: String,
+    /// Consecutive checks that found no Node object.
+    node_missing: u8,
+    /// Set once the Node and Lease were created for this session.
+    registered: Arc<AtomicBool>,
+    /// A heartbeat call is running.
+    beating: Arc<AtomicBool>,
+    next_heartbeat: Instant,
+    edge_limits: Limits,
+    reported_depth: i64,
+    /// Cancelled when the session ends (stops helper tasks).
+    ended: CancellationToken,
+}
+
+impl Session {
+    fn new(shared: Arc<Shared>, peer: &PeerIdentity, seq: u64, ended: CancellationToken) -> Self {
+        let now = Instant::now();
+        let node = peer.node.clone();
+        let session_id = format!("{node}-{seq}-{:08x}", rand::random::<u32>());
+        Session {
+            node,
+            session_id,
+            phase: Phase::Handshake,
+            urgent: VecDeque::new(),
+            queue: Queue::new(window_config(), Limits::default()),
+            tracker: AckTracker::new(AckPolicy::default()),
+            inventory: InventoryCollector::new(MAX_INVENTORY),
+            held: None,
+            sync_wait: None,
+            feed: None,
+            requests: VecDeque::new(),
+            running: None,
+            garbage: GarbageMeter::new(GARBAGE_PER_MINUTE, Duration::from_secs(60)),
+            last_rx: now,
+            next_ping: now + shared.cfg.ping,
+            nonce: 0,
+            serial: peer.serial_hex.clone(),
+            node_missing: 0,
+            registered: Arc::new(AtomicBool::new(false)),
+            beating: Arc::new(AtomicBool::new(false)),
+            next_heartbeat: now + HEARTBEAT,
+            edge_limits: Limits::default(),
+            reported_depth: 0,
+            ended,
+            shared,
+        }
+    }
+
+    fn set_phase(&mut self, to: Phase) {
+        self.shared.metrics.phase(Some(self.phase), to);
+        tracing::debug!(from = self.phase.label(), to = to.label(), "session phase");
+        self.phase = to;
+    }
+
+    /// Queues a control frame (encoded within the edge's limit).
+    fn push(&mut self, frame: &Frame) {
+        let kind = frame.checked_kind().unwrap_or(Kind::Unspecified);
+        self.urgent
+            .push_back((kind, Bytes::from(proto::encode(frame))));
+    }
+
+    fn error(&mut self, code: u32, reason: &str, message: impl Into<String>, in_reply_to: u64) {
+        self.push(&Frame::error(&ErrorInfo {
+            code,
+            reason: reason.to_owned(),
+            message: message.into(),
+            in_reply_to,
+        }));
+    }
+
+    /// Work due after every event: start requests, send acks, metrics.
+    fn turn(&mut self, now: Instant) {
+        self.start_requests(now);
+        if let Some(up_to) = self.tracker.poll_ack(now) {
+            self.push(&Frame::ack(up_to));
+            self.shared
+                .metrics
+                .acks
+                .get_or_create(&DirectionLabel { direction: "sent" })
+                .inc();
+        }
+        let depth = i64::try_from(self.queue.depth()).unwrap_or(i64::MAX);
+        self.shared
+            .metrics
+            .queue_depth
+            .inc_by(depth - self.reported_depth);
+        self.reported_depth = depth;
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut wake = self.last_rx + self.shared.cfg.idle;
+        if self.phase != Phase::Handshake {
+            wake = wake.min(self.next_ping).min(self.next_heartbeat);
+        }
+        for t in [self.queue.next_deadline(), self.tracker.next_deadline()]
+            .into_iter()
+            .flatten()
+        {
+            wake = wake.min(t);
+        }
+        wake
+    }
+
+    fn on_timer(&mut self, now: Instant) -> Option<CloseReason> {
+        if now >= self.last_rx + self.shared.cfg.idle {
+            return Some(CloseReason::Idle);
+        }
+        if self.phase != Phase::Handshake && now >= self.next_ping {
+            self.nonce = self.nonce.wrapping_add(1);
+            self.push(&Frame::ping(self.nonce));
+            self.next_ping = now + self.shared.cfg.ping;
+        }
+        if self.phase != Phase::Handshake && now >= self.next_heartbeat {
+            self.next_heartbeat = now + HEARTBEAT;
+            if let Some(reason) = self.still_admitted() {
+                return Some(reason);
+            }
+            self.heartbeat(now);
+        }
+        let room = self.queue.in_flight().saturating_mul(2).max(64);
+        for sent in self.queue.due(now) {
+            if self.urgent.len() < room {
+                self.shared.metrics.retransmits.inc();
+                self.urgent.push_back((sent.kind, sent.wire));
+            }
+        }
+        None
+    }
+
+    /// Whether the node may keep its session: its certificate must not be
+    /// revoked, and its Node must exist once it was created (two checks in
+    /// a row, so a Node the cache has not seen yet is not mistaken for a
+    /// deleted one). The change feed reports a deletion sooner; this also
+    /// covers a lagged feed.
+    fn still_admitted(&mut self) -> Option<CloseReason> {
+        if self.shared.bootstrap.is_revoked(&self.serial) {
+            return Some(CloseReason::Revoked);
+        }
+        let cache = &self.shared.cache;
+        if !self.registered.load(Ordering::Acquire) || !cache.is_synced() {
+            return None;
+        }
+        if cache.node_exists(&self.node) {
+            self.node_missing = 0;
+            return None;
+        }
+        self.node_missing = self.node_missing.saturating_add(1);
+        (self.node_missing >= 2).then_some(CloseReason::NodeDeleted)
+    }
+
+    /// Renews the Lease (and Ready) while the edge is heard from: the
+    /// edge pings every `ping`, so silence longer than that plus a margin
+    /// stops the heartbeat well before the idle timeout drops the session.
+    fn heartbeat(&self, now: Instant) {
+        let heard_recently =
+            now.duration_since(self.last_rx) <= self.shared.cfg.ping + Duration::from_secs(5);
+        if !heard_recently
+            || !self.registered.load(Ordering::Acquire)
+            || self.beating.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let client = self.shared.client.clone();
+        let node = self.node.clone();
+        let beating = self.beating.clone();
+        let ended = self.ended.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = ended.cancelled() => {}
+                r = tokio::time::timeout(HEARTBEAT, crate::lifecycle::heartbeat(&client, &node)) => match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(node = %node, error = %e, "node heartbeat failed"),
+                    Err(_) => tracing::warn!(node = %node, "node heartbeat timed out"),
+                },
+            }
+            beating.store(false, Ordering::Release);
+        });
+    }
+
+    fn send_one(&mut self, permit: mpsc::Permit<'_, Message>, now: Instant) {
+        if let Some((kind, wire)) = self.urgent.pop_front() {
+            self.shared.metrics.frame_out(kind);
+            permit.send(Message::Binary(wire));
+            return;
+        }
+        match self.queue.pop(now) {
+            Some(Popped::Frame(sent)) => {
+                self.shared.metrics.frame_out(sent.kind);
+                permit.send(Message::Binary(sent.wire));
+            }
+            Some(Popped::Skipped { key, error }) => {
+                self.shared.metrics.refuse("object_too_large");
+                tracing::warn!(%key, %error, "object not sent: too large for the edge");
+            }
+            None => {}
+        }
+    }
+
+    fn on_message(&mut self, msg: Message, now: Instant) -> Option<CloseReason> {
+        self.last_rx = now;
+        let limits = Limits::with_max_frame(self.shared.cfg.max_frame_bytes);
+        match msg {
+            Message::Binary(bytes) => match proto::decode(&bytes, limits) {
+                Ok(frame) => self.on_frame(frame, now),
+                Err(e) => self.garbage(e.to_error_info(0), now),
+            },
+            Message::Text(_) => self.garbage(
+                ErrorInfo {
+                    code: 400,
+                    reason: "text_message".into(),
+                    message: "frames are binary WebSocket messages".into(),
+                    in_reply_to: 0,
+                },
+                now,
+            ),
+            Message::Close(_) => Some(CloseReason::PeerClosed),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
+        }
+    }
+
+    /// Refuses an undecodable message; too many close the session.
+    fn garbage(&mut self, info: ErrorInfo, now: Instant) -> Option<CloseReason> {
+        self.shared.metrics.refuse(&info.reason);
+        tracing::debug!(reason = %info.reason, message = %info.message, "refused a frame");
+        self.push(&Frame::error(&info));
+        self.garbage.record(now).then_some(CloseReason::Garbage)
+    }
+
+    fn on_frame(&mut self, frame: Frame, now: Instant) -> Option<CloseReason> {
+        let Ok(kind) = frame.checked_kind() else {
+            return None; // decode validated it
+        };
+        self.shared.metrics.frame_in(kind);
+        match admit(self.phase, kind) {
+            Admission::Ignore => return None,
+            Admission::Refuse { reason, fatal } => {
+                let info = ErrorInfo {
+                    code: 400,
+                    reason: reason.into(),
+                    message: format!(
+                        "{} frame not expected while {}",
+                        kind.label(),
+                        self.phase.label()
+                    ),
+                    in_reply_to: frame.id,
+                };
+                if fatal {
+                    self.shared.metrics.refuse(reason);
+                    self.push(&Frame::error(&info));
+                    return Some(CloseReason::Protocol(reason));
+                }
+                return self.garbage(info, now);
+            }
+            Admission::Accept => {}
+        }
+        match kind {
+            Kind::Hello => self.on_hello(&frame),
+            Kind::Inventory => self.on_inventory(&frame),
+            Kind::Ack => {
+                let up_to = frame.control::<proto::Ack>().map(|a| a.up_to).unwrap_or(0);
+                self.shared
+                    .metrics
+                    .acks
+                    .get_or_create(&DirectionLabel {
+                        direction: "received",
+                    })
+                    .inc();
+                match self.queue.on_ack(up_to) {
+                    Ok(acked) => {
+                        self.shared
+                            .metrics
+                            .acked_frames
+                            .inc_by(acked.released as u64);
+                        if acked.synced {
+                            tracing::info!("edge in sync");
+                        }
+                        None
+                    }
+                    Err(e) => {
+                        self.shared.metrics.refuse(e.reason());
+                        self.error(400, e.reason(), e.to_string(), 0);
+                        Some(CloseReason::Protocol(e.reason()))
+                    }
+                }
+            }
+            Kind::Ping => {
+                let nonce = frame.control::<Ping>().map(|p| p.nonce).unwrap_or(0);
+                self.push(&Frame::pong(nonce));
+                None
+            }
+            Kind::Error => {
+                let info = frame.control::<ErrorInfo>().unwrap_or_default();
+                tracing::warn!(code = info.code, reason = %info.reason, message = %info.message,
+                    in_reply_to = info.in_reply_to, "edge reported an error");
+                None
+            }
+            Kind::Request | Kind::Event | Kind::CertRenewRequest => {
+                self.on_sequenced(frame);
+                None
+            }
+            _ => None,
+        }
+    }
+}
