@@ -349,7 +349,7 @@ impl Outflow {
                     property,
                     value,
                 } => drivers.write(&device, &property, &value),
-                Effect::Status { device, status } => self.status.offer(device, status, now),
+                Effect::Status { device, status } => self.status.offer(device, status),
                 Effect::Desired { device, patch } => match self.desired.get_mut(&device) {
                     Some(p) => p.merge(patch),
                     None => {
