@@ -257,24 +257,26 @@ impl Outbox {
             ..
         } = &mut *state;
         let outcome = queue.on_response(key, seq, response.code, now, |n| backoff.jittered(n));
-        match outcome {
-            Outcome::Dropped(code) => {
+        if queue::classify(response.code) == queue::Verdict::Permanent {
+            // Counted whether the entry was still queued or its ACK came
+            // first and already removed it: either way the write is lost.
+            if outcome == Outcome::Dropped(response.code) {
                 tree.delete(key)?;
-                self.inner
-                    .metrics
-                    .outbox_dropped
-                    .get_or_create(&vec![("code".to_owned(), code.to_string())])
-                    .inc();
-                tracing::warn!(
-                    %key, code, reason = %response.reason, message = %response.message,
-                    "the cloud refused an upstream write for good; dropped it"
-                );
             }
-            Outcome::Retry => tracing::info!(
+            self.inner
+                .metrics
+                .outbox_dropped
+                .get_or_create(&vec![("code".to_owned(), response.code.to_string())])
+                .inc();
+            tracing::warn!(
+                %key, code = response.code, reason = %response.reason, message = %response.message,
+                "the cloud refused an upstream write for good; dropped it"
+            );
+        } else if outcome == Outcome::Retry {
+            tracing::info!(
                 %key, code = response.code, reason = %response.reason,
                 "upstream write failed for now; will retry"
-            ),
-            Outcome::Done | Outcome::Stale => {}
+            );
         }
         self.inner.metrics.outbox_depth.set(queue.len() as i64);
         Ok(())

@@ -16,6 +16,7 @@
 //! the entry that caused them ([`Action::Responded`]), and frames not acked
 //! in time are retransmitted.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use proto::{
@@ -117,7 +118,13 @@ struct Session {
     ping_interval: Duration,
     idle_timeout: Duration,
     max_frame: usize,
+    /// Upstream frames acked recently (id, key, seq), for a RESPONSE that
+    /// arrives after the ACK covering its request.
+    recent: VecDeque<(u64, String, u64)>,
 }
+
+/// How many acked upstream frames are remembered for late RESPONSEs.
+const RECENT: usize = 256;
 
 /// The link's state machine. See the module docs.
 #[derive(Debug)]
@@ -261,6 +268,7 @@ impl LinkState {
             ping_interval: self.config.ping_interval,
             idle_timeout: self.config.idle_timeout,
             max_frame: self.config.max_frame,
+            recent: VecDeque::new(),
         });
         let mut hello = self.hello.clone();
         hello.min_version = proto::MIN_PROTOCOL_VERSION;
@@ -374,6 +382,12 @@ impl LinkState {
                 match s.window.on_ack(up_to) {
                     Ok(released) if released.is_empty() => {}
                     Ok(released) => {
+                        for (id, o) in &released {
+                            if s.recent.len() == RECENT {
+                                s.recent.pop_front();
+                            }
+                            s.recent.push_back((*id, o.key.clone(), o.seq));
+                        }
                         out.push(Action::Acked(
                             released.into_iter().map(|(_, o)| o).collect(),
                         ));
@@ -383,13 +397,19 @@ impl LinkState {
             }
             Kind::Response => {
                 let id = frame.ack_of.unwrap_or(0);
-                if let (Some(item), Ok(response)) = (s.window.get(id), frame.control::<Response>())
-                {
-                    out.push(Action::Responded {
-                        key: item.key.clone(),
-                        seq: item.seq,
-                        response,
+                // In flight, or acked just before its RESPONSE arrived.
+                let target = s
+                    .window
+                    .get(id)
+                    .map(|o| (o.key.clone(), o.seq))
+                    .or_else(|| {
+                        s.recent
+                            .iter()
+                            .find(|(i, _, _)| *i == id)
+                            .map(|(_, k, q)| (k.clone(), *q))
                     });
+                if let (Some((key, seq)), Ok(response)) = (target, frame.control::<Response>()) {
+                    out.push(Action::Responded { key, seq, response });
                 }
             }
             Kind::Ping => reply_pong(&frame, out),

@@ -192,7 +192,13 @@ impl<T, I: Time> Queue<T, I> {
             return Outcome::Stale;
         };
         match classify(code) {
-            Verdict::Success => Outcome::Stale,
+            Verdict::Success => {
+                // A retransmission succeeded after an earlier transient error.
+                if let State::InFlight { retry_at } = &mut slot.state {
+                    *retry_at = None;
+                }
+                Outcome::Stale
+            }
             Verdict::Permanent => {
                 self.remove(key);
                 Outcome::Dropped(code)
@@ -304,7 +310,6 @@ mod tests {
             Outcome::Dropped(422)
         );
         assert_eq!(q.on_response("b", sb, 503, now, |_| sec(2)), Outcome::Retry);
-        assert_eq!(q.on_response("b", sb, 201, now, |_| sec(2)), Outcome::Stale);
         assert_eq!(q.len(), 1);
         // the ACK releases it into back-off, not into Done
         assert_eq!(q.on_acked("b", sb), Outcome::Retry);
@@ -313,6 +318,19 @@ mod tests {
         let (k, s, _) = q.next_ready(now + sec(2)).unwrap();
         assert_eq!((k.as_str(), s), ("b", sb));
         assert_eq!(q.on_acked("b", sb), Outcome::Done);
+    }
+
+    #[test]
+    fn success_after_a_transient_error_is_done_on_ack() {
+        let now = Instant::now();
+        let mut q = Q::default();
+        q.put("a".into(), "x");
+        let (_, s, _) = q.next_ready(now).unwrap();
+        assert_eq!(q.on_response("a", s, 503, now, |_| sec(2)), Outcome::Retry);
+        // the retransmitted frame succeeded
+        assert_eq!(q.on_response("a", s, 200, now, |_| sec(2)), Outcome::Stale);
+        assert_eq!(q.on_acked("a", s), Outcome::Done);
+        assert!(q.is_empty());
     }
 
     #[test]

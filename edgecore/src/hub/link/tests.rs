@@ -266,6 +266,16 @@ fn upstream_window_ack_response_and_retransmit() {
     assert!(a.iter().any(|a| matches!(a, Action::Send(f) if f.id == 1)));
     let a = s.handle(Event::Frame(Frame::ack(1)), now);
     assert!(matches!(&a[..], [Action::Acked(items)] if items[0].seq == 9));
+    // a RESPONSE after the ACK still reaches the outbox
+    let late = Frame::response(
+        1,
+        &Response {
+            code: 404,
+            ..Response::default()
+        },
+    );
+    let a = s.handle(Event::Frame(late), now);
+    assert!(matches!(&a[..], [Action::Responded { seq: 9, response, .. }] if response.code == 404));
     // an ACK beyond what was sent is a protocol violation
     s.handle(Event::Frame(Frame::ack(5)), now);
     assert_eq!(s.link(), Link::Backoff);
