@@ -53,7 +53,8 @@ pub fn init(args: &LogArgs) -> Result<(), String> {
         .map_err(|e| format!("invalid --log-level {:?}: {e}", args.log_level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let res = match args.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -75,7 +76,7 @@ pub struct Metrics {
     registry: Arc<Registry>,
     /// `edgecore_link_state{state}`: 1 for the current link state.
     pub link_state: Family<Labels, Gauge>,
-    /// `edgecore_reconnects_total`: sessions that ended and were retried.
+    /// `edgecore_reconnects_total`: failed dials and ended sessions.
     pub reconnects: Counter,
     /// `edgecore_frames_in_total{kind}`.
     pub frames_in: Family<Labels, Counter>,
@@ -134,7 +135,7 @@ impl Metrics {
         );
         r.register(
             "edgecore_reconnects",
-            "Sessions that ended and were retried",
+            "Failed dials and ended sessions (each followed by a reconnect)",
             m.reconnects.clone(),
         );
         r.register(
