@@ -1,0 +1,171 @@
+//! The embedded MQTT broker: rumqttd with a config built in code, on its own thread
+//! (`Broker::start` blocks and has no shutdown API).
+//!
+//! Sized for a gateway. rumqttd keeps an in-memory log per subscribed filter and per topic
+//! published without a subscriber (`dynamic_filters`; without it such a publish disconnects
+//! the publisher), so segments are small by default (16 KiB × 2 per topic: results, deltas,
+//! documents of each device) and large only for the bus's own request filters
+//! (256 KiB × 4), where a burst of reports must not overrun the bus client. rumqttd routes no `$`-topics, hence the `kedge` prefix.
+//! With a username, every client must present it (and the password); a wrong password just
+//! drops the socket (rumqttd sends no CONNACK refusal).
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
+use tokio::sync::oneshot;
+use tracing::{error, info};
+
+use super::{BusConfig, BusError};
+
+/// Largest MQTT payload the broker accepts (the twin payload limit plus headroom).
+pub const MAX_PAYLOAD: usize = 512 * 1024;
+
+/// The rumqttd config for `cfg`: one MQTT 3.1.1 listener, small segments.
+pub fn config(cfg: &BusConfig) -> Config {
+    let auth = cfg
+        .username
+        .as_ref()
+        .map(|u| HashMap::from([(u.clone(), cfg.password.clone().unwrap_or_default())]));
+    let server = ServerSettings {
+        name: "kedge-v4".to_owned(),
+        listen: cfg.listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 5_000,
+            max_payload_size: MAX_PAYLOAD,
+            max_inflight_count: 100,
+            auth,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    let big = SegmentConfig {
+        max_segment_size: 256 * 1024,
+        max_segment_count: 4,
+    };
+    let custom = devicetwin::topic::edge_subscriptions(&cfg.prefix, &cfg.node_name)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| (f, big.clone()))
+        .collect::<HashMap<_, _>>();
+    Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: 256,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 16 * 1024,
+            max_segment_count: 2,
+            custom_segment: Some(custom),
+            ..RouterConfig::default()
+        },
+        v4: Some(HashMap::from([("1".to_owned(), server)])),
+        ..Config::default()
+    }
+}
+
+/// Starts the broker on `cfg.listen` and returns once it accepts connections.
+///
+/// Binds the address first so a taken port (a system Mosquitto on 1883) is a clear error
+/// instead of a log line from the broker thread.
+pub async fn start(cfg: &BusConfig) -> Result<(), BusError> {
+    let addr = cfg.listen;
+    match TcpListener::bind(addr) {
+        Ok(probe) => drop(probe),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(BusError::PortInUse { addr });
+        }
+        Err(e) => {
+            return Err(BusError::Broker {
+                addr,
+                reason: format!("binding: {e}"),
+            });
+        }
+    }
+    let mut broker = Broker::new(config(cfg));
+    let (done_tx, mut done_rx) = oneshot::channel::<String>();
+    std::thread::Builder::new()
+        .name("mqtt-broker".to_owned())
+        .spawn(move || {
+            let outcome = match broker.start() {
+                Ok(()) => "the broker thread ended".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            error!(%addr, reason = %outcome, "embedded MQTT broker stopped");
+            let _ = done_tx.send(outcome);
+        })
+        .map_err(|e| BusError::Broker {
+            addr,
+            reason: format!("spawning its thread: {e}"),
+        })?;
+
+    let connect_to = connectable(addr);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(reason) = done_rx.try_recv() {
+            return Err(BusError::Broker { addr, reason });
+        }
+        let probe = tokio::task::spawn_blocking(move || {
+            TcpStream::connect_timeout(&connect_to, Duration::from_millis(200))
+        })
+        .await;
+        if matches!(probe, Ok(Ok(_))) {
+            info!(%addr, "embedded MQTT broker listening");
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BusError::Broker {
+                addr,
+                reason: "it did not accept connections within 10 s".to_owned(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The address a local client dials for a listen address (`0.0.0.0` -> loopback).
+pub fn connectable(listen: SocketAddr) -> SocketAddr {
+    let mut a = listen;
+    if a.ip().is_unspecified() {
+        a.set_ip(match a {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_has_one_small_v4_listener_and_optional_auth() {
+        let mut cfg = BusConfig::new("n");
+        let c = config(&cfg);
+        let v4 = c.v4.as_ref().map(|m| m.len());
+        assert_eq!(v4, Some(1));
+        assert!(c.router.max_segment_size <= 16 * 1024);
+        let custom = c.router.custom_segment.clone().unwrap_or_default();
+        assert!(custom.contains_key("kedge/events/device/+/+/twin/update"));
+        assert!(c.v5.is_none() && c.ws.is_none() && c.prometheus.is_none());
+        cfg.username = Some("u".into());
+        cfg.password = Some("p".into());
+        let c = config(&cfg);
+        let auth =
+            c.v4.as_ref()
+                .and_then(|m| m.get("1"))
+                .and_then(|s| s.connections.auth.clone());
+        assert_eq!(auth, Some(HashMap::from([("u".into(), "p".into())])));
+    }
+
+    #[test]
+    fn unspecified_listen_is_dialled_on_loopback() {
+        let a: SocketAddr = "0.0.0.0:1883"
+            .parse()
+            .unwrap_or(SocketAddr::from(([0; 4], 1883)));
+        assert_eq!(connectable(a), SocketAddr::from(([127, 0, 0, 1], 1883)));
+    }
+}

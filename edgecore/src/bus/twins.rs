@@ -1,0 +1,554 @@
+//! The shadows of this node's devices and what happens to them: requests from MQTT, device
+//! set changes from the cloud, readings from the built-in drivers. No IO: every input returns
+//! [`Effect`]s for the bus loop to carry out (publish, drive, send upstream), except that
+//! accepted changes are saved to the [`ShadowStore`] before the effects are returned.
+//!
+//! Per input:
+//! - request (`twin/update`, `twin/get`, `state/update`): validate with
+//!   [`payload::request_event`] against the DeviceModel, [`Shadow::apply`], publish the result
+//!   on the request's reply topic (same topic form, so legacy mappers hear back), deltas and
+//!   documents, drive changed desired values, and send the whole status upstream. Anything
+//!   refused becomes an error result with code and reason, counted by reason.
+//! - device set: membership diff -> `membership/updated`; a new `metadata.generation` ->
+//!   [`TwinEvent::cloud_desired_from_spec`] -> delta + drive.
+//! - driver reading or state: like a mapper's report, without a result message.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use devicetwin::model::{DeviceModel, DeviceModelSpec};
+use devicetwin::payload::{self, BaseMsg, ErrorCode, ResultMsg};
+use devicetwin::shadow::{DesiredPatch, PropertyWrite};
+use devicetwin::topic::{self, NodeTopic, TopicForm};
+use devicetwin::{
+    Device, DeviceKey, DeviceStatus, DeviceTopic, Membership, Shadow, Stamp, Topic, TwinAction,
+    TwinEvent,
+};
+use serde::Serialize;
+use tracing::{debug, info, warn};
+
+use super::ShadowStore;
+use super::metrics::{BusMetrics, label};
+use crate::driver::DriverEvent;
+
+/// Something the bus loop must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Publish (QoS 1) on a topic.
+    Publish {
+        /// Full topic.
+        topic: String,
+        /// JSON payload.
+        payload: Vec<u8>,
+    },
+    /// Write a desired value to the device's built-in driver (ignored without one).
+    Drive {
+        /// Device.
+        device: DeviceKey,
+        /// Property.
+        property: String,
+        /// Desired value.
+        value: String,
+    },
+    /// The device's whole status changed (rate-limited before it goes upstream).
+    Status {
+        /// Device.
+        device: DeviceKey,
+        /// The whole `Device.status`.
+        status: serde_json::Value,
+    },
+    /// Desired values written at the edge, for the cloud.
+    Desired {
+        /// Device.
+        device: DeviceKey,
+        /// The change.
+        patch: DesiredPatch,
+    },
+}
+
+/// Refusals of the bus itself (the rest come from [`devicetwin`]).
+#[derive(Debug, thiserror::Error)]
+pub enum BusReject {
+    /// A request for a device not bound to this node.
+    #[error("device {0} is not bound to this node")]
+    UnknownDevice(DeviceKey),
+}
+
+impl ErrorCode for BusReject {
+    fn code(&self) -> u16 {
+        404
+    }
+
+    fn reason(&self) -> &'static str {
+        "unknown_device"
+    }
+}
+
+/// One device.
+#[derive(Debug)]
+struct Entry {
+    device: Device,
+    model: Option<DeviceModelSpec>,
+    shadow: Shadow,
+    status: DeviceStatus,
+    /// Topic form its requesters last used; the bus's own publishes follow it.
+    form: TopicForm,
+}
+
+/// All shadows of the node (one owner: the bus loop).
+pub struct Twins {
+    prefix: String,
+    node: String,
+    membership: Membership,
+    entries: BTreeMap<DeviceKey, Entry>,
+    store: Arc<dyn ShadowStore>,
+    metrics: BusMetrics,
+    seq: u64,
+}
+
+impl std::fmt::Debug for Twins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Twins")
+            .field("node", &self.node)
+            .field("devices", &self.entries.len())
+            .finish()
+    }
+}
+
+impl Twins {
+    /// No devices yet.
+    pub fn new(prefix: &str, node: &str, store: Arc<dyn ShadowStore>, metrics: BusMetrics) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            node: node.to_owned(),
+            membership: Membership::new(node),
+            entries: BTreeMap::new(),
+            store,
+            metrics,
+            seq: 0,
+        }
+    }
+
+    /// The shadow of `key` (tests, status).
+    pub fn shadow(&self, key: &DeviceKey) -> Option<&Shadow> {
+        self.entries.get(key).map(|e| &e.shadow)
+    }
+
+    /// Devices and models, for [`crate::driver::Drivers::sync`].
+    pub fn driver_inputs(
+        &self,
+    ) -> impl Iterator<Item = (&DeviceKey, &Device, Option<&DeviceModelSpec>)> {
+        self.entries
+            .iter()
+            .map(|(k, e)| (k, &e.device, e.model.as_ref()))
+    }
+
+    /// Drive every desired value of `keys` (their drivers just started).
+    pub fn desired_drives(&self, keys: &[DeviceKey]) -> Vec<Effect> {
+        keys.iter()
+            .filter_map(|k| Some((k, self.entries.get(k)?)))
+            .flat_map(|(k, e)| {
+                e.shadow
+                    .desired()
+                    .props()
+                    .iter()
+                    .map(|(p, s)| Effect::Drive {
+                        device: k.clone(),
+                        property: p.clone(),
+                        value: s.value.clone(),
+                    })
+            })
+            .collect()
+    }
+
+    fn next_id(&mut self, what: &str) -> String {
+        self.seq += 1;
+        format!("kedge-{what}-{}", self.seq)
+    }
+
+    /// A message arrived on a subscribed topic.
+    pub fn on_message(&mut self, topic_name: &str, bytes: &[u8], now: i64) -> Vec<Effect> {
+        let parsed = match topic::parse(&self.prefix, topic_name) {
+            Ok(t) => t,
+            Err(e) => {
+                debug!(topic = topic_name, error = %e, "ignoring a message on a foreign topic");
+                return Vec::new();
+            }
+        };
+        match &parsed {
+            Topic::Node {
+                node,
+                kind: NodeTopic::MembershipGet,
+            } if *node == self.node => {
+                self.count("membership_get");
+                let id = payload::decode::<BaseMsg>(bytes)
+                    .map(|b| b.event_id)
+                    .unwrap_or_else(|_| payload::peek_event_id(bytes));
+                let msg = self.membership.get_result(&Stamp::new(id, now));
+                let reply = Topic::node(self.node.clone(), NodeTopic::MembershipGetResult);
+                publish(&self.prefix, &reply, &msg).into_iter().collect()
+            }
+            Topic::Device { device, form, kind } if kind.is_request() => {
+                self.on_request(device.clone(), *form, *kind, &parsed, bytes, now)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn count(&self, kind: &str) {
+        self.metrics
+            .requests
+            .get_or_create(&label("kind", kind))
+            .inc();
+    }
+
+    fn reject(
+        &self,
+        reply: &Topic,
+        event_id: String,
+        now: i64,
+        err: &dyn ErrorCode,
+    ) -> Vec<Effect> {
+        self.metrics
+            .rejected
+            .get_or_create(&label("reason", err.reason()))
+            .inc();
+        debug!(topic = %reply.display(&self.prefix), code = err.code(), reason = err.reason(), error = %err, "twin request refused");
+        let msg = ResultMsg::error(event_id, now, err);
+        publish(&self.prefix, reply, &msg).into_iter().collect()
+    }
+
+    fn on_request(
+        &mut self,
+        key: DeviceKey,
+        form: TopicForm,
+        kind: DeviceTopic,
+        parsed: &Topic,
+        bytes: &[u8],
+        now: i64,
+    ) -> Vec<Effect> {
+        self.count(match kind {
+            DeviceTopic::TwinUpdate => "twin_update",
+            DeviceTopic::TwinGet => "twin_get",
+            _ => "state_update",
+        });
+        let Some(reply) = parsed.reply() else {
+            return Vec::new();
+        };
+        let Some(entry) = self.entries.get_mut(&key) else {
+            let id = payload::peek_event_id(bytes);
+            return self.reject(&reply, id, now, &BusReject::UnknownDevice(key));
+        };
+        entry.form = form;
+        let event = match payload::request_event(kind, bytes, entry.model.as_ref(), now) {
+            Ok(ev) => ev,
+            Err(e) => return self.reject(&reply, payload::peek_event_id(bytes), now, &e),
+        };
+        let event_id = event.stamp().event_id.clone();
+        match entry.shadow.apply(event) {
+            Ok(actions) => {
+                save(self.store.as_ref(), &key, &entry.shadow);
+                carry(&self.prefix, &key, entry, actions, true)
+            }
+            Err(e) => self.reject(&reply, event_id, now, &e),
+        }
+    }
+
+    /// A built-in driver read values or saw the device come or go.
+    pub fn on_driver(&mut self, ev: DriverEvent, now: i64) -> Vec<Effect> {
+        let (key, event) = match ev {
+            DriverEvent::Readings {
+                device,
+                values,
+                timestamp,
+            } => {
+                let Some(entry) = self.entries.get(&device) else {
+                    return Vec::new();
+                };
+                let props = values
+                    .into_iter()
+                    .map(|(name, value)| {
+                        let ty = entry
+                            .model
+                            .as_ref()
+                            .and_then(|m| m.property(&name))
+                            .map(|p| p.ty);
+                        let w = PropertyWrite {
+                            value,
+                            timestamp: Some(timestamp),
+                            ty,
+                        };
+                        (name, Some(w))
+                    })
+                    .collect();
+                let at = Stamp::new(self.next_id("driver"), now);
+                (device, TwinEvent::edge_reported(props, None, at))
+            }
+            DriverEvent::State { device, state } => {
+                let at = Stamp::new(self.next_id("driver"), now);
+                (device, TwinEvent::EdgeState { state, at })
+            }
+        };
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return Vec::new();
+        };
+        match entry.shadow.apply(event) {
+            Ok(actions) => {
+                save(self.store.as_ref(), &key, &entry.shadow);
+                carry(&self.prefix, &key, entry, actions, false)
+            }
+            Err(e) => {
+                warn!(device = %key, error = %e, "a driver report was refused by the shadow");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The node's device set changed (or is first known).
+    pub fn sync_devices(&mut self, set: &super::DeviceSet, now: i64) -> Vec<Effect> {
+        let mut current = BTreeMap::new();
+        for (id, (dv, mv)) in &set.devices {
+            let device: Device = match serde_json::from_value(dv.clone()) {
+                Ok(d) => d,
+                Err(e) => {
+                    warn!(device = %id, error = %e, "skipping a Device that does not parse");
+                    continue;
+                }
+            };
+            let Some(key) = device.key() else { continue };
+            if let Some(n) = device.spec.node_name.as_deref()
+                && !n.is_empty()
+                && n != self.node
+            {
+                debug!(device = %key, node = n, "skipping a Device bound to another node");
+                continue;
+            }
+            let model = mv
+                .as_ref()
+                .and_then(|m| serde_json::from_value::<DeviceModel>(m.clone()).ok())
+                .map(|m| m.spec);
+            current.insert(key, (device, model));
+        }
+
+        let mut fx = Vec::new();
+        let change = self.membership.replace(current.keys().cloned());
+        for key in &change.removed {
+            self.entries.remove(key);
+            self.store.remove(&key.to_string());
+            info!(device = %key, "device left the node");
+        }
+        if !change.is_empty() {
+            let msg = change.to_message(&Stamp::new(self.next_id("membership"), now));
+            let t = Topic::node(self.node.clone(), NodeTopic::MembershipUpdated);
+            fx.extend(publish(&self.prefix, &t, &msg));
+        }
+        self.metrics
+            .devices
+            .set(i64::try_from(current.len()).unwrap_or(i64::MAX));
+
+        for (key, (device, model)) in current {
+            if !self.entries.contains_key(&key) {
+                let (entry, status_fx) = self.load(&key, device.clone(), model.clone());
+                fx.extend(status_fx);
+                self.entries.insert(key.clone(), entry);
+            }
+            let id = self.next_id("cloud");
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            entry.device = device;
+            entry.model = model;
+            fx.extend(self.cloud_desired_for(&key, id, now));
+        }
+        fx
+    }
+
+    fn cloud_desired_for(&mut self, key: &DeviceKey, event_id: String, now: i64) -> Vec<Effect> {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return Vec::new();
+        };
+        let generation = entry.device.generation();
+        if let Some(observed) = entry.shadow.observed_generation() {
+            if generation == observed {
+                return Vec::new();
+            }
+            if generation < observed {
+                // The cache always holds the newest object, so a lower generation is a new
+                // incarnation of the name (deleted and re-created): start over.
+                info!(device = %key, generation, observed, "device re-created; resetting its shadow");
+                entry.shadow = Shadow::new();
+                entry.status = DeviceStatus::default();
+            }
+        }
+        let event = TwinEvent::cloud_desired_from_spec(
+            &entry.device.spec,
+            generation,
+            entry.model.as_ref(),
+            Stamp::new(event_id, now),
+        );
+        match entry.shadow.apply(event) {
+            Ok(actions) => {
+                save(self.store.as_ref(), key, &entry.shadow);
+                carry(&self.prefix, key, entry, actions, false)
+            }
+            Err(e) => {
+                warn!(device = %key, error = %e, "cloud desired values refused by the shadow");
+                Vec::new()
+            }
+        }
+    }
+
+    /// A new entry: the saved shadow, else one rebuilt from the cached status. If the saved
+    /// shadow is ahead of the cached status (reports not yet delivered), the status goes up.
+    fn load(
+        &self,
+        key: &DeviceKey,
+        device: Device,
+        model: Option<DeviceModelSpec>,
+    ) -> (Entry, Vec<Effect>) {
+        let cached = device.status.clone().unwrap_or_default();
+        let saved = self
+            .store
+            .load(&key.to_string())
+            .and_then(|b| match serde_json::from_slice::<Shadow>(&b) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    warn!(device = %key, error = %e, "saved shadow unreadable; rebuilding it from the Device status");
+                    None
+                }
+            });
+        let mut fx = Vec::new();
+        let (shadow, status) = match saved {
+            Some(shadow) => {
+                let mut status = cached.clone();
+                status.apply_report(&shadow.report());
+                if let Some(s) = shadow.state() {
+                    status.state = Some(s.clone());
+                }
+                if status != cached {
+                    fx.extend(status_effect(key, &status));
+                }
+                (shadow, status)
+            }
+            None => (Shadow::from_status(&cached), cached),
+        };
+        info!(device = %key, protocol = device.spec.protocol.as_ref().and_then(|p| p.protocol_name.as_deref()).unwrap_or("-"), "device bound to the node");
+        let entry = Entry {
+            device,
+            model,
+            shadow,
+            status,
+            form: TopicForm::Namespaced,
+        };
+        (entry, fx)
+    }
+}
+
+fn save(store: &dyn ShadowStore, key: &DeviceKey, shadow: &Shadow) {
+    match serde_json::to_vec(shadow) {
+        Ok(bytes) => store.save(&key.to_string(), &bytes),
+        Err(e) => warn!(device = %key, error = %e, "serialising a shadow failed"),
+    }
+}
+
+fn publish<T: Serialize>(prefix: &str, t: &Topic, msg: &T) -> Option<Effect> {
+    let topic = match t.build(prefix) {
+        Ok(t) => t,
+        Err(e) => {
+            debug!(error = %e, "no topic for a publish");
+            return None;
+        }
+    };
+    match serde_json::to_vec(msg) {
+        Ok(payload) => Some(Effect::Publish { topic, payload }),
+        Err(e) => {
+            warn!(%topic, error = %e, "serialising a payload failed");
+            None
+        }
+    }
+}
+
+fn status_effect(key: &DeviceKey, status: &DeviceStatus) -> Option<Effect> {
+    match serde_json::to_value(status) {
+        Ok(status) => Some(Effect::Status {
+            device: key.clone(),
+            status,
+        }),
+        Err(e) => {
+            warn!(device = %key, error = %e, "serialising a status failed");
+            None
+        }
+    }
+}
+
+/// Turns shadow actions into effects, updating the entry's status.
+fn carry(
+    prefix: &str,
+    key: &DeviceKey,
+    entry: &mut Entry,
+    actions: Vec<TwinAction>,
+    publish_results: bool,
+) -> Vec<Effect> {
+    let mut fx = Vec::new();
+    let mut status_changed = false;
+    let form = entry.form;
+    let dev_topic = |kind| Topic::Device {
+        device: key.clone(),
+        form,
+        kind,
+    };
+    let mut driven = BTreeSet::new();
+    for action in actions {
+        match action {
+            TwinAction::PublishResult { topic: kind, msg } => {
+                if publish_results {
+                    fx.extend(publish(prefix, &dev_topic(kind), &msg));
+                }
+            }
+            TwinAction::PublishDelta(msg) => {
+                fx.extend(publish(
+                    prefix,
+                    &dev_topic(DeviceTopic::TwinUpdateDelta),
+                    &msg,
+                ));
+            }
+            TwinAction::PublishDocument(msg) => {
+                fx.extend(publish(
+                    prefix,
+                    &dev_topic(DeviceTopic::TwinUpdateDocument),
+                    &msg,
+                ));
+            }
+            TwinAction::DriveDevice {
+                property, value, ..
+            } => {
+                if driven.insert(property.clone()) {
+                    fx.push(Effect::Drive {
+                        device: key.clone(),
+                        property,
+                        value,
+                    });
+                }
+            }
+            TwinAction::ReportUp(report) => {
+                entry.status.apply_report(&report);
+                status_changed = true;
+            }
+            TwinAction::StateUp(state) => {
+                entry.status.apply_state(&state);
+                status_changed = true;
+            }
+            TwinAction::DesiredUp(patch) => fx.push(Effect::Desired {
+                device: key.clone(),
+                patch,
+            }),
+        }
+    }
+    if status_changed {
+        fx.extend(status_effect(key, &entry.status));
+    }
+    fx
+}
+
+#[cfg(test)]
+mod tests;
