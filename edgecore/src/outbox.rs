@@ -30,6 +30,9 @@ use queue::{Outcome, Queue};
 
 /// Store tree of outbox entries: key -> [`Stored`] JSON.
 const TREE: &str = "outbox";
+/// Most entries queued at once. Keys are coalesced (one per pod status,
+/// one Node status, one Lease...), so only Events can approach it.
+pub const MAX_ENTRIES: usize = 10_000;
 
 /// Which sequenced upstream kind an entry travels as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +70,14 @@ impl Upstream {
             resource: key.to_string(),
             content_type: String::new(),
             body: body.to_string(),
+        }
+    }
+
+    /// An EVENT carrying a Kubernetes Event object (`json`) at `key`.
+    pub fn event(op: Op, key: &ResourceKey, json: &serde_json::Value) -> Upstream {
+        Upstream {
+            kind: UpKind::Event,
+            ..Upstream::request(op, key, json)
         }
     }
 
@@ -108,6 +119,12 @@ pub enum OutboxError {
     /// The store failed.
     #[error("outbox store access failed")]
     Store(#[from] StoreError),
+    /// The outbox holds [`MAX_ENTRIES`] and none of them may be evicted.
+    #[error("outbox is full ({max} entries)")]
+    Full {
+        /// The cap.
+        max: usize,
+    },
     /// The entry could not be encoded.
     #[error("cannot encode an outbox entry")]
     Encode(#[source] serde_json::Error),
@@ -198,11 +215,27 @@ impl Outbox {
         self.put_many(vec![(key.to_owned(), item)]).await
     }
 
-    /// Queues several entries with one flush.
+    /// Queues several entries with one flush. At [`MAX_ENTRIES`] the oldest
+    /// queued EVENT makes room (Events are lossy by design, counted as
+    /// dropped with code `evicted`); with no Event to evict a new key is
+    /// refused with [`OutboxError::Full`] (a newer version of a queued key
+    /// is always accepted).
     pub async fn put_many(&self, items: Vec<(String, Upstream)>) -> Result<(), OutboxError> {
         {
             let mut state = self.lock();
             for (key, item) in items {
+                if state.queue.len() >= MAX_ENTRIES && !state.queue.contains(&key) {
+                    let evicted = state.queue.evict_oldest(|i| i.kind == UpKind::Event);
+                    let Some(evicted) = evicted else {
+                        return Err(OutboxError::Full { max: MAX_ENTRIES });
+                    };
+                    state.tree.delete(&evicted)?;
+                    self.inner
+                        .metrics
+                        .outbox_dropped
+                        .get_or_create(&vec![("code".to_owned(), "evicted".to_owned())])
+                        .inc();
+                }
                 let (seq, _) = state.queue.put(key.clone(), item.clone());
                 let value =
                     serde_json::to_vec(&Stored { seq, item }).map_err(OutboxError::Encode)?;

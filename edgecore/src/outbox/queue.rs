@@ -225,6 +225,23 @@ impl<T, I: Time> Queue<T, I> {
         }
     }
 
+    /// Removes the oldest pending entry whose item matches `evictable` and
+    /// returns its key (to make room under a cap).
+    pub fn evict_oldest(&mut self, evictable: impl Fn(&T) -> bool) -> Option<String> {
+        let key = self
+            .order
+            .values()
+            .find(|k| self.slots.get(*k).is_some_and(|s| evictable(&s.item)))
+            .cloned()?;
+        self.remove(&key);
+        Some(key)
+    }
+
+    /// Whether `key` is queued.
+    pub fn contains(&self, key: &str) -> bool {
+        self.slots.contains_key(key)
+    }
+
     /// Entries queued (pending or in flight).
     pub fn len(&self) -> usize {
         self.slots.len()
@@ -357,6 +374,19 @@ mod tests {
         let now = Instant::now();
         assert_eq!(q.next_ready(now).unwrap().0, "a");
         assert_eq!(q.next_ready(now).unwrap().0, "b");
+    }
+
+    #[test]
+    fn eviction_takes_the_oldest_matching_pending_entry() {
+        let now = Instant::now();
+        let mut q = Q::default();
+        q.put("ev1".into(), "event");
+        q.put("st".into(), "status");
+        q.put("ev2".into(), "event");
+        q.next_ready(now).unwrap(); // ev1 in flight: not evictable
+        assert_eq!(q.evict_oldest(|i| *i == "event").as_deref(), Some("ev2"));
+        assert_eq!(q.evict_oldest(|i| *i == "event"), None);
+        assert!(q.contains("st") && !q.contains("ev2"));
     }
 
     #[test]
