@@ -226,7 +226,11 @@ impl Hub {
                 });
             }
             Action::EndSession { reason, began } => {
-                tracing::warn!(%reason, "session ended; will reconnect");
+                if self.shutdown.is_cancelled() {
+                    tracing::info!(%reason, "session ended");
+                } else {
+                    tracing::warn!(%reason, "session ended; will reconnect");
+                }
                 self.deps.metrics.reconnects.inc();
                 self.close(&reason).await;
                 // A batch still with the writer completes there; its result

@@ -231,3 +231,72 @@ fn cli_exit_codes() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(Config::parse(&text).is_ok(), "{text}");
 }
+
+#[tokio::test]
+async fn cli_join_then_starts_edgecore_run() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pki = Arc::new(Pki::new("unused"));
+    let (port, _) = bootstrap(pki.clone(), false).await;
+    let tmp = tempfile::tempdir().unwrap();
+    // A free port for the metrics listener of the started edgecore.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics = probe.local_addr().unwrap();
+    drop(probe);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edgecore"))
+        .args(["--log-level", "warn", "join", "--server"])
+        .arg(format!("wss://127.0.0.1:{port}"))
+        .args([
+            "--token",
+            &token_for(&pki.ca_pem),
+            "--node-name",
+            "edge-1",
+            "--labels",
+            "zone=a",
+        ])
+        .arg("--root")
+        .arg(tmp.path())
+        .arg("--metrics-listen")
+        .arg(metrics.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // join execs `edgecore run`: its /status answers once it runs.
+    let cfg = Config::load(&Layout::new(tmp.path()).config);
+    let deadline = tokio::time::Instant::now() + common::T;
+    let report = loop {
+        if let Ok(cfg) = Config::load(&Layout::new(tmp.path()).config)
+            && let Ok(r) = edgecore::status::collect(&cfg).await
+            && r.running
+        {
+            break r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "edgecore run did not start after join ({cfg:?})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(report.node, "edge-1");
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "edgecore did not exit after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(status.success());
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(out.contains("[4/4]") && out.contains("starting:"), "{out}");
+}
