@@ -28,8 +28,13 @@ pub struct ApiConfig {
     pub extra_sans: Vec<String>,
     /// Largest accepted request body (Kubernetes: 3 MiB).
     pub max_body_bytes: usize,
-    /// Events kept for watch resumption.
+    /// Events a watch can resume from (older resourceVersions get 410 Gone).
     pub watch_history: usize,
+    /// How long history stays for consistent lists (continue tokens,
+    /// `resourceVersionMatch=Exact`) even beyond `watch_history` events: history is
+    /// compacted only when it is both longer than `watch_history` and older than this —
+    /// whichever keeps more. Default 5 minutes (Kubernetes' etcd compaction interval).
+    pub history_window: Duration,
     /// Interval of watch bookmarks.
     pub bookmark_interval: Duration,
     /// Append one JSON line per request here when set.
@@ -44,6 +49,7 @@ impl Default for ApiConfig {
             extra_sans: Vec::new(),
             max_body_bytes: 3 * 1024 * 1024,
             watch_history: 100_000,
+            history_window: Duration::from_secs(300),
             bookmark_interval: Duration::from_secs(30),
             audit_log: None,
         }

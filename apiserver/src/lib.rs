@@ -87,6 +87,7 @@ impl ApiServer {
             &dir.join("db"),
             store::StoreOptions {
                 history: cfg.watch_history,
+                history_window: cfg.history_window,
                 ..Default::default()
             },
         )?;

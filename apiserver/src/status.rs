@@ -16,8 +16,12 @@ pub struct ApiError {
     pub reason: &'static str,
     /// Human-readable message.
     pub message: String,
-    /// `details` of the Status (name, group, kind, causes), if any.
-    pub details: Option<Value>,
+    /// `details` of the Status (name, group, kind, causes), if any; boxed, as `metadata`,
+    /// to keep the error small.
+    pub details: Option<Box<Value>>,
+    /// `metadata` of the Status (`continue` after an expired continue token); boxed to keep
+    /// the error small.
+    pub metadata: Option<Box<Value>>,
 }
 
 impl ApiError {
@@ -28,12 +32,13 @@ impl ApiError {
             reason,
             message: message.into(),
             details: None,
+            metadata: None,
         }
     }
 
     /// Attach `details` to the Status.
     pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -104,6 +109,19 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
+    /// 504 Timeout: a resourceVersion newer than any the server has written.
+    pub fn too_large_resource_version(requested: u64, current: u64) -> Self {
+        Self::new(
+            504,
+            "Timeout",
+            format!("Too large resource version: {requested}, current: {current}"),
+        )
+        .with_details(json!({
+            "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+            "retryAfterSeconds": 1,
+        }))
+    }
+
     /// 413 RequestEntityTooLarge.
     pub fn too_large(limit: usize) -> Self {
         Self::new(
@@ -172,7 +190,10 @@ impl ApiError {
             "code": self.code,
         });
         if let (Some(details), Some(obj)) = (&self.details, status.as_object_mut()) {
-            obj.insert("details".into(), details.clone());
+            obj.insert("details".into(), (**details).clone());
+        }
+        if let Some(m) = &self.metadata {
+            status["metadata"] = (**m).clone();
         }
         status
     }

@@ -12,16 +12,36 @@
 //! namespace for cluster-scoped objects), so a namespace or a resource is a key prefix.
 //! In sled: `o/<key>` holds an object, `e/<rv as 16 hex digits>` an event (type, key,
 //! object), `m/compacted` the highest compacted version.
+//!
+//! Lists can be served *as of* an earlier resourceVersion (consistent pagination,
+//! `resourceVersionMatch=Exact`): besides the current objects the store keeps, per key, the
+//! versions that later writes superseded, for as long as their events stay in the history
+//! (see `snapshot`). Two horizons, as in Kubernetes (watch cache vs. etcd compaction):
+//!
+//! - a watch resumes only from within the last [`StoreOptions::history`] events (410 Gone
+//!   beyond);
+//! - history (events and superseded versions) is compacted when it holds more than
+//!   [`StoreOptions::history`] events *and* the oldest is older than
+//!   [`StoreOptions::history_window`] — whichever keeps more wins — so a continue token
+//!   stays good for at least the window (410 Expired after).
+//!
+//! Superseded versions are only kept in memory, so after a restart snapshots start at the
+//! version the store was opened at (older continue tokens get 410 Expired).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast, watch};
 
 use crate::status::ApiError;
+
+mod snapshot;
+
+pub use snapshot::{ListPage, ListRequest, Snapshot, SnapshotError};
 
 /// Errors of the storage engine.
 #[derive(Debug, thiserror::Error)]
@@ -141,8 +161,11 @@ pub enum Outcome {
 /// Store settings.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Events kept for watch resumption; older ones are compacted (410 Gone).
+    /// Events a watch can resume from (410 Gone beyond); history is compacted past this
+    /// count once it is also older than `history_window`.
     pub history: usize,
+    /// History (and so snapshot lists) younger than this is kept whatever its size.
+    pub history_window: Duration,
     /// sled cache capacity in bytes.
     pub cache_bytes: u64,
 }
@@ -151,17 +174,30 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             history: 100_000,
+            history_window: Duration::from_secs(300),
             cache_bytes: 64 << 20,
         }
     }
 }
 
+/// A flushed event in the history, with when it was flushed (for the time window).
+struct Kept {
+    ev: Arc<Event>,
+    at: Instant,
+}
+
 struct Inner {
     rv: u64,
     objects: BTreeMap<String, Stored>,
-    history: VecDeque<Arc<Event>>,
+    history: VecDeque<Kept>,
     pending: Vec<Arc<Event>>,
     compacted: u64,
+    /// Per key, the versions later writes superseded: `(superseding rv, version)`, oldest
+    /// first, for writes after `floor` whose events are not compacted yet.
+    past: BTreeMap<String, VecDeque<(u64, Stored)>>,
+    /// Snapshots before this version cannot be rebuilt (the store's version when opened:
+    /// superseded versions are not persisted).
+    floor: u64,
 }
 
 /// The store. Cheap to share behind an `Arc`.
@@ -226,7 +262,10 @@ impl Store {
                 why: "bad event record".into(),
             })?;
             rv = rv.max(ev.rv);
-            history.push_back(Arc::new(ev));
+            history.push_back(Kept {
+                ev: Arc::new(ev),
+                at: Instant::now(),
+            });
         }
         if let Some(v) = db.get(b"m/rv").map_err(StoreError::Write)? {
             rv = rv.max(String::from_utf8_lossy(&v).parse().unwrap_or(0));
@@ -240,6 +279,8 @@ impl Store {
                 history,
                 pending: Vec::new(),
                 compacted,
+                past: BTreeMap::new(),
+                floor: rv,
             }),
             opts,
             wake: Notify::new(),
@@ -284,19 +325,26 @@ impl Store {
         let pending = std::mem::take(&mut inner.pending);
         let (done, keep): (Vec<_>, Vec<_>) = pending.into_iter().partition(|e| e.rv <= upto);
         inner.pending = keep;
+        let now = Instant::now();
         for ev in done {
             let _ = self.events.send(ev.clone());
-            inner.history.push_back(ev);
+            inner.history.push_back(Kept { ev, at: now });
         }
         let mut compact_to = None;
-        while inner.history.len() > self.opts.history {
+        while inner.history.len() > self.opts.history
+            && inner
+                .history
+                .front()
+                .is_some_and(|k| now.duration_since(k.at) >= self.opts.history_window)
+        {
             if let Some(old) = inner.history.pop_front() {
-                compact_to = Some(old.rv);
+                compact_to = Some(old.ev.rv);
+                snapshot::forget(&mut inner.past, &old.ev);
             }
         }
         if let Some(c) = compact_to {
             inner.compacted = c;
-            let first = inner.history.front().map(|e| e.rv).unwrap_or(c + 1);
+            let first = inner.history.front().map(|k| k.ev.rv).unwrap_or(c + 1);
             drop(inner);
             let mut batch = sled::Batch::default();
             for (k, _) in self.db.range(event_key(0)..event_key(first)).flatten() {
@@ -365,7 +413,7 @@ impl Store {
             kind,
             key: key.to_string(),
             obj,
-            prev: current,
+            prev: current.clone(),
         });
         let mut batch = sled::Batch::default();
         match kind {
@@ -378,6 +426,13 @@ impl Store {
             .apply_batch(batch)
             .map_err(|e| ApiError::from(StoreError::Write(e)))?;
         inner.rv = next_rv;
+        if let Some(cur) = current {
+            inner
+                .past
+                .entry(key.to_string())
+                .or_default()
+                .push_back((next_rv, cur));
+        }
         match kind {
             EventType::Deleted => {
                 inner.objects.remove(key);
@@ -438,15 +493,16 @@ impl Store {
         from: u64,
     ) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>), u64> {
         let inner = self.lock();
-        if from < inner.compacted {
-            return Err(inner.compacted);
+        let floor = self.watch_floor(&inner);
+        if from < floor {
+            return Err(floor);
         }
         let rx = self.events.subscribe();
         let replay = inner
             .history
             .iter()
-            .filter(|e| e.rv > from)
-            .cloned()
+            .filter(|k| k.ev.rv > from)
+            .map(|k| k.ev.clone())
             .collect();
         Ok((replay, rx))
     }
@@ -460,7 +516,24 @@ impl Store {
     /// Events currently kept for resumption (first, last).
     pub fn history_bounds(&self) -> (u64, u64) {
         let inner = self.lock();
-        (inner.compacted, inner.rv)
+        (self.watch_floor(&inner), inner.rv)
+    }
+
+    /// The oldest version a watch can resume from: the last `history` events only, like
+    /// Kubernetes' watch cache, even when the time window keeps more.
+    fn watch_floor(&self, inner: &Inner) -> u64 {
+        let len = inner.history.len();
+        let by_count = match len.checked_sub(self.opts.history.saturating_add(1)) {
+            Some(i) => inner.history.get(i).map_or(0, |k| k.ev.rv),
+            None => 0,
+        };
+        inner.compacted.max(by_count)
+    }
+
+    /// The oldest version a snapshot list can be served at.
+    pub fn oldest_snapshot(&self) -> u64 {
+        let inner = self.lock();
+        inner.compacted.max(inner.floor)
     }
 
     /// Number of objects stored.

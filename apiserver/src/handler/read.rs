@@ -10,7 +10,7 @@ use crate::registry::{Origin, Resource};
 use crate::request::ResourcePath;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, ApiResult};
-use crate::store::Stored;
+use crate::store::{ListRequest, Snapshot, SnapshotError, Stored};
 use crate::table::{self, Columns, IncludeObject};
 
 /// Parsed `labelSelector` + `fieldSelector`.
@@ -117,37 +117,152 @@ pub async fn get(ctx: &Ctx, res: &Resource, rp: &ResourcePath) -> ApiResult<Resp
     Ok(json_resp(200, obj.raw.clone()))
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+/// A continue token: the snapshot a list is paged through and where the next page starts.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Continue {
-    rv: u64,
+    /// Token format version (Kubernetes' tokens carry `meta.k8s.io/v1` too).
+    v: String,
+    /// The snapshot; `-1` after an expired token: read the current state.
+    rv: i64,
+    /// The key of the last item returned.
     start: String,
+    /// Objects left after `start` (for `remainingItemCount`), when counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rem: Option<usize>,
 }
 
+const TOKEN_VERSION: &str = "meta.k8s.io/v1";
+
 /// Encode a continue token.
-fn continue_token(rv: u64, last_key: &str) -> String {
+fn continue_token(rv: i64, last_key: &str, rem: Option<usize>) -> String {
     let c = Continue {
+        v: TOKEN_VERSION.into(),
         rv,
         start: last_key.to_string(),
+        rem,
     };
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(serde_json::to_vec(&c).unwrap_or_default())
 }
 
-fn parse_continue(token: &str) -> ApiResult<Continue> {
+fn parse_continue(token: &str, prefix: &str) -> ApiResult<Continue> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
+        .decode(token.trim_end_matches('='))
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| ApiError::bad_request("invalid continue token"))
+        .and_then(|b| serde_json::from_slice::<Continue>(&b).ok())
+        .filter(|c| c.v == TOKEN_VERSION && c.start.starts_with(prefix) && c.rv >= -1)
+        .ok_or_else(|| ApiError::bad_request("continue key is not valid: invalid continue token"))
 }
 
-/// The objects of a list request, the list's resourceVersion and a continue token.
+/// Kubernetes' message for a continue token whose snapshot was compacted.
+pub const EXPIRED_CONTINUE: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
+
+/// The objects of a list request and where it stands.
+#[derive(Debug)]
+pub struct Selection {
+    /// The matching objects of this page.
+    pub items: Vec<Stored>,
+    /// The list's resourceVersion (the snapshot it was read at).
+    pub rv: u64,
+    /// The continue token when more follow.
+    pub next: Option<String>,
+    /// `remainingItemCount` (only without selectors).
+    pub remaining: Option<usize>,
+}
+
+fn list_options_invalid(field: &str, kind: &str, message: String) -> ApiError {
+    let reason = match kind {
+        "Unsupported value" => "FieldValueNotSupported",
+        _ => "FieldValueForbidden",
+    };
+    ApiError::invalid(
+        "ListOptions",
+        "",
+        vec![json!({"reason": reason, "field": field, "message": format!("{kind}: {message}")})],
+        "meta.k8s.io",
+    )
+}
+
+fn parse_rv(s: &str) -> ApiResult<u64> {
+    s.parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid resource version {s:?}")))
+}
+
+/// Where a list reads: the snapshot, the continue point and the remaining count carried by a
+/// continue token. Kubernetes' rules for `resourceVersion` × `resourceVersionMatch` ×
+/// `limit` × `continue`: no version or `0` (any) read the current state; a version with
+/// `NotOlderThan` — or, legacy, without a match and without a limit — reads the current
+/// state once it is at least that new; `Exact` — or, legacy, a version with a limit — reads
+/// that very snapshot; a continue token reads its snapshot.
+fn plan(
+    ctx: &Ctx,
+    prefix: &str,
+    limit: Option<usize>,
+) -> ApiResult<(Snapshot, Option<String>, Option<usize>)> {
+    let rv = ctx.query.non_empty("resourceVersion");
+    let rvm = ctx.query.non_empty("resourceVersionMatch");
+    if let Some(token) = ctx.query.non_empty("continue") {
+        if rv.is_some() {
+            return Err(ApiError::bad_request(
+                "specifying resource version is not allowed when using continue",
+            ));
+        }
+        if rvm.is_some() {
+            return Err(list_options_invalid(
+                "resourceVersionMatch",
+                "Forbidden",
+                "resourceVersionMatch is forbidden when continue is provided".into(),
+            ));
+        }
+        let c = parse_continue(token, prefix)?;
+        let at = u64::try_from(c.rv).map_or(Snapshot::Latest, Snapshot::At);
+        return Ok((at, Some(c.start), c.rem));
+    }
+    let current = ctx.api.store.current_rv();
+    let not_older_than = |n: u64| {
+        if n > current {
+            Err(ApiError::too_large_resource_version(n, current))
+        } else {
+            Ok(Snapshot::Latest)
+        }
+    };
+    let at = match (rvm, rv) {
+        (Some(m), _) if m != "Exact" && m != "NotOlderThan" => {
+            return Err(list_options_invalid(
+                "resourceVersionMatch",
+                "Unsupported value",
+                format!("\"{m}\": supported values: \"Exact\", \"NotOlderThan\", \"\""),
+            ));
+        }
+        (Some(_), None) => {
+            return Err(list_options_invalid(
+                "resourceVersionMatch",
+                "Forbidden",
+                "resourceVersionMatch is forbidden unless resourceVersion is provided".into(),
+            ));
+        }
+        (Some("Exact"), Some("0")) => {
+            return Err(list_options_invalid(
+                "resourceVersionMatch",
+                "Forbidden",
+                "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"".into(),
+            ));
+        }
+        (_, None | Some("0")) => Snapshot::Latest,
+        (Some("Exact"), Some(n)) => Snapshot::At(parse_rv(n)?),
+        (None, Some(n)) if limit.is_some() => Snapshot::At(parse_rv(n)?),
+        (_, Some(n)) => not_older_than(parse_rv(n)?)?,
+    };
+    Ok((at, None, None))
+}
+
+/// The objects of a list request: one page at the snapshot the request names.
 pub fn select(
     ctx: &Ctx,
     res: &Resource,
     namespace: Option<&str>,
     sel: &Selectors,
-) -> ApiResult<(Vec<Stored>, u64, Option<String>)> {
+) -> ApiResult<Selection> {
     let mut prefix = res.prefix();
     if let Some(ns) = namespace {
         prefix.push_str(ns);
@@ -158,58 +273,82 @@ pub fn select(
         .int("limit")
         .map_err(ApiError::bad_request)?
         .filter(|l| *l > 0)
-        .map(|l| l as usize);
-    let cont = match ctx.query.non_empty("continue") {
-        Some(t) => Some(parse_continue(t)?),
-        None => None,
+        .map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+    let (at, after, carried) = plan(ctx, &prefix, limit)?;
+    let unfiltered = sel.labels.is_none() && sel.fields.is_none();
+    let req = ListRequest {
+        prefix: &prefix,
+        at,
+        after: after.as_deref(),
+        limit,
+        count_remaining: unfiltered && carried.is_none(),
     };
-    let (items, rv) = ctx
+    let page = ctx
         .api
         .store
-        .list(&prefix, cont.as_ref().map(|c| c.start.as_str()));
-    let mut out = Vec::new();
-    let mut next = None;
-    let mut last_key = String::new();
-    for (k, obj) in items {
-        if !sel.matches(&obj.value) {
-            continue;
-        }
-        if let Some(l) = limit
-            && out.len() == l
-        {
-            next = Some(continue_token(rv, &last_key));
-            break;
-        }
-        last_key = k;
-        out.push(obj);
-    }
-    Ok((out, rv, next))
+        .list_page(&req, &mut |o| sel.matches(&o.value))
+        .map_err(|e| match (e, &after) {
+            (SnapshotError::Compacted { .. }, Some(start)) => {
+                let mut err = ApiError::gone(EXPIRED_CONTINUE);
+                err.metadata = Some(Box::new(
+                    json!({"continue": continue_token(-1, start, None)}),
+                ));
+                err
+            }
+            (SnapshotError::Compacted { requested, oldest }, None) => {
+                ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
+            }
+            (SnapshotError::TooNew { requested, current }, _) => {
+                ApiError::too_large_resource_version(requested, current)
+            }
+        })?;
+    let remaining = if unfiltered && page.next.is_some() {
+        page.remaining
+            .or_else(|| carried.map(|before| before.saturating_sub(page.items.len())))
+    } else {
+        None
+    };
+    let rv = i64::try_from(page.rv).unwrap_or(i64::MAX);
+    let next = page
+        .next
+        .as_deref()
+        .map(|k| continue_token(rv, k, remaining));
+    Ok(Selection {
+        items: page.items,
+        rv: page.rv,
+        next,
+        remaining,
+    })
 }
 
 /// GET of a collection.
 pub async fn list(ctx: &Ctx, res: &Resource, rp: &ResourcePath) -> ApiResult<Resp> {
     let sel = Selectors::from_ctx(ctx, res)?;
-    let (items, rv, next) = select(ctx, res, rp.namespace.as_deref(), &sel)?;
-    ctx.api.store.durable(rv).await?;
+    let s = select(ctx, res, rp.namespace.as_deref(), &sel)?;
+    ctx.api.store.durable(s.rv).await?;
     if wants_table(ctx) {
-        let values: Vec<Value> = items.iter().map(|o| o.value.clone()).collect();
+        let values: Vec<Value> = s.items.iter().map(|o| o.value.clone()).collect();
         let t = table::table(
             columns(res),
             &values,
             include_object(ctx)?,
-            &rv.to_string(),
-            next.as_deref(),
+            &s.rv.to_string(),
+            s.next.as_deref(),
         );
         return Ok(value_resp(200, &t));
     }
-    Ok(json_resp(200, list_body(res, &items, rv, next.as_deref())))
+    Ok(json_resp(200, list_body(res, &s)))
 }
 
 /// `{"kind":"<Kind>List","apiVersion":..,"metadata":{..},"items":[..]}` from stored bytes.
-pub fn list_body(res: &Resource, items: &[Stored], rv: u64, next: Option<&str>) -> Bytes {
-    let mut meta = json!({"resourceVersion": rv.to_string()});
-    if let Some(n) = next {
-        meta["continue"] = Value::String(n.to_string());
+pub fn list_body(res: &Resource, s: &Selection) -> Bytes {
+    let items = &s.items;
+    let mut meta = json!({"resourceVersion": s.rv.to_string()});
+    if let Some(n) = &s.next {
+        meta["continue"] = Value::String(n.clone());
+    }
+    if let Some(r) = s.remaining {
+        meta["remainingItemCount"] = json!(r);
     }
     let head = json!({"kind": res.list_kind, "apiVersion": res.api_version(), "metadata": meta});
     let head = serde_json::to_vec(&head).unwrap_or_default();

@@ -726,7 +726,7 @@ pub async fn delete_collection(
 ) -> ApiResult<Resp> {
     let opts = delete_options(ctx, body)?;
     let sel = Selectors::from_ctx(ctx, res)?;
-    let (items, _, _) = select(ctx, res, rp.namespace.as_deref(), &sel)?;
+    let items = select(ctx, res, rp.namespace.as_deref(), &sel)?.items;
     let dry = dry_run(ctx);
     let mut out = Vec::new();
     for item in items {
