@@ -13,7 +13,7 @@
 //!   [`TwinEvent::cloud_desired_from_spec`] -> delta + drive.
 //! - driver reading or state: like a mapper's report, without a result message.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use devicetwin::model::{DeviceModel, DeviceModelSpec};
@@ -21,15 +21,14 @@ use devicetwin::payload::{self, BaseMsg, ErrorCode, ResultMsg};
 use devicetwin::shadow::{DesiredPatch, PropertyWrite};
 use devicetwin::topic::{self, NodeTopic, TopicForm};
 use devicetwin::{
-    Device, DeviceKey, DeviceStatus, DeviceTopic, Membership, Shadow, Stamp, Topic, TwinAction,
-    TwinEvent,
+    Device, DeviceKey, DeviceStatus, DeviceTopic, Membership, Shadow, Stamp, Topic, TwinEvent,
 };
-use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use super::ShadowStore;
 use super::metrics::{BusMetrics, label};
 use crate::driver::DriverEvent;
+use effects::{carry, publish, save, status_effect};
 
 /// Something the bus loop must do.
 #[derive(Debug, Clone, PartialEq)]
@@ -444,111 +443,6 @@ impl Twins {
     }
 }
 
-fn save(store: &dyn ShadowStore, key: &DeviceKey, shadow: &Shadow) {
-    match serde_json::to_vec(shadow) {
-        Ok(bytes) => store.save(&key.to_string(), &bytes),
-        Err(e) => warn!(device = %key, error = %e, "serialising a shadow failed"),
-    }
-}
-
-fn publish<T: Serialize>(prefix: &str, t: &Topic, msg: &T) -> Option<Effect> {
-    let topic = match t.build(prefix) {
-        Ok(t) => t,
-        Err(e) => {
-            debug!(error = %e, "no topic for a publish");
-            return None;
-        }
-    };
-    match serde_json::to_vec(msg) {
-        Ok(payload) => Some(Effect::Publish { topic, payload }),
-        Err(e) => {
-            warn!(%topic, error = %e, "serialising a payload failed");
-            None
-        }
-    }
-}
-
-fn status_effect(key: &DeviceKey, status: &DeviceStatus) -> Option<Effect> {
-    match serde_json::to_value(status) {
-        Ok(status) => Some(Effect::Status {
-            device: key.clone(),
-            status,
-        }),
-        Err(e) => {
-            warn!(device = %key, error = %e, "serialising a status failed");
-            None
-        }
-    }
-}
-
-/// Turns shadow actions into effects, updating the entry's status.
-fn carry(
-    prefix: &str,
-    key: &DeviceKey,
-    entry: &mut Entry,
-    actions: Vec<TwinAction>,
-    publish_results: bool,
-) -> Vec<Effect> {
-    let mut fx = Vec::new();
-    let mut status_changed = false;
-    let form = entry.form;
-    let dev_topic = |kind| Topic::Device {
-        device: key.clone(),
-        form,
-        kind,
-    };
-    let mut driven = BTreeSet::new();
-    for action in actions {
-        match action {
-            TwinAction::PublishResult { topic: kind, msg } => {
-                if publish_results {
-                    fx.extend(publish(prefix, &dev_topic(kind), &msg));
-                }
-            }
-            TwinAction::PublishDelta(msg) => {
-                fx.extend(publish(
-                    prefix,
-                    &dev_topic(DeviceTopic::TwinUpdateDelta),
-                    &msg,
-                ));
-            }
-            TwinAction::PublishDocument(msg) => {
-                fx.extend(publish(
-                    prefix,
-                    &dev_topic(DeviceTopic::TwinUpdateDocument),
-                    &msg,
-                ));
-            }
-            TwinAction::DriveDevice {
-                property, value, ..
-            } => {
-                if driven.insert(property.clone()) {
-                    fx.push(Effect::Drive {
-                        device: key.clone(),
-                        property,
-                        value,
-                    });
-                }
-            }
-            TwinAction::ReportUp(report) => {
-                entry.status.apply_report(&report);
-                status_changed = true;
-            }
-            TwinAction::StateUp(state) => {
-                entry.status.apply_state(&state);
-                status_changed = true;
-            }
-            TwinAction::DesiredUp(patch) => fx.push(Effect::Desired {
-                device: key.clone(),
-                patch,
-            }),
-        }
-    }
-    if status_changed {
-        fx.extend(status_effect(key, &entry.status));
-    }
-    fx
-}
-
+mod effects;
 #[cfg(test)]
 mod tests;

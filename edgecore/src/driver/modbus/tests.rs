@@ -1,6 +1,8 @@
 use serde_json::json;
 
+use super::codec::Layout;
 use super::*;
+use crate::driver::{PlanError, PropertyCommon};
 use devicetwin::model::PropertyType;
 
 fn common(name: &str, ty: PropertyType) -> PropertyCommon {

@@ -1,0 +1,116 @@
+//! Turning shadow actions into bus [`Effect`]s, and the small helpers around it.
+
+use std::collections::BTreeSet;
+
+use devicetwin::{DeviceKey, DeviceStatus, DeviceTopic, Shadow, Topic, TwinAction};
+use serde::Serialize;
+use tracing::{debug, warn};
+
+use super::{Effect, Entry};
+use crate::bus::ShadowStore;
+
+pub(super) fn save(store: &dyn ShadowStore, key: &DeviceKey, shadow: &Shadow) {
+    match serde_json::to_vec(shadow) {
+        Ok(bytes) => store.save(&key.to_string(), &bytes),
+        Err(e) => warn!(device = %key, error = %e, "serialising a shadow failed"),
+    }
+}
+
+pub(super) fn publish<T: Serialize>(prefix: &str, t: &Topic, msg: &T) -> Option<Effect> {
+    let topic = match t.build(prefix) {
+        Ok(t) => t,
+        Err(e) => {
+            debug!(error = %e, "no topic for a publish");
+            return None;
+        }
+    };
+    match serde_json::to_vec(msg) {
+        Ok(payload) => Some(Effect::Publish { topic, payload }),
+        Err(e) => {
+            warn!(%topic, error = %e, "serialising a payload failed");
+            None
+        }
+    }
+}
+
+pub(super) fn status_effect(key: &DeviceKey, status: &DeviceStatus) -> Option<Effect> {
+    match serde_json::to_value(status) {
+        Ok(status) => Some(Effect::Status {
+            device: key.clone(),
+            status,
+        }),
+        Err(e) => {
+            warn!(device = %key, error = %e, "serialising a status failed");
+            None
+        }
+    }
+}
+
+/// Turns shadow actions into effects, updating the entry's status.
+pub(super) fn carry(
+    prefix: &str,
+    key: &DeviceKey,
+    entry: &mut Entry,
+    actions: Vec<TwinAction>,
+    publish_results: bool,
+) -> Vec<Effect> {
+    let mut fx = Vec::new();
+    let mut status_changed = false;
+    let form = entry.form;
+    let dev_topic = |kind| Topic::Device {
+        device: key.clone(),
+        form,
+        kind,
+    };
+    let mut driven = BTreeSet::new();
+    for action in actions {
+        match action {
+            TwinAction::PublishResult { topic: kind, msg } => {
+                if publish_results {
+                    fx.extend(publish(prefix, &dev_topic(kind), &msg));
+                }
+            }
+            TwinAction::PublishDelta(msg) => {
+                fx.extend(publish(
+                    prefix,
+                    &dev_topic(DeviceTopic::TwinUpdateDelta),
+                    &msg,
+                ));
+            }
+            TwinAction::PublishDocument(msg) => {
+                fx.extend(publish(
+                    prefix,
+                    &dev_topic(DeviceTopic::TwinUpdateDocument),
+                    &msg,
+                ));
+            }
+            TwinAction::DriveDevice {
+                property, value, ..
+            } => {
+                if driven.insert(property.clone()) {
+                    fx.push(Effect::Drive {
+                        device: key.clone(),
+                        property,
+                        value,
+                    });
+                }
+            }
+            TwinAction::ReportUp(report) => {
+                entry.status.apply_report(&report);
+                status_changed = true;
+            }
+            TwinAction::StateUp(state) => {
+                entry.status.apply_state(&state);
+                status_changed = true;
+            }
+            TwinAction::DesiredUp(patch) => fx.push(Effect::Desired {
+                device: key.clone(),
+                patch,
+            }),
+        }
+    }
+    if status_changed {
+        fx.extend(status_effect(key, &entry.status));
+    }
+    fx
+}
