@@ -40,6 +40,27 @@ pub struct Config {
     pub hub: HubSection,
     /// Prometheus metrics and health.
     pub metrics: MetricsSection,
+    /// Node lifecycle emulation (standalone).
+    pub lifecycle: LifecycleSection,
+}
+
+/// `[lifecycle]`: how standalone plays Kubernetes' node-lifecycle controller.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleSection {
+    /// A node whose Lease is older than this becomes Ready=Unknown and tainted.
+    pub grace_seconds: u64,
+    /// Taint-based eviction of pods that do not tolerate the taints.
+    pub eviction: bool,
+}
+
+impl Default for LifecycleSection {
+    fn default() -> Self {
+        Self {
+            grace_seconds: 40,
+            eviction: true,
+        }
+    }
 }
 
 /// `[api]`.
@@ -70,6 +91,10 @@ pub struct HubSection {
     pub advertise: Vec<String>,
     /// Largest frame accepted on the link, in bytes.
     pub max_frame_bytes: usize,
+    /// Seconds between pings on the link.
+    pub ping_seconds: u64,
+    /// Seconds of silence after which a session is dropped.
+    pub idle_seconds: u64,
 }
 
 /// `[metrics]`.
@@ -86,6 +111,7 @@ impl Default for Config {
             api: ApiSection::default(),
             hub: HubSection::default(),
             metrics: MetricsSection::default(),
+            lifecycle: LifecycleSection::default(),
         }
     }
 }
@@ -109,6 +135,8 @@ impl Default for HubSection {
             listen: SocketAddr::from(([0, 0, 0, 0], 10000)),
             advertise: Vec::new(),
             max_frame_bytes: 4 * 1024 * 1024,
+            ping_seconds: 15,
+            idle_seconds: 45,
         }
     }
 }
@@ -172,6 +200,15 @@ impl Config {
                 "hub.max_frame_bytes",
                 "must be between 1 KiB and 64 MiB",
             ));
+        }
+        if self.hub.ping_seconds == 0 || self.hub.idle_seconds <= self.hub.ping_seconds {
+            return Err(bad(
+                "hub.idle_seconds",
+                "must be greater than hub.ping_seconds (> 0)",
+            ));
+        }
+        if self.lifecycle.grace_seconds == 0 {
+            return Err(bad("lifecycle.grace_seconds", "must be at least 1"));
         }
         if self.api.data_dir.as_os_str().is_empty() {
             return Err(bad("api.data_dir", "must not be empty"));

@@ -68,21 +68,28 @@ pub async fn run(cfg: Config, args: StandaloneArgs) -> anyhow::Result<ExitCode> 
             .map_err(|e| anyhow::anyhow!("installing kedge's CRDs: {e}"))?;
     }
     let registry = Arc::new(Mutex::new(prometheus_client::registry::Registry::default()));
+    let registry = registry_with_api(registry, &server);
+    let client = crate::control::client(Some(&kubeconfig)).await?;
+    let control = crate::control::start(client.clone(), &cfg, &registry, true, shutdown.clone())
+        .await
+        .context("starting CloudHub")?;
     let api = server.api.clone();
+    let hub = control.hub.clone();
     tokio::spawn(crate::telemetry::serve_metrics(
         metrics_listener,
-        registry_with_api(registry, &server),
-        Arc::new(move || api.is_ready()),
+        registry,
+        Arc::new(move || api.is_ready() && hub.ready()),
         shutdown.clone(),
     ));
     let path = std::fs::canonicalize(&kubeconfig).unwrap_or(kubeconfig);
     // Written with errors ignored: a closed stdout (a supervisor that stopped reading)
     // must not take the server down, as println! would.
     let banner = format!(
-        "kedge standalone API server: {}\nkubeconfig: {}\nexport KUBECONFIG={}\nmetrics: http://{metrics_addr}/metrics\n",
+        "kedge standalone API server: {}\nkubeconfig: {}\nexport KUBECONFIG={}\nhub: {}\nmetrics: http://{metrics_addr}/metrics\n",
         server.url(),
         path.display(),
-        path.display()
+        path.display(),
+        control.local_hub_url(),
     );
     {
         use std::io::Write;
@@ -91,7 +98,18 @@ pub async fn run(cfg: Config, args: StandaloneArgs) -> anyhow::Result<ExitCode> 
         let _ = out.flush();
     }
     tracing::info!(api = %server.url(), metrics = %metrics_addr, "cloudcore standalone ready");
+    let mut edge = None;
+    if args.with_local_edge {
+        edge = Some(
+            start_local_edge(&client, &cfg, &args, &control)
+                .await
+                .context("joining the local edge")?,
+        );
+    }
     shutdown.cancelled().await;
+    if let Some(mut child) = edge {
+        stop_child(&mut child).await;
+    }
     server.stopped().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -105,4 +123,113 @@ fn registry_with_api(
         server.api.metrics.register(&mut reg);
     }
     own
+}
+
+/// `cloudcore run`: the control plane against a real cluster.
+pub async fn run_cluster(
+    cfg: Config,
+    kubeconfig: Option<std::path::PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+    stop_on_signals(shutdown.clone());
+    let metrics_listener = crate::telemetry::bind(cfg.metrics.listen).await?;
+    let registry = Arc::new(Mutex::new(prometheus_client::registry::Registry::default()));
+    let client = crate::control::client(kubeconfig.as_deref()).await?;
+    let control = crate::control::start(client, &cfg, &registry, false, shutdown.clone()).await?;
+    let hub = control.hub.clone();
+    tokio::spawn(crate::telemetry::serve_metrics(
+        metrics_listener,
+        registry,
+        Arc::new(move || hub.ready()),
+        shutdown.clone(),
+    ));
+    tracing::info!(hub = %control.hub_addr, "cloudcore running");
+    shutdown.cancelled().await;
+    // Give sessions a moment to close.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Create a token bound to the local node and run `edgecore join` as a child process whose
+/// state lives under `<data>/edge`.
+async fn start_local_edge(
+    client: &kube::Client,
+    cfg: &Config,
+    args: &StandaloneArgs,
+    control: &crate::control::Control,
+) -> anyhow::Result<tokio::process::Child> {
+    let node = match &args.edge_node_name {
+        Some(n) => n.clone(),
+        None => local_hostname(),
+    };
+    let token = crate::token::cli_create(
+        client.clone(),
+        std::time::Duration::from_secs(3600),
+        Some(node.clone()),
+        Some("local edge of cloudcore standalone".into()),
+    )
+    .await?;
+    let root = cfg.api.data_dir.join("edge");
+    std::fs::create_dir_all(&root)?;
+    let exe = edgecore_binary();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("edgecore.log"))?;
+    let mut cmd = tokio::process::Command::new(&exe);
+    cmd.arg("join")
+        .args(["--server", &control.local_hub_url()])
+        .args(["--token", &token])
+        .args(["--node-name", &node])
+        .arg("--root")
+        .arg(&root)
+        .args(&args.edge_args)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    let mut out = std::io::stdout().lock();
+    use std::io::Write;
+    let _ = writeln!(
+        out,
+        "local edge: node {node}, state {}, log {}",
+        root.display(),
+        root.join("edgecore.log").display()
+    );
+    let _ = out.flush();
+    Ok(child)
+}
+
+fn edgecore_binary() -> std::path::PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("edgecore")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| std::path::PathBuf::from("edgecore"))
+}
+
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "local-edge".into())
+}
+
+async fn stop_child(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    if tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
 }
