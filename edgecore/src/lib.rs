@@ -15,8 +15,10 @@
 //! - [`config`], [`pki`], [`telemetry`], [`status`], [`backoff`]: the rest.
 
 pub mod backoff;
+pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod driver;
 pub mod hub;
 pub mod join;
 pub mod meta;
