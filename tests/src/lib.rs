@@ -13,14 +13,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-/// The directory holding the workspace's built binaries (`target/<profile>`).
+/// The directory holding the workspace's built binaries (`target/<profile>`), seen from a
+/// test (`target/<profile>/deps/<test>`) or from a binary of this crate
+/// (`target/<profile>/<bin>`, e.g. `kedge-bench`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test>
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .expect("target dir")
+    let dir = exe.parent().expect("executable directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary; fails clearly when it was not built.
@@ -54,6 +57,8 @@ pub struct Standalone {
     pub data_dir: PathBuf,
     pub kubeconfig: PathBuf,
     pub url: String,
+    /// The CloudHub URL edges on this machine use (`wss://127.0.0.1:<port>`).
+    pub hub: String,
     pub stderr_log: PathBuf,
 }
 
@@ -92,7 +97,9 @@ impl Standalone {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut url = None;
         let mut kubeconfig = None;
-        while kubeconfig.is_none() {
+        let mut hub = None;
+        let mut banner_done = false;
+        while !banner_done {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
@@ -101,6 +108,12 @@ impl Standalone {
                     }
                     if let Some(k) = line.strip_prefix("kubeconfig: ") {
                         kubeconfig = Some(PathBuf::from(k.trim()));
+                    }
+                    if let Some(h) = line.strip_prefix("hub: ") {
+                        hub = Some(h.trim().to_string());
+                    }
+                    if line.starts_with("metrics: ") {
+                        banner_done = true;
                     }
                 }
                 Err(_) => {
@@ -117,6 +130,7 @@ impl Standalone {
             data_dir: data_dir.to_path_buf(),
             kubeconfig: kubeconfig.unwrap_or_default(),
             url: url.unwrap_or_default(),
+            hub: hub.unwrap_or_default(),
             stderr_log,
         })
     }

@@ -1,0 +1,295 @@
+//! The cloud-edge link end to end with the real binaries: token → `edgecore join` → Node
+//! Ready; Lease renewals; the edge receives a pod and its ConfigMap; kill -9 of the edge →
+//! Ready=Unknown + unreachable taint (standalone's node-lifecycle emulation); restart →
+//! Ready again with its cache; refusals at the hub and at join.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tests::{Standalone, bin, curl};
+
+fn hub_url(s: &Standalone) -> String {
+    s.hub.clone()
+}
+
+fn start_cloud(dir: &Path) -> Standalone {
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = dir.join("cloud.toml");
+    std::fs::write(&cfg, "[lifecycle]\ngrace_seconds = 4\n").unwrap();
+    Standalone::start(dir, &["--config", cfg.to_str().unwrap()]).unwrap()
+}
+
+fn token(s: &Standalone, extra: &[&str]) -> String {
+    let out = Command::new(bin("cloudcore"))
+        .args(["token", "create", "--kubeconfig"])
+        .arg(&s.kubeconfig)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn join(hub: &str, token: &str, node: &str, root: &Path, no_start: bool) -> std::process::Output {
+    let mut cmd = Command::new(bin("edgecore"));
+    cmd.args([
+        "join",
+        "--server",
+        hub,
+        "--token",
+        token,
+        "--node-name",
+        node,
+    ])
+    .arg("--root")
+    .arg(root)
+    .args([
+        "--mqtt-listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    if no_start {
+        cmd.arg("--no-start");
+    }
+    cmd.output().unwrap()
+}
+
+fn run_edge(root: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("edge.log"))
+        .unwrap();
+    Command::new(bin("edgecore"))
+        .arg("run")
+        .arg("--config")
+        .arg(root.join("etc/kedge/edgecore.toml"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn node(s: &Standalone, name: &str) -> Option<Value> {
+    let out = s.kubectl(&["get", "node", name, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn ready(n: &Value) -> String {
+    n["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+fn edge_objects(root: &Path) -> u64 {
+    let out = Command::new(bin("edgecore"))
+        .args(["status", "-o", "json", "--root"])
+        .arg(root)
+        .output()
+        .unwrap();
+    serde_json::from_slice::<Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v["objects"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn join_ready_lease_sync_offline_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_cloud(&dir.path().join("cloud"));
+    let hub = hub_url(&s);
+    assert!(hub.starts_with("wss://127.0.0.1:"), "hub url {hub:?}");
+    let tok = token(&s, &["--ttl", "1h"]);
+    assert!(tok.starts_with("K10"), "{tok}");
+
+    let root = dir.path().join("edge");
+    let out = join(&hub, &tok, "edge-a", &root, true);
+    assert!(
+        out.status.success(),
+        "join: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Idempotent.
+    let out = join(&hub, &tok, "edge-a", &root, true);
+    assert!(
+        out.status.success(),
+        "second join: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let started = Instant::now();
+    let mut edge = run_edge(&root);
+    wait_for("node edge-a Ready", Duration::from_secs(5), || {
+        node(&s, "edge-a").is_some_and(|n| ready(&n) == "True")
+    });
+    let n = node(&s, "edge-a").unwrap();
+    assert!(
+        n["metadata"]["labels"]
+            .get("node-role.kubernetes.io/edge")
+            .is_some(),
+        "{n}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let table = s.kubectl_ok(&["get", "nodes"]);
+    assert!(
+        table.contains("edge-a") && table.contains("Ready") && table.contains("edge"),
+        "{table}"
+    );
+
+    // The Lease is renewed.
+    let renew = || -> String {
+        let l: Value = serde_json::from_str(&s.kubectl_ok(&[
+            "get",
+            "lease",
+            "edge-a",
+            "-n",
+            "kube-node-lease",
+            "-o",
+            "json",
+        ]))
+        .unwrap();
+        l["spec"]["renewTime"].as_str().unwrap_or("").to_string()
+    };
+    wait_for("a Lease for edge-a", Duration::from_secs(5), || {
+        s.kubectl(&["get", "lease", "edge-a", "-n", "kube-node-lease"])
+            .status
+            .success()
+    });
+    let first = renew();
+    wait_for(
+        "the Lease renewTime to advance",
+        Duration::from_secs(15),
+        || renew() != first,
+    );
+
+    // A pod bound to the edge and the ConfigMap it references reach the edge's store.
+    let before = edge_objects(&root);
+    s.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app-cfg, namespace: default}\ndata: {k: v}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: app, namespace: default}\nspec:\n  nodeName: edge-a\n  containers:\n  - name: c\n    image: busybox\n    envFrom: [{configMapRef: {name: app-cfg}}]\n");
+    wait_for(
+        "the pod and its ConfigMap at the edge",
+        Duration::from_secs(10),
+        || edge_objects(&root) >= before + 2,
+    );
+
+    // kill -9 the edge: Ready=Unknown and the unreachable taint within the grace period.
+    edge.kill().unwrap();
+    edge.wait().unwrap();
+    let took = wait_for("edge-a Ready=Unknown", Duration::from_secs(15), || {
+        node(&s, "edge-a").is_some_and(|n| ready(&n) == "Unknown")
+    });
+    assert!(took < Duration::from_secs(12), "{took:?}");
+    let n = node(&s, "edge-a").unwrap();
+    let taints = n["spec"]["taints"].to_string();
+    assert!(
+        taints.contains("node.kubernetes.io/unreachable"),
+        "{taints}"
+    );
+
+    // Restart from its own store: Ready again, taint gone, objects still held.
+    let held = edge_objects(&root);
+    assert!(
+        held >= before + 2,
+        "the edge keeps its cache offline: {held}"
+    );
+    let mut edge = run_edge(&root);
+    wait_for("edge-a Ready again", Duration::from_secs(10), || {
+        node(&s, "edge-a").is_some_and(|n| ready(&n) == "True")
+    });
+    wait_for(
+        "the unreachable taint removed",
+        Duration::from_secs(10),
+        || {
+            node(&s, "edge-a")
+                .is_some_and(|n| !n["spec"]["taints"].to_string().contains("unreachable"))
+        },
+    );
+    let _ = edge.kill();
+    let _ = edge.wait();
+}
+
+#[test]
+fn refusals_at_join_and_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_cloud(&dir.path().join("cloud"));
+    let hub = hub_url(&s);
+    let root = dir.path().join("edge");
+    // Wrong secret, wrong CA pin, garbage: one line, non-zero exit.
+    let good = token(&s, &["--ttl", "1h"]);
+    let (pin, creds) = good.split_once("::").unwrap();
+    let (id, _) = creds.split_once('.').unwrap();
+    let wrong_secret = format!("{pin}::{id}.0000000000000000");
+    let wrong_pin = format!("K10{}::{creds}", "0".repeat(64));
+    for (bad, what) in [
+        (wrong_secret.as_str(), "wrong secret"),
+        (wrong_pin.as_str(), "wrong CA pin"),
+        ("garbage", "garbage"),
+    ] {
+        let out = join(&hub, bad, "edge-x", &root, true);
+        assert!(!out.status.success(), "{what} must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.trim().is_empty(), "{what}: an error line");
+    }
+    // Unreachable server.
+    let out = join("wss://127.0.0.1:1", &good, "edge-x", &root, true);
+    assert!(!out.status.success());
+    // The WebSocket route wants a node certificate.
+    let ca = dir.path().join("node-ca.crt");
+    let (code, body) = curl(&[
+        "-k",
+        &format!("{}/ca.crt", hub.replace("wss://", "https://")),
+    ]);
+    assert_eq!(code, 200);
+    std::fs::write(&ca, body).unwrap();
+    let (code, _) = curl(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-H",
+        "Connection: Upgrade",
+        "-H",
+        "Upgrade: websocket",
+        "-H",
+        "Sec-WebSocket-Version: 13",
+        "-H",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        &format!("{}/v1/connect", hub.replace("wss://", "https://")),
+    ]);
+    assert!(code == 401 || code == 403, "no client certificate: {code}");
+    // An expired token.
+    let short = token(&s, &["--ttl", "1s"]);
+    std::thread::sleep(Duration::from_millis(2100));
+    let out = join(&hub, &short, "edge-y", &root, true);
+    assert!(!out.status.success(), "expired token");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .to_lowercase()
+            .contains("expire"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
