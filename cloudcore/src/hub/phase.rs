@@ -129,10 +129,12 @@ impl CloseReason {
             CloseReason::Revoked => (403, "the node certificate was revoked; join again"),
             CloseReason::Idle => (408, "nothing received within the idle timeout"),
             CloseReason::Shutdown => (503, "cloudcore is shutting down"),
-            CloseReason::Protocol(_) => (400, "protocol violation"),
             CloseReason::Garbage => (400, "too many malformed frames"),
             CloseReason::Oversized => (413, "message larger than the frame limit"),
-            CloseReason::PeerClosed | CloseReason::WriteFailed => return None,
+            // A violation was already answered with an ERROR naming it.
+            CloseReason::Protocol(_) | CloseReason::PeerClosed | CloseReason::WriteFailed => {
+                return None;
+            }
         };
         Some(ErrorInfo {
             code,
@@ -363,5 +365,6 @@ mod tests {
             "ack_beyond_sent"
         );
         assert!(CloseReason::PeerClosed.error_info().is_none());
+        assert!(CloseReason::Protocol("x").error_info().is_none());
     }
 }

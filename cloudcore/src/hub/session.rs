@@ -154,6 +154,12 @@ pub(super) async fn run<S>(
         .inc();
     metrics.phase(Some(s.phase), Phase::Closed);
     metrics.queue_depth.dec_by(s.reported_depth);
+    // Best effort: what was queued (e.g. the ERROR naming a violation), then why.
+    for (_, wire) in s.urgent.drain(..) {
+        if out_tx.try_send(Message::Binary(wire)).is_err() {
+            break;
+        }
+    }
     drop(s);
     if let Some(info) = reason.error_info() {
         let _ = out_tx.try_send(Message::Binary(Bytes::from(proto::encode(&Frame::error(
