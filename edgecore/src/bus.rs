@@ -244,6 +244,11 @@ pub async fn run(
     let target = match &cfg.external {
         Some(url) => link::parse_broker_url(url)?,
         None => {
+            if cfg.listen.port() == 0 {
+                return Err(BusError::Config(
+                    "the embedded broker needs a fixed listen port (not 0)".to_owned(),
+                ));
+            }
             if cfg.prefix.starts_with('$') {
                 return Err(BusError::Config(format!(
                     "prefix {:?}: the embedded broker cannot route topics starting with '$'; \
@@ -421,6 +426,92 @@ impl Outflow {
                 statuses = self.status.pending(),
                 patches = self.desired.len(),
                 "upstream queue full at shutdown; the newest device reports were not handed over"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn desired(version: u64, props: &[(&str, Option<&str>)]) -> Upstream {
+        Upstream::DeviceDesired {
+            namespace: "ns".into(),
+            name: "d".into(),
+            patch: DesiredPatch {
+                version,
+                base_generation: Some(1),
+                props: props
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned)))
+                    .collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn upstream_coalescing_replaces_statuses_and_merges_patches() {
+        let status = |v: i64| Upstream::DeviceStatus {
+            namespace: "ns".into(),
+            name: "d".into(),
+            status: serde_json::json!({"v": v}),
+        };
+        let mut s = status(1);
+        assert_eq!(s.coalesce_key(), "ns/device/d/status");
+        assert!(s.merge(status(2)));
+        assert_eq!(s, status(2));
+        assert!(!s.merge(desired(1, &[])), "other keys are not folded in");
+
+        let mut d = desired(2, &[("a", Some("1")), ("b", Some("2"))]);
+        assert_eq!(d.coalesce_key(), "ns/device/d/desired");
+        assert!(d.merge(desired(3, &[("b", None)])));
+        let Upstream::DeviceDesired { patch, .. } = d else {
+            panic!("still a desired patch")
+        };
+        assert_eq!(patch.version, 3);
+        assert_eq!(
+            patch.props,
+            BTreeMap::from([
+                ("a".to_owned(), Some("1".to_owned())),
+                ("b".to_owned(), None)
+            ])
+        );
+    }
+
+    #[test]
+    fn the_memory_store_round_trips() {
+        let s = MemoryShadowStore::new();
+        assert_eq!(s.load("k"), None);
+        s.save("k", b"v");
+        assert_eq!(s.load("k").as_deref(), Some(&b"v"[..]));
+        s.remove("k");
+        assert_eq!(s.load("k"), None);
+    }
+
+    #[tokio::test]
+    async fn invalid_configs_fail_before_binding_anything() {
+        let cases = [
+            ("$hw", None, 1883),
+            ("kedge", None, 0),
+            ("kedge", Some("mqtts://h:1"), 1883),
+            ("bad/+/prefix", None, 1883),
+        ];
+        for (prefix, external, port) in cases {
+            let mut cfg = BusConfig::new("n");
+            cfg.prefix = prefix.into();
+            cfg.external = external.map(str::to_owned);
+            cfg.listen.set_port(port);
+            let (_tx, rx) = watch::channel(DeviceSet::default());
+            let (up, _up_rx) = mpsc::channel(1);
+            let store: Arc<dyn ShadowStore> = Arc::new(MemoryShadowStore::new());
+            let mut reg = Registry::default();
+            let r = run(cfg, rx, up, store, &mut reg, CancellationToken::new()).await;
+            assert!(
+                matches!(r, Err(BusError::Config(_))),
+                "{prefix} {external:?} {port}: {r:?}"
             );
         }
     }

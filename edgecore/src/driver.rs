@@ -394,7 +394,7 @@ impl Drivers {
             value: value.to_owned(),
         };
         if r.commands.try_send(cmd).is_err() {
-            warn!(device = %device, property, "driver busy; desired value not written now (it is retried when the driver restarts)");
+            warn!(device = %device, property, "driver busy; desired value dropped (written again when the driver restarts or the value changes)");
         }
     }
 
