@@ -54,6 +54,7 @@ pub fn on_create(api: &Api, res: &Resource, obj: &mut Value, _user: &UserInfo) -
         obj["spec"] = json!({"finalizers": ["kubernetes"]});
         obj["status"] = json!({"phase": "Active"});
     } else if is(res, "", "pods") {
+        crate::serviceaccount::admit_pod(api, obj)?;
         pod_defaults(obj);
         obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
     } else if is(res, "", "services") {
@@ -314,6 +315,9 @@ pub fn returns_deleted_object(res: &Resource) -> bool {
 
 /// Follow-ups of a durable write.
 pub async fn after_write(api: &Arc<Api>, res: &Resource, ev: &Event) {
+    if res.group.is_empty() {
+        crate::serviceaccount::after_write(api, &res.plural, ev).await;
+    }
     if is(res, "apiextensions.k8s.io", "customresourcedefinitions") {
         crd_changed(api, ev).await;
     } else if is(res, "", "namespaces")

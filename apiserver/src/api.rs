@@ -39,6 +39,11 @@ pub struct ApiConfig {
     pub bookmark_interval: Duration,
     /// Append one JSON line per request here when set.
     pub audit_log: Option<PathBuf>,
+    /// `iss` of ServiceAccount tokens, and the audience the API accepts.
+    pub service_account_issuer: String,
+    /// Shortest lifetime a TokenRequest may ask for (Kubernetes: 10 minutes). Lower it only
+    /// for tests that watch tokens expire.
+    pub min_token_ttl: Duration,
 }
 
 impl Default for ApiConfig {
@@ -52,6 +57,8 @@ impl Default for ApiConfig {
             history_window: Duration::from_secs(300),
             bookmark_interval: Duration::from_secs(30),
             audit_log: None,
+            service_account_issuer: crate::serviceaccount::DEFAULT_ISSUER.to_string(),
+            min_token_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -111,6 +118,8 @@ pub struct Api {
     pub openapi_cache: Mutex<HashMap<String, (String, Bytes)>>,
     ready: AtomicBool,
     pub audit: Option<crate::audit::AuditLog>,
+    /// ServiceAccount token signing and the published CA.
+    pub service_accounts: Arc<crate::serviceaccount::ServiceAccounts>,
     /// Fires when the server stops (ends watches).
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -127,6 +136,7 @@ impl Api {
         cfg: ApiConfig,
         store: Arc<Store>,
         tokens: crate::auth::TokenAuthenticator,
+        service_accounts: Arc<crate::serviceaccount::ServiceAccounts>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> std::io::Result<Self> {
         let metrics = Metrics::default();
@@ -146,6 +156,7 @@ impl Api {
             openapi_cache: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
             audit,
+            service_accounts,
             shutdown,
         })
     }

@@ -43,10 +43,14 @@ pub async fn run(api: &Arc<Api>) {
             tracing::error!(namespace = ns, error = %e, "creating a system namespace failed");
         }
     }
-    // Resume namespace deletions a restart interrupted.
+    // Resume namespace deletions a restart interrupted; give the others their
+    // ServiceAccount and CA bundle (namespaces stored before this server published them).
     let (nss, _) = api.store.list("core/namespaces/", None);
     for (_, n) in nss {
-        if n.value.pointer("/metadata/deletionTimestamp").is_some() {
+        if n.value.pointer("/metadata/deletionTimestamp").is_none() {
+            let name = n.value.pointer("/metadata/name").and_then(Value::as_str);
+            crate::serviceaccount::ensure_namespace_defaults(api, name.unwrap_or("")).await;
+        } else {
             let name = n
                 .value
                 .pointer("/metadata/name")

@@ -114,6 +114,11 @@ fn aggregated_resp(v: &str, body: &Value) -> Resp {
     r
 }
 
+/// `serviceaccounts/token` (TokenRequest) is served.
+fn has_token(r: &Resource) -> bool {
+    r.group.is_empty() && r.plural == "serviceaccounts"
+}
+
 fn scope(r: &Resource) -> &'static str {
     if r.namespaced {
         "Namespaced"
@@ -140,6 +145,9 @@ fn aggregated_list(api: &Api, core: bool, v: &str) -> Value {
                     let mut subs = Vec::new();
                     if r.has_status {
                         subs.push(json!({"subresource":"status","responseKind":kind,"verbs":["get","patch","update"]}));
+                    }
+                    if has_token(&r) {
+                        subs.push(json!({"subresource":"token","responseKind":{"group":"authentication.k8s.io","version":"v1","kind":"TokenRequest"},"verbs":["create"]}));
                     }
                     let mut e = json!({
                         "resource": r.plural,
@@ -213,6 +221,9 @@ fn resource_list(api: &Api, group: &str, version: &str) -> Option<Value> {
         resources.push(e);
         if r.has_status {
             resources.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get","patch","update"]}));
+        }
+        if has_token(r) {
+            resources.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true, "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
         }
     }
     let gv = if group.is_empty() {

@@ -284,6 +284,7 @@ fn check_scope(res: &Resource, rp: &ResourcePath) -> ApiResult<()> {
         None => Ok(()),
         Some("status") if res.has_status => Ok(()),
         Some("finalize") if res.plural == "namespaces" && res.group.is_empty() => Ok(()),
+        Some("token") if res.plural == "serviceaccounts" && res.group.is_empty() => Ok(()),
         Some(_) => Err(ApiError::no_route()),
     }
 }

@@ -28,6 +28,7 @@ pub mod request;
 pub mod schema;
 pub mod selector;
 pub mod server;
+pub mod serviceaccount;
 pub mod status;
 pub mod store;
 pub mod table;
@@ -59,6 +60,8 @@ pub enum StartError {
     Listen(#[source] std::io::Error),
     #[error("opening the audit log")]
     Audit(#[source] std::io::Error),
+    #[error("loading the ServiceAccount signing key")]
+    ServiceAccountKey(#[source] serviceaccount::jwt::JwtError),
 }
 
 /// A running API server.
@@ -101,12 +104,28 @@ impl ApiServer {
             pki.admin_token(),
             auth::UserInfo::new("kedge-admin", ["system:masters", "system:authenticated"]),
         );
+        let service_accounts = Arc::new(
+            serviceaccount::ServiceAccounts::new(
+                pki.service_account_key_pem(),
+                pki.ca_cert_pem(),
+                &cfg,
+            )
+            .map_err(StartError::ServiceAccountKey)?,
+        );
+        tokens.add_validator(service_accounts.validator(store.clone()));
         let listener = server::bind(cfg.listen).await.map_err(StartError::Listen)?;
         let addr = listener.local_addr().map_err(StartError::Listen)?;
         let mut cfg = cfg;
         cfg.listen = addr;
         let api = Arc::new(
-            Api::new(cfg, store.clone(), tokens, shutdown.clone()).map_err(StartError::Audit)?,
+            Api::new(
+                cfg,
+                store.clone(),
+                tokens,
+                service_accounts,
+                shutdown.clone(),
+            )
+            .map_err(StartError::Audit)?,
         );
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(store.clone().run_committer(shutdown.clone())));

@@ -12,6 +12,7 @@
 //! | `apiserver.crt/.key` | serving certificate, SANs `localhost`, `127.0.0.1`, `::1` + extra | 1 year |
 //! | `admin.crt/.key` | client certificate CN `kedge-admin`, O `system:masters` | 1 year |
 //! | `admin.token` | random admin bearer token (64 hex characters) | until deleted |
+//! | `sa.key` | ServiceAccount token signing key, ECDSA P-256 (PKCS#8) | until deleted (tokens die with it) |
 //!
 //! On every start the CA is reloaded (the same CA across restarts); a leaf is re-issued when
 //! it is missing, unreadable, not signed by the CA, within 30 days of expiry, or (serving
@@ -66,6 +67,7 @@ const SERVING_KEY: &str = "apiserver.key";
 const ADMIN_CERT: &str = "admin.crt";
 const ADMIN_KEY: &str = "admin.key";
 const ADMIN_TOKEN: &str = "admin.token";
+const SA_KEY: &str = "sa.key";
 
 /// Errors of the API PKI. None of them is retryable: they mean a bad directory, bad files
 /// or bad configuration, and are reported at start.
@@ -116,6 +118,17 @@ pub enum PkiError {
         cert: PathBuf,
         /// The missing key file.
         key: PathBuf,
+    },
+    /// `sa.key` exists but is not an ECDSA P-256 key; it is never replaced automatically,
+    /// since that would invalidate every ServiceAccount token issued so far.
+    #[error(
+        "invalid ServiceAccount signing key {path}: {reason} (move it away to create a new one)"
+    )]
+    InvalidServiceAccountKey {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
     },
     /// The API CA has expired.
     #[error("API CA {path} expired (move the PKI directory away to create a new CA)")]
@@ -209,6 +222,7 @@ pub struct ApiPki {
     admin_cert_pem: String,
     admin_key_pem: String,
     admin_token: String,
+    sa_key_pem: String,
 }
 
 impl fmt::Debug for ApiPki {
@@ -245,6 +259,7 @@ impl ApiPki {
         let (admin_cert_pem, admin_key_pem) =
             load_or_issue_leaf(dir, &ca, ADMIN_CERT, ADMIN_KEY, &admin_spec, now)?;
         let admin_token = load_or_create_token(&dir.join(ADMIN_TOKEN))?;
+        let sa_key_pem = load_or_create_sa_key(&dir.join(SA_KEY))?;
 
         Ok(ApiPki {
             dir: dir.to_path_buf(),
@@ -254,6 +269,7 @@ impl ApiPki {
             admin_cert_pem,
             admin_key_pem,
             admin_token,
+            sa_key_pem,
         })
     }
 
@@ -290,6 +306,11 @@ impl ApiPki {
     /// The admin bearer token.
     pub fn admin_token(&self) -> &str {
         &self.admin_token
+    }
+
+    /// The key ServiceAccount tokens are signed with (`sa.key`: ECDSA P-256, PKCS#8 PEM).
+    pub fn service_account_key_pem(&self) -> &str {
+        &self.sa_key_pem
     }
 
     /// The identity the admin certificate and token authenticate as.
@@ -483,6 +504,34 @@ fn load_or_issue_leaf(
     store::write_atomic(&key_path, minted.key_pem.as_bytes(), SECRET_MODE)?;
     store::write_atomic(&cert_path, minted.cert_pem.as_bytes(), PUBLIC_MODE)?;
     Ok((minted.cert_pem, minted.key_pem))
+}
+
+/// Reads the ServiceAccount signing key, or creates one (ECDSA P-256).
+fn load_or_create_sa_key(path: &Path) -> Result<String, PkiError> {
+    if let Some(pem) = store::read_optional(path)? {
+        store::tighten_secret_mode(path)?;
+        let key =
+            rcgen::KeyPair::from_pem(&pem).map_err(|e| PkiError::InvalidServiceAccountKey {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        if !key.is_compatible(&rcgen::PKCS_ECDSA_P256_SHA256) {
+            return Err(PkiError::InvalidServiceAccountKey {
+                path: path.to_path_buf(),
+                reason: "not an ECDSA P-256 key".into(),
+            });
+        }
+        return Ok(pem);
+    }
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|source| {
+        PkiError::Mint {
+            what: "ServiceAccount signing key",
+            source,
+        }
+    })?;
+    let pem = key.serialize_pem();
+    store::write_atomic(path, pem.as_bytes(), SECRET_MODE)?;
+    Ok(pem)
 }
 
 /// Reads the admin token, or creates one (32 random bytes, hex).

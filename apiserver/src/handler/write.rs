@@ -760,7 +760,12 @@ pub async fn create_subresource(
     rp: &ResourcePath,
     body: &[u8],
 ) -> ApiResult<Resp> {
-    let _ = (ctx, body);
+    if res.group.is_empty()
+        && res.plural == "serviceaccounts"
+        && rp.subresource.as_deref() == Some("token")
+    {
+        return crate::serviceaccount::token::token_request(ctx, rp, body).await;
+    }
     Err(ApiError::method_not_allowed(format!(
         "the server does not allow this method on the requested resource ({}/{})",
         res.plural,
