@@ -31,7 +31,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The embedded API server (standalone only).
@@ -103,17 +103,6 @@ pub struct HubSection {
 pub struct MetricsSection {
     /// Listen address of `/metrics`, `/healthz`, `/readyz`.
     pub listen: SocketAddr,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            api: ApiSection::default(),
-            hub: HubSection::default(),
-            metrics: MetricsSection::default(),
-            lifecycle: LifecycleSection::default(),
-        }
-    }
 }
 
 impl Default for ApiSection {
