@@ -207,7 +207,11 @@ impl Cloud {
         let tls = self.tls(config).await?;
         let url = format!("wss://localhost{CONNECT_PATH}");
         let (ws, _) = tokio_tungstenite::client_async(url, tls).await?;
-        Ok(Edge { ws, next_id: 1 })
+        Ok(Edge {
+            ws,
+            next_id: 1,
+            acked: 0,
+        })
     }
 }
 
@@ -215,6 +219,8 @@ impl Cloud {
 struct Edge {
     ws: WebSocketStream<TlsStream<TcpStream>>,
     next_id: u64,
+    /// Highest cloud frame id acked.
+    acked: u64,
 }
 
 impl Edge {
@@ -251,8 +257,9 @@ impl Edge {
     async fn recv_until(&mut self, mut pred: impl FnMut(&Frame) -> bool) -> anyhow::Result<Frame> {
         loop {
             let frame = self.recv().await?;
-            if frame.id > 0 {
+            if frame.id > self.acked {
                 self.send(&Frame::ack(frame.id)).await?;
+                self.acked = frame.id;
             }
             if pred(&frame) {
                 return Ok(frame);
@@ -299,7 +306,10 @@ impl Edge {
             match f.checked_kind()? {
                 Kind::Response if f.ack_of == Some(id) => response = Some(f.control()?),
                 Kind::Ack => acked |= f.control::<Ack>()?.up_to >= id,
-                _ if f.id > 0 => self.send(&Frame::ack(f.id)).await?,
+                _ if f.id > self.acked => {
+                    self.send(&Frame::ack(f.id)).await?;
+                    self.acked = f.id;
+                }
                 _ => {}
             }
         }
@@ -565,4 +575,81 @@ async fn reconnect_diffs_the_inventory_and_oversized_frames_are_refused() -> any
 async fn seen_node_uid(cloud: &Cloud, node: &str) -> anyhow::Result<String> {
     let nodes: Api<Node> = Api::all(cloud.client.clone());
     Ok(nodes.get(node).await?.metadata.uid.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_acking_does_not_hold_up_others() -> anyhow::Result<()> {
+    const PODS: usize = 300;
+    let window = proto::WindowConfig::default().capacity as u64;
+    let cloud = Cloud::start().await?;
+    let (cert_a, key_a) = cloud.join("slow").await?;
+    let (cert_b, key_b) = cloud.join("fast").await?;
+    let mut slow = cloud.connect(&cert_a, &key_a).await?;
+    slow.handshake("slow").await?;
+    let mut fast = cloud.connect(&cert_b, &key_b).await?;
+    fast.handshake("fast").await?;
+
+    let pods: Api<Pod> = Api::namespaced(cloud.client.clone(), "default");
+    for i in 0..PODS {
+        pods.create(&PostParams::default(), &pod(&format!("p{i}"), "slow"))
+            .await?;
+    }
+    // The slow node reads but does not ack: exactly one window is sent,
+    // then only retransmissions.
+    let mut seen = std::collections::HashSet::new();
+    let note = |seen: &mut std::collections::HashSet<String>, f: &Frame| {
+        if let Some(r) = f
+            .route
+            .as_ref()
+            .filter(|r| r.resource.starts_with("default/pod/p"))
+        {
+            seen.insert(r.resource.clone());
+        }
+    };
+    let base = slow.acked;
+    let mut highest = 0;
+    tokio::time::timeout(STEP, async {
+        while highest < base + window {
+            let f = slow.recv().await?;
+            note(&mut seen, &f);
+            highest = highest.max(f.id);
+        }
+        anyhow::Ok(())
+    })
+    .await
+    .context("the window never filled: frames stuck in the queue?")??;
+    let quiet = tokio::time::Instant::now() + Duration::from_secs(4);
+    while let Ok(f) = tokio::time::timeout_at(quiet, slow.recv()).await {
+        let f = f?;
+        assert!(
+            f.id <= base + window,
+            "frame {} sent beyond the window",
+            f.id
+        );
+        note(&mut seen, &f);
+    }
+    assert!(cloud.metric("cloudcore_hub_retransmits_total") > 0);
+
+    // Meanwhile the other node's requests are answered and acked.
+    let started = std::time::Instant::now();
+    let own = fast.request(Op::Get, "null/node/fast", "").await?;
+    assert_eq!(own.code, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "fast node held up by the slow one"
+    );
+
+    // The slow node catches up: every pod arrives once it acks.
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        slow.recv_until(|f| {
+            note(&mut seen, f);
+            seen.len() == PODS
+        }),
+    )
+    .await
+    .context("the slow node never got all its pods: window/ack deadlock?")??;
+
+    cloud.shutdown.cancel();
+    Ok(())
 }
