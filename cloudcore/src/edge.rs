@@ -1,0 +1,230 @@
+//! The cloud's watch caches for edges: what each edge node should hold right now, and the
+//! per-node changes as the cluster moves.
+//!
+//! One set of kube-runtime watchers per replica (Nodes labelled
+//! `node-role.kubernetes.io/edge`; Pods with `spec.nodeName` set; ConfigMaps; Secrets;
+//! `devices.kubeedge.io/v1beta1` Devices and DeviceModels) feeds one pure state machine
+//! (`state`), filtering at ingest: a pod or device is kept only while bound to an edge
+//! node, a ConfigMap/Secret/DeviceModel only while something kept references it — memory
+//! follows the edge nodes, not the cluster. A referenced object that does not exist is a
+//! [`NodeChange::Tombstone`], so "missing" and "not synced yet" differ.
+//!
+//! Readers ([`EdgeCache::desired`], [`EdgeCache::node_may_read`], ...) take a short lock;
+//! the single writer path ([`EdgeCache::commit`]) applies an event and broadcasts the
+//! resulting changes under the same lock, so a subscriber that calls `subscribe()` and then
+//! `desired()` misses nothing. Relists are buffered and applied as a diff.
+//!
+//! Objects are stored as the JSON k8s-openapi serialises (kind and apiVersion included),
+//! without `metadata.managedFields` (large, and of no use at the edge).
+//!
+//! Where to start: [`EdgeCache::start`]; `state` for the rules, `refs` for what a pod
+//! references, `watch` for the watchers and GETs.
+
+mod refs;
+mod state;
+mod watch;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use proto::ResourceKey;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+
+pub use refs::{device_refs, pod_refs};
+pub use state::Kind;
+
+/// Capacity of the change broadcast. A subscriber that falls further behind gets
+/// `RecvError::Lagged` and must resynchronise its nodes from [`EdgeCache::desired`].
+pub const CHANGES_CAPACITY: usize = 16 * 1024;
+
+fn kind_bit(kind: Kind) -> u8 {
+    1 << (kind as u8)
+}
+
+const ALL_KINDS: u8 = (1 << Kind::ALL.len()) - 1;
+
+/// One object an edge node should hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredObject {
+    /// `<ns>/<kind>/<name>`.
+    pub key: ResourceKey,
+    /// `metadata.uid`.
+    pub uid: String,
+    /// `metadata.resourceVersion`.
+    pub resource_version: String,
+    /// The object's JSON.
+    pub json: Bytes,
+}
+
+/// A change to what one node should hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeChange {
+    /// Hold this object (new or newer version).
+    Upsert(DesiredObject),
+    /// Remove this incarnation (`uid`) of the key. An empty `uid` removes a tombstone the
+    /// node held for the key (the reference is gone).
+    Delete {
+        /// The key.
+        key: ResourceKey,
+        /// The incarnation to remove; empty for "forget the tombstone".
+        uid: String,
+        /// Last resourceVersion seen (may be empty).
+        resource_version: String,
+    },
+    /// The node references this key but the object does not exist.
+    Tombstone {
+        /// The key.
+        key: ResourceKey,
+    },
+}
+
+/// Pending rescans after new edge nodes appeared.
+#[derive(Default)]
+struct Rescan {
+    pods: Notify,
+    pod_nodes: Mutex<Vec<String>>,
+    devices: Notify,
+}
+
+/// The shared cache (one per replica).
+pub struct EdgeCache {
+    state: Mutex<state::State>,
+    changes: broadcast::Sender<(String, NodeChange)>,
+    /// Bit `1 << kind as u8` set once that kind's first list completed.
+    synced: tokio::sync::watch::Sender<u8>,
+    rescan: Rescan,
+    client: kube::Client,
+    fetch_permits: Arc<tokio::sync::Semaphore>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for EdgeCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (nodes, held, refs) = self.lock().sizes();
+        f.debug_struct("EdgeCache")
+            .field("nodes", &nodes)
+            .field("held", &held)
+            .field("referenced", &refs)
+            .field("synced", &self.is_synced())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EdgeCache {
+    /// Starts the watchers; returns at once (see [`EdgeCache::wait_synced`]). Everything
+    /// stops when `shutdown` fires.
+    pub async fn start(client: kube::Client, shutdown: CancellationToken) -> Arc<Self> {
+        let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
+        let cache = Arc::new(Self {
+            state: Mutex::new(state::State::default()),
+            changes,
+            synced: tokio::sync::watch::Sender::new(0),
+            rescan: Rescan::default(),
+            client,
+            fetch_permits: Arc::new(tokio::sync::Semaphore::new(watch::MAX_CONCURRENT_FETCHES)),
+            shutdown,
+        });
+        watch::spawn_all(&cache);
+        cache
+    }
+
+    /// Whether every watcher finished its first list. Until then `desired` may be
+    /// incomplete and must not be used to delete anything at an edge.
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow() == ALL_KINDS
+    }
+
+    /// Waits until [`EdgeCache::is_synced`].
+    pub async fn wait_synced(&self) {
+        let mut rx = self.synced.subscribe();
+        let _ = rx.wait_for(|s| *s == ALL_KINDS).await;
+    }
+
+    /// Waits until `kind` finished its first list; `false` on shutdown.
+    async fn wait_kind(&self, kind: Kind) -> bool {
+        let mut rx = self.synced.subscribe();
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            r = rx.wait_for(|s| s & kind_bit(kind) != 0) => r.is_ok(),
+        }
+    }
+
+    /// What `node` should hold now: Upserts and Tombstones (its Node, referenced objects,
+    /// pods, devices). Empty for an unknown node.
+    pub fn desired(&self, node: &str) -> Vec<NodeChange> {
+        self.lock().desired(node)
+    }
+
+    /// Per-node changes from now on. Subscribe before calling `desired` to miss nothing.
+    pub fn subscribe(&self) -> broadcast::Receiver<(String, NodeChange)> {
+        self.changes.subscribe()
+    }
+
+    /// Whether `node` may read `key`: its own Node and Lease, its pods and devices, and the
+    /// ConfigMaps/Secrets/DeviceModels they reference.
+    pub fn node_may_read(&self, node: &str, key: &ResourceKey) -> bool {
+        self.lock().may_read(node, key)
+    }
+
+    /// The edge node a pod is bound to (only pods on edge nodes are known).
+    pub fn pod_node(&self, namespace: &str, name: &str) -> Option<String> {
+        let key = ResourceKey::namespaced(namespace, "pod", name).ok()?;
+        self.lock().holder(&key).map(str::to_owned)
+    }
+
+    /// The edge node a Device is bound to.
+    pub fn device_node(&self, namespace: &str, name: &str) -> Option<String> {
+        let key = ResourceKey::namespaced(namespace, "device", name).ok()?;
+        self.lock().holder(&key).map(str::to_owned)
+    }
+
+    /// Whether `node` is a known edge node (its Node exists and carries the edge label).
+    pub fn node_exists(&self, node: &str) -> bool {
+        self.lock().node_exists(node)
+    }
+
+    /// (edge nodes, pods + devices, referenced objects) held — for metrics.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        self.lock().sizes()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, state::State> {
+        // A panic while holding the lock cannot leave the state half-updated in a way
+        // readers could not cope with, so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The single write path: applies `f`, broadcasts its changes (under the lock, so
+    /// order matches `desired`), updates the synced flag and starts requested GETs and
+    /// rescans.
+    fn commit(self: &Arc<Self>, f: impl FnOnce(&mut state::State) -> Vec<state::Change>) {
+        let (fetches, new_nodes, synced) = {
+            let mut st = self.lock();
+            for change in f(&mut st) {
+                // No receiver is fine: nobody is connected.
+                let _ = self.changes.send(change);
+            }
+            let synced = Kind::ALL
+                .iter()
+                .filter(|k| st.is_synced(**k))
+                .fold(0u8, |bits, k| bits | kind_bit(*k));
+            (st.take_fetches(), st.take_new_nodes(), synced)
+        };
+        self.synced.send_if_modified(|s| {
+            let changed = *s != synced;
+            *s = synced;
+            changed
+        });
+        for (key, touched) in fetches {
+            watch::spawn_fetch(self.clone(), key, touched);
+        }
+        if !new_nodes.is_empty() {
+            if let Ok(mut pending) = self.rescan.pod_nodes.lock() {
+                pending.extend(new_nodes);
+            }
+            self.rescan.pods.notify_one();
+            self.rescan.devices.notify_one();
+        }
+    }
+}
