@@ -653,3 +653,56 @@ async fn a_node_that_stops_acking_does_not_hold_up_others() -> anyhow::Result<()
     cloud.shutdown.cancel();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_node_closes_its_session_and_refuses_its_certificate() -> anyhow::Result<()> {
+    let cloud = Cloud::start().await?;
+    let (cert, key) = cloud.join("edge-d").await?;
+    let mut d = cloud.connect(&cert, &key).await?;
+    d.handshake("edge-d").await?;
+
+    let nodes: Api<Node> = Api::all(cloud.client.clone());
+    nodes.delete("edge-d", &Default::default()).await?;
+    let why = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let f = d.recv().await?;
+            if f.kind == Kind::Error as i32 {
+                return anyhow::Ok(f.control::<ErrorInfo>()?);
+            }
+            if f.id > d.acked {
+                d.send(&Frame::ack(f.id)).await?;
+                d.acked = f.id;
+            }
+        }
+    })
+    .await
+    .context("the session outlived its Node")??;
+    assert!(
+        ["node_deleted", "revoked"].contains(&why.reason.as_str()),
+        "{why:?}"
+    );
+    wait_for("session gone", || cloud.hub.connected_nodes().is_empty()).await?;
+
+    // The certificate is revoked: the WebSocket is refused with 403.
+    let refused = tokio::time::timeout(STEP, async {
+        loop {
+            match cloud.connect(&cert, &key).await {
+                Err(e) => {
+                    if let Some(tokio_tungstenite::tungstenite::Error::Http(res)) =
+                        e.downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+                    {
+                        break res.status().as_u16();
+                    }
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .context("the deleted node's certificate was never refused")?;
+    assert_eq!(refused, 403);
+    assert!(cloud.metric("cloudcore_hub_refused_total{reason=\"revoked\"}") >= 1);
+
+    cloud.shutdown.cancel();
+    Ok(())
+}

@@ -87,6 +87,8 @@ pub enum CloseReason {
     NodeDeleted,
     /// The node's certificate was revoked.
     Revoked,
+    /// The caches do not know the node (no edge Node object).
+    UnknownNode,
     /// Nothing heard from the edge for the idle timeout.
     Idle,
     /// The edge closed the connection (or it broke).
@@ -111,6 +113,7 @@ impl CloseReason {
             CloseReason::Replaced => "replaced",
             CloseReason::NodeDeleted => "node_deleted",
             CloseReason::Revoked => "revoked",
+            CloseReason::UnknownNode => "unknown_node",
             CloseReason::Idle => "idle",
             CloseReason::PeerClosed => "peer_closed",
             CloseReason::Shutdown => "shutdown",
@@ -127,6 +130,10 @@ impl CloseReason {
             CloseReason::Replaced => (409, "a newer session of this node replaced this one"),
             CloseReason::NodeDeleted => (403, "the Node object was deleted"),
             CloseReason::Revoked => (403, "the node certificate was revoked; join again"),
+            CloseReason::UnknownNode => (
+                403,
+                "no edge Node object of this name exists (deleted, or not labelled as an edge); join again",
+            ),
             CloseReason::Idle => (408, "nothing received within the idle timeout"),
             CloseReason::Shutdown => (503, "cloudcore is shutting down"),
             CloseReason::Garbage => (400, "too many malformed frames"),

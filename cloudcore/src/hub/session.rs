@@ -59,6 +59,9 @@ const MAX_INVENTORY: usize = 1_000_000;
 const GARBAGE_PER_MINUTE: usize = 20;
 /// How long the writer may take to flush the goodbye.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long a synced cache may take to learn of the node before the
+/// session is refused as `unknown_node`.
+const NODE_WAIT: Duration = Duration::from_secs(10);
 /// Interval of the Node / Lease heartbeat while the edge is heard from.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
@@ -101,7 +104,7 @@ pub(super) async fn run<S>(
                 Err(_) => Event::Close(CloseReason::WriteFailed),
             },
             Some(done) = OptionFuture::from(s.running.as_mut()), if s.running.is_some() => Event::Done(done),
-            Some(()) = OptionFuture::from(s.sync_wait.as_mut()), if s.sync_wait.is_some() => Event::CacheSynced,
+            Some(known) = OptionFuture::from(s.sync_wait.as_mut()), if s.sync_wait.is_some() => Event::CacheReady(known),
             change = recv(&mut s.feed), if s.feed.is_some() => Event::Change(change),
             () = sleep_until(wake) => Event::Timer,
         };
@@ -128,10 +131,14 @@ pub(super) async fn run<S>(
                 s.on_done(done, now);
                 None
             }
-            Event::CacheSynced => {
+            Event::CacheReady(true) => {
                 s.sync_wait = None;
                 s.try_sync();
                 None
+            }
+            Event::CacheReady(false) => {
+                shared.metrics.refuse("unknown_node");
+                Some(CloseReason::UnknownNode)
             }
             Event::Change(change) => s.on_change(change),
             Event::Timer => s.on_timer(now),
@@ -187,7 +194,8 @@ enum Event<'a> {
     Socket(Option<Result<Message, WsError>>),
     Writable(mpsc::Permit<'a, Message>),
     Done(Done),
-    CacheSynced,
+    /// The caches are synced; whether they know the node.
+    CacheReady(bool),
     Change(Result<(String, NodeChange), broadcast::error::RecvError>),
     Timer,
 }
@@ -239,7 +247,7 @@ struct Session {
     inventory: InventoryCollector,
     /// The complete inventory, until the diff consumed it.
     held: Option<Vec<proto::InventoryEntry>>,
-    sync_wait: Option<BoxFuture<'static, ()>>,
+    sync_wait: Option<BoxFuture<'static, bool>>,
     feed: Option<broadcast::Receiver<(String, NodeChange)>>,
     requests: VecDeque<Frame>,
     running: Option<BoxFuture<'static, Done>>,

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use proto::{Frame, Hello, HelloAck, Inventory, Limits};
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 use super::super::metrics::ReasonLabel;
 use super::super::phase::{CloseReason, Phase};
 use super::super::queue::{Change, Queue};
-use super::{Session, window_config};
+use super::{NODE_WAIT, Session, window_config};
 use crate::edge::NodeChange;
 
 impl Session {
@@ -101,16 +102,31 @@ impl Session {
         }
     }
 
-    /// Diffs the inventory against the cache once both are ready.
+    /// Diffs the inventory against the cache once both are ready: the
+    /// caches finished their first list and know the node. Without its Node
+    /// the cache says the node should hold nothing, and the diff would wipe
+    /// the edge; so the session waits a little (a Node created a moment ago)
+    /// and is refused as `unknown_node` otherwise.
     pub(super) fn try_sync(&mut self) {
         if self.phase != Phase::Syncing || self.held.is_none() {
             return;
         }
         let cache = self.shared.cache.clone();
-        if !cache.is_synced() {
+        if !cache.is_synced() || !cache.node_exists(&self.node) {
             if self.sync_wait.is_none() {
-                tracing::info!("waiting for the caches' first list");
-                self.sync_wait = Some(Box::pin(async move { cache.wait_synced().await }));
+                tracing::info!(synced = cache.is_synced(), "waiting for the caches");
+                let node = self.node.clone();
+                self.sync_wait = Some(Box::pin(async move {
+                    cache.wait_synced().await;
+                    let deadline = Instant::now() + NODE_WAIT;
+                    while !cache.node_exists(&node) {
+                        if Instant::now() >= deadline {
+                            return false;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    true
+                }));
             }
             return;
         }
