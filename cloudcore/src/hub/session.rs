@@ -94,8 +94,9 @@ pub(super) async fn run<S>(
         s.turn(Instant::now());
         let wake = s.next_wake();
         let want_send = !s.urgent.is_empty() || s.queue.can_send();
+        // Unbiased: a chatty edge must not starve our writes, nor a big
+        // sync starve reading the edge's acks.
         let event = tokio::select! {
-            biased;
             _ = replaced.cancelled() => Event::Close(CloseReason::Replaced),
             _ = shutdown.cancelled() => Event::Close(CloseReason::Shutdown),
             msg = stream.next() => Event::Socket(msg),
