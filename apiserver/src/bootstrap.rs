@@ -72,6 +72,7 @@ fn internal_ctx(api: &Arc<Api>) -> Ctx {
         query: Query::default(),
         accept: "application/json".into(),
         content_type: "application/json".into(),
+        user_agent: "kedge-apiserver".into(),
         warnings: Vec::new(),
     }
 }

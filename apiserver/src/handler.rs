@@ -15,6 +15,8 @@ use crate::registry::Resource;
 use crate::request::{Query, ResourcePath, Route, route};
 use crate::status::{ApiError, ApiResult};
 
+pub mod apply;
+pub mod delete;
 pub mod read;
 pub mod watch;
 pub mod write;
@@ -32,6 +34,8 @@ pub struct Ctx {
     pub query: Query,
     pub accept: String,
     pub content_type: String,
+    /// `User-Agent` (names the field manager of writes without `fieldManager`).
+    pub user_agent: String,
     /// Warnings for the `Warning` header (e.g. dropped unknown fields).
     pub warnings: Vec<String>,
 }
@@ -126,6 +130,7 @@ where
                 query,
                 accept: header_str(&req, header::ACCEPT),
                 content_type: header_str(&req, header::CONTENT_TYPE),
+                user_agent: header_str(&req, header::USER_AGENT),
                 warnings: Vec::new(),
             };
             resource(ctx, rp, req).await
@@ -247,8 +252,8 @@ where
             }
             (&Method::PUT, true) => write::update(&mut ctx, &res, &rp, &body).await,
             (&Method::PATCH, true) => write::patch(&mut ctx, &res, &rp, &body).await,
-            (&Method::DELETE, true) => write::delete(&mut ctx, &res, &rp, &body).await,
-            (&Method::DELETE, false) => write::delete_collection(&mut ctx, &res, &rp, &body).await,
+            (&Method::DELETE, true) => delete::delete(&mut ctx, &res, &rp, &body).await,
+            (&Method::DELETE, false) => delete::delete_collection(&mut ctx, &res, &rp, &body).await,
             _ => Err(ApiError::method_not_allowed(format!(
                 "the server does not allow this method on the requested resource ({method})"
             ))),

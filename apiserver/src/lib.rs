@@ -18,6 +18,7 @@ pub mod bootstrap;
 pub mod builtin;
 pub mod crd;
 pub mod discovery;
+pub mod fieldmanager;
 pub mod handler;
 pub mod openapi;
 pub mod patch;

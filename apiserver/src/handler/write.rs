@@ -1,25 +1,27 @@
-//! create, update, patch, delete and deletecollection.
+//! create, update and patch (server-side apply is `handler/apply.rs`, deletes
+//! `handler/delete.rs`).
 //!
 //! Every write goes the same way: decode and check the body, compute the new object from
 //! the current one inside [`Store::mutate`] (so the resourceVersion check and the write are
 //! one step), validate it against the resource's schema and metadata rules, let
-//! `admission` apply the kind's own rules, then wait until the write is durable and answer.
-//! `dryRun=All` runs the same steps and stores nothing.
+//! `admission` apply the kind's own rules, record the field manager's fields in
+//! `metadata.managedFields` (`fieldmanager`), then wait until the write is durable and
+//! answer. `dryRun=All` runs the same steps and stores nothing.
 
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::read::{Selectors, select};
 use super::{Ctx, Resp, decode_body, value_resp};
 use crate::admission;
 use crate::api::Api;
+use crate::fieldmanager;
 use crate::patch::{self, PatchType};
 use crate::patch_meta::NoMeta;
 use crate::registry::{Origin, Resource};
 use crate::request::ResourcePath;
 use crate::schema;
-use crate::status::{self, ApiError, ApiResult};
+use crate::status::{ApiError, ApiResult};
 use crate::store::{Event, EventType, Outcome, Stored};
 use crate::validation;
 
@@ -32,7 +34,7 @@ pub enum FieldValidation {
 }
 
 impl FieldValidation {
-    fn from_ctx(ctx: &Ctx) -> ApiResult<Self> {
+    pub(super) fn from_ctx(ctx: &Ctx) -> ApiResult<Self> {
         match ctx.query.get("fieldValidation").unwrap_or("") {
             "" | "Warn" => Ok(Self::Warn),
             "Ignore" => Ok(Self::Ignore),
@@ -44,12 +46,12 @@ impl FieldValidation {
     }
 }
 
-fn dry_run(ctx: &Ctx) -> bool {
+pub(super) fn dry_run(ctx: &Ctx) -> bool {
     ctx.query.get("dryRun") == Some("All")
 }
 
 /// Run a mutation, or (dry run) only compute it.
-fn run<F>(api: &Api, dry: bool, key: &str, f: F) -> ApiResult<Option<Arc<Event>>>
+pub(super) fn run<F>(api: &Api, dry: bool, key: &str, f: F) -> ApiResult<Option<Arc<Event>>>
 where
     F: FnOnce(Option<&Stored>, u64) -> ApiResult<Outcome>,
 {
@@ -80,7 +82,7 @@ where
 }
 
 /// After a real write: wait for durability and run the kind's follow-ups.
-async fn commit(
+pub(super) async fn commit(
     api: &Arc<Api>,
     dry: bool,
     res: &Resource,
@@ -96,7 +98,7 @@ async fn commit(
 }
 
 /// Check `apiVersion`/`kind` of a body against the resource; fill them when absent.
-fn check_type_meta(res: &Resource, obj: &mut Value) -> ApiResult<()> {
+pub(super) fn check_type_meta(res: &Resource, obj: &mut Value) -> ApiResult<()> {
     let want_av = res.api_version();
     let Some(map) = obj.as_object_mut() else {
         return Err(ApiError::bad_request("the body must be an object"));
@@ -142,11 +144,47 @@ pub fn validate_schema(
     res: &Resource,
     obj: &mut Value,
 ) -> ApiResult<()> {
-    let schema = match &res.origin {
+    let Some(schema) = schema_of(res) else {
+        return Ok(());
+    };
+    drop_unknown(warnings, mode, res, obj)?;
+    if res.is_custom() {
+        schema::apply_defaults(schema, obj);
+    }
+    let v = schema::validate(schema, obj);
+    if !v.errors.is_empty() {
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let causes: Vec<Value> = v
+            .errors
+            .iter()
+            .map(|e| json!({"reason": e.reason.as_str(), "message": e.message, "field": e.path}))
+            .collect();
+        return Err(ApiError::invalid(&res.kind, name, causes, &res.group));
+    }
+    Ok(())
+}
+
+/// The schema of a resource's objects, when it has one.
+pub fn schema_of(res: &Resource) -> Option<schema::SchemaRef<'_>> {
+    match &res.origin {
         Origin::Builtin { definition } => schema::builtin_schema(definition),
         Origin::Custom(cv) => Some(schema::crd_schema(&cv.schema)),
-    };
-    let Some(schema) = schema else {
+    }
+}
+
+/// Unknown fields: refused (Strict), dropped with a warning (Warn) or silently (Ignore);
+/// nulls of non-nullable fields dropped. Values are not checked (apply configurations are
+/// partial objects).
+pub(super) fn drop_unknown(
+    warnings: &mut Vec<String>,
+    mode: FieldValidation,
+    res: &Resource,
+    obj: &mut Value,
+) -> ApiResult<()> {
+    let Some(schema) = schema_of(res) else {
         return Ok(());
     };
     let v = schema::validate(schema, obj);
@@ -176,27 +214,58 @@ pub fn validate_schema(
     // Unknown fields and nulls of non-nullable fields are dropped, as the decoder does,
     // before the values are checked.
     schema::prune(schema, obj);
-    if res.is_custom() {
-        schema::apply_defaults(schema, obj);
-    }
-    let v = schema::validate(schema, obj);
-    if !v.errors.is_empty() {
-        let name = obj
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let causes: Vec<Value> = v
-            .errors
-            .iter()
-            .map(|e| json!({"reason": e.reason.as_str(), "message": e.message, "field": e.path}))
-            .collect();
-        return Err(ApiError::invalid(&res.kind, name, causes, &res.group));
-    }
     Ok(())
 }
 
+/// Who manages the fields a write sets.
+#[derive(Debug, Clone)]
+pub(super) enum Managing {
+    /// A non-apply write by this manager: record an `Update` entry.
+    Update(String),
+    /// Server-side apply: managedFields were computed already.
+    Applied,
+}
+
+/// The manager of a non-apply write: `fieldManager`, else from the user agent.
+pub(super) fn update_manager(ctx: &Ctx) -> ApiResult<Managing> {
+    if ctx.query.get("force").is_some() {
+        return Err(ApiError::bad_request(
+            "force: Invalid value: force is only allowed for apply requests",
+        ));
+    }
+    let name = match ctx.query.non_empty("fieldManager") {
+        Some(m) => m.to_string(),
+        None => fieldmanager::default_manager(&ctx.user_agent),
+    };
+    fieldmanager::check_manager(&name)?;
+    Ok(Managing::Update(name))
+}
+
+/// Record an `Update` by `managing` of `new` over `cur` (nothing for applies).
+fn record_update(
+    res: &Resource,
+    sub: Option<&str>,
+    cur: Option<&Value>,
+    new: &mut Value,
+    managing: &Managing,
+) {
+    let Managing::Update(manager) = managing else {
+        return;
+    };
+    let api_version = res.api_version();
+    let now = now();
+    let op = fieldmanager::Op {
+        manager,
+        api_version: &api_version,
+        subresource: sub,
+        has_status: res.has_status,
+        now: &now,
+    };
+    fieldmanager::update(cur, new, schema_of(res), &op);
+}
+
 /// Metadata rules (names, labels, annotations, finalizers).
-fn validate_meta(res: &Resource, obj: &Value) -> ApiResult<()> {
+pub(super) fn validate_meta(res: &Resource, obj: &Value) -> ApiResult<()> {
     let meta = obj.get("metadata").cloned().unwrap_or(Value::Null);
     let errs = validation::validate_object_meta(
         &meta,
@@ -216,11 +285,11 @@ fn validate_meta(res: &Resource, obj: &Value) -> ApiResult<()> {
     Err(ApiError::invalid(&res.kind, name, causes, &res.group))
 }
 
-fn now() -> String {
+pub(super) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+pub(super) fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj.get("metadata").is_some_and(Value::is_object) {
         obj["metadata"] = Value::Object(Map::new());
     }
@@ -236,12 +305,12 @@ fn unreachable_meta() -> ! {
     panic!("metadata is an object")
 }
 
-fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
+pub(super) fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
     v.pointer(ptr).and_then(Value::as_str)
 }
 
 /// Decide the namespace of a body against the URL.
-fn place_namespace(res: &Resource, rp: &ResourcePath, obj: &mut Value) -> ApiResult<()> {
+pub(super) fn place_namespace(res: &Resource, rp: &ResourcePath, obj: &mut Value) -> ApiResult<()> {
     let meta = meta_mut(obj);
     if !res.namespaced {
         meta.remove("namespace");
@@ -272,7 +341,20 @@ pub async fn create(
     body: &[u8],
 ) -> ApiResult<Resp> {
     let mode = FieldValidation::from_ctx(ctx)?;
-    let mut obj = decode_body(&ctx.content_type, body)?;
+    let managing = update_manager(ctx)?;
+    let obj = decode_body(&ctx.content_type, body)?;
+    create_object(ctx, res, rp, obj, mode, managing).await
+}
+
+/// Create `obj` (decoded; for apply, already carrying its managedFields).
+pub(super) async fn create_object(
+    ctx: &mut Ctx,
+    res: &Arc<Resource>,
+    rp: &ResourcePath,
+    mut obj: Value,
+    mode: FieldValidation,
+    managing: Managing,
+) -> ApiResult<Resp> {
     check_type_meta(res, &mut obj)?;
     place_namespace(res, rp, &mut obj)?;
     if let Some(ns) = rp.namespace.as_deref() {
@@ -324,6 +406,7 @@ pub async fn create(
     validate_schema(&mut ctx.warnings, mode, res, &mut obj)?;
     validate_meta(res, &obj)?;
     admission::on_create(&ctx.api, res, &mut obj, &ctx.user)?;
+    record_update(res, None, None, &mut obj, &managing);
     let name = str_at(&obj, "/metadata/name").unwrap_or("").to_string();
     let key = res.key(rp.namespace.as_deref(), &name);
     let dry = dry_run(ctx);
@@ -400,18 +483,24 @@ fn carry_system_fields(res: &Resource, cur: &Value, new: &mut Value, sub: Option
     }
 }
 
-/// Shared tail of update and patch, run under the store lock.
-#[allow(clippy::too_many_arguments)]
-fn finish_update(
+/// What an update is: its resource, subresource, validation mode, user and field manager.
+pub(super) struct Writing<'a> {
+    pub api: &'a Api,
+    pub res: &'a Resource,
+    pub sub: Option<&'a str>,
+    pub mode: FieldValidation,
+    pub user: &'a crate::auth::UserInfo,
+    pub managing: Managing,
+}
+
+/// Shared tail of update, patch and apply, run under the store lock.
+pub(super) fn finish_update(
     warnings: &mut Vec<String>,
-    mode: FieldValidation,
-    api: &Api,
-    res: &Resource,
-    sub: Option<&str>,
+    w: &Writing<'_>,
     cur: &Stored,
     mut new: Value,
-    user: &crate::auth::UserInfo,
 ) -> ApiResult<Outcome> {
+    let (mode, api, res, sub, user) = (w.mode, w.api, w.res, w.sub, w.user);
     check_type_meta(res, &mut new)?;
     let want = str_at(&new, "/metadata/resourceVersion").unwrap_or("");
     let name = str_at(&cur.value, "/metadata/name")
@@ -431,10 +520,20 @@ fn finish_update(
             str_at(&new, "/metadata/name").unwrap_or("")
         )));
     }
+    // An apply computed the managedFields; carrying a status write's metadata over from
+    // `cur` must not lose them.
+    let applied_fields = match w.managing {
+        Managing::Applied => new.pointer("/metadata/managedFields").cloned(),
+        Managing::Update(_) => None,
+    };
     carry_system_fields(res, &cur.value, &mut new, sub);
+    if let Some(mf) = applied_fields {
+        meta_mut(&mut new).insert("managedFields".into(), mf);
+    }
     validate_schema(warnings, mode, res, &mut new)?;
     validate_meta(res, &new)?;
     admission::on_update(api, res, &cur.value, &mut new, sub, user)?;
+    record_update(res, sub, Some(&cur.value), &mut new, &w.managing);
     // Unchanged apart from the version: no write, no event (as Kubernetes).
     let mut a = new.clone();
     let mut b = cur.value.clone();
@@ -459,7 +558,7 @@ fn finish_update(
 }
 
 /// Answer of a write that may have changed nothing.
-fn written(ev: Option<Arc<Event>>, ctx: &Ctx, key: &str) -> Value {
+pub(super) fn written(ev: Option<Arc<Event>>, ctx: &Ctx, key: &str) -> Value {
     match ev {
         Some(e) if e.kind != EventType::Deleted => e.obj.value.clone(),
         Some(e) => e.obj.value.clone(),
@@ -480,6 +579,7 @@ pub async fn update(
     body: &[u8],
 ) -> ApiResult<Resp> {
     let mode = FieldValidation::from_ctx(ctx)?;
+    let managing = update_manager(ctx)?;
     let mut new = decode_body(&ctx.content_type, body)?;
     check_type_meta(res, &mut new)?;
     if res.namespaced {
@@ -487,16 +587,23 @@ pub async fn update(
     }
     let name = rp.name.clone().unwrap_or_default();
     let key = res.key(rp.namespace.as_deref(), &name);
-    let sub = rp.subresource.as_deref();
     let api = ctx.api.clone();
     let dry = dry_run(ctx);
     let user = ctx.user.clone();
+    let w = Writing {
+        api: &api,
+        res,
+        sub: rp.subresource.as_deref(),
+        mode,
+        user: &user,
+        managing,
+    };
     let warnings = &mut ctx.warnings;
     let ev = run(&api, dry, &key, |cur, _| {
         let Some(cur) = cur else {
             return Err(ApiError::not_found(&res.group, &res.plural, &name));
         };
-        finish_update(warnings, mode, &api, res, sub, cur, new, &user)
+        finish_update(warnings, &w, cur, new)
     })?;
     commit(&api, dry, res, &ev).await?;
     let out = written(ev, ctx, &key);
@@ -519,23 +626,29 @@ pub async fn patch(
         ));
     }
     if pt == PatchType::Apply {
-        return Err(ApiError::unsupported_media_type(
-            "server-side apply (application/apply-patch+yaml) is not supported by this server yet; use client-side apply",
-        ));
+        return super::apply::apply(ctx, res, rp, body, mode).await;
     }
+    let managing = update_manager(ctx)?;
     let name = rp.name.clone().unwrap_or_default();
     let key = res.key(rp.namespace.as_deref(), &name);
-    let sub = rp.subresource.as_deref();
     let api = ctx.api.clone();
     let dry = dry_run(ctx);
     let user = ctx.user.clone();
+    let w = Writing {
+        api: &api,
+        res,
+        sub: rp.subresource.as_deref(),
+        mode,
+        user: &user,
+        managing,
+    };
     let warnings = &mut ctx.warnings;
     let ev = run(&api, dry, &key, |cur, _| {
         let Some(cur) = cur else {
             return Err(ApiError::not_found(&res.group, &res.plural, &name));
         };
         let new = apply_patch_for(res, pt, &cur.value, body)?;
-        finish_update(warnings, mode, &api, res, sub, cur, new, &user)
+        finish_update(warnings, &w, cur, new)
     })?;
     commit(&api, dry, res, &ev).await?;
     let out = written(ev, ctx, &key);
@@ -571,186 +684,6 @@ fn patch_error(e: patch::PatchError) -> ApiError {
         _ => "BadRequest",
     };
     ApiError::new(code, reason, e.to_string())
-}
-
-/// `DeleteOptions`, from the body or the query.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeleteOptions {
-    pub grace_period_seconds: Option<i64>,
-    pub preconditions: Option<Preconditions>,
-    pub propagation_policy: Option<String>,
-}
-
-/// `DeleteOptions.preconditions`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Preconditions {
-    pub uid: Option<String>,
-    pub resource_version: Option<String>,
-}
-
-fn delete_options(ctx: &Ctx, body: &[u8]) -> ApiResult<DeleteOptions> {
-    let mut opts: DeleteOptions = if body.iter().all(u8::is_ascii_whitespace) {
-        DeleteOptions::default()
-    } else {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
-    };
-    if let Some(g) = ctx
-        .query
-        .int("gracePeriodSeconds")
-        .map_err(ApiError::bad_request)?
-    {
-        opts.grace_period_seconds = Some(g);
-    }
-    if let Some(p) = ctx.query.non_empty("propagationPolicy") {
-        opts.propagation_policy = Some(p.to_string());
-    }
-    Ok(opts)
-}
-
-/// What deleting `cur` means now: gone, or marked (graceful, finalizers).
-pub fn delete_decision(res: &Resource, cur: &Stored, opts: &DeleteOptions) -> ApiResult<Outcome> {
-    let name = str_at(&cur.value, "/metadata/name").unwrap_or("");
-    if let Some(p) = &opts.preconditions {
-        let uid = str_at(&cur.value, "/metadata/uid").unwrap_or("");
-        if let Some(want) = p.uid.as_deref().filter(|u| *u != uid) {
-            return Err(ApiError::conflict(
-                &res.group,
-                &res.plural,
-                name,
-                &format!(
-                    "Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"
-                ),
-            ));
-        }
-        if let Some(want) = p
-            .resource_version
-            .as_deref()
-            .filter(|r| *r != cur.rv.to_string())
-        {
-            return Err(ApiError::conflict(
-                &res.group,
-                &res.plural,
-                name,
-                &format!(
-                    "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {}",
-                    cur.rv
-                ),
-            ));
-        }
-    }
-    let mut obj = cur.value.clone();
-    let deleting = obj.pointer("/metadata/deletionTimestamp").is_some();
-    if let Some(grace) = admission::graceful_period(res, &obj, opts.grace_period_seconds) {
-        let current = obj
-            .pointer("/metadata/deletionGracePeriodSeconds")
-            .and_then(Value::as_i64);
-        if deleting && current.is_some_and(|c| c <= grace) {
-            return Ok(Outcome::Unchanged);
-        }
-        let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
-        let meta = meta_mut(&mut obj);
-        meta.insert(
-            "deletionTimestamp".into(),
-            Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        );
-        meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
-        return Ok(Outcome::Put(obj));
-    }
-    let finalizers = obj
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .is_some_and(|f| !f.is_empty());
-    if finalizers || admission::deletes_in_background(res) {
-        if deleting {
-            return Ok(Outcome::Unchanged);
-        }
-        let meta = meta_mut(&mut obj);
-        meta.insert("deletionTimestamp".into(), Value::String(now()));
-        meta.insert("deletionGracePeriodSeconds".into(), json!(0));
-        admission::on_delete_marked(res, &mut obj);
-        return Ok(Outcome::Put(obj));
-    }
-    Ok(Outcome::Delete)
-}
-
-fn delete_answer(res: &Resource, ev: Option<Arc<Event>>, cur: Option<Stored>) -> Resp {
-    match ev {
-        Some(e) if e.kind == EventType::Deleted && !admission::returns_deleted_object(res) => {
-            let v = &e.obj.value;
-            value_resp(
-                200,
-                &status::success(
-                    &res.group,
-                    &res.plural,
-                    str_at(v, "/metadata/name").unwrap_or(""),
-                    str_at(v, "/metadata/uid").unwrap_or(""),
-                ),
-            )
-        }
-        Some(e) => value_resp(200, &e.obj.value),
-        None => value_resp(200, &cur.map(|c| c.value.clone()).unwrap_or(Value::Null)),
-    }
-}
-
-/// DELETE of one object.
-pub async fn delete(
-    ctx: &mut Ctx,
-    res: &Arc<Resource>,
-    rp: &ResourcePath,
-    body: &[u8],
-) -> ApiResult<Resp> {
-    let opts = delete_options(ctx, body)?;
-    let name = rp.name.clone().unwrap_or_default();
-    let key = res.key(rp.namespace.as_deref(), &name);
-    let dry = dry_run(ctx);
-    let ev = run(&ctx.api, dry, &key, |cur, _| {
-        let Some(cur) = cur else {
-            return Err(ApiError::not_found(&res.group, &res.plural, &name));
-        };
-        delete_decision(res, cur, &opts)
-    })?;
-    commit(&ctx.api, dry, res, &ev).await?;
-    let cur = ctx.api.store.get(&key);
-    Ok(delete_answer(res, ev, cur))
-}
-
-/// DELETE of a collection (selectors apply).
-pub async fn delete_collection(
-    ctx: &mut Ctx,
-    res: &Arc<Resource>,
-    rp: &ResourcePath,
-    body: &[u8],
-) -> ApiResult<Resp> {
-    let opts = delete_options(ctx, body)?;
-    let sel = Selectors::from_ctx(ctx, res)?;
-    let items = select(ctx, res, rp.namespace.as_deref(), &sel)?.items;
-    let dry = dry_run(ctx);
-    let mut out = Vec::new();
-    for item in items {
-        let ns = str_at(&item.value, "/metadata/namespace").map(str::to_string);
-        let name = str_at(&item.value, "/metadata/name")
-            .unwrap_or("")
-            .to_string();
-        let key = res.key(ns.as_deref(), &name);
-        let ev = run(&ctx.api, dry, &key, |cur, _| match cur {
-            Some(cur) => delete_decision(res, cur, &opts),
-            None => Ok(Outcome::Unchanged),
-        })?;
-        commit(&ctx.api, dry, res, &ev).await?;
-        if let Some(ev) = ev {
-            out.push(ev.obj.value.clone());
-        }
-    }
-    let list = json!({
-        "kind": res.list_kind,
-        "apiVersion": res.api_version(),
-        "metadata": {"resourceVersion": ctx.api.store.current_rv().to_string()},
-        "items": out,
-    });
-    Ok(value_resp(200, &list))
 }
 
 /// POST to a subresource (`serviceaccounts/<name>/token`).
