@@ -670,7 +670,8 @@ async fn deleting_the_node_closes_its_session_and_refuses_its_certificate() -> a
                 return anyhow::Ok(f.control::<ErrorInfo>()?);
             }
             if f.id > d.acked {
-                d.send(&Frame::ack(f.id)).await?;
+                // Best effort: the cloud may already be closing.
+                let _ = d.send(&Frame::ack(f.id)).await;
                 d.acked = f.id;
             }
         }
