@@ -163,7 +163,7 @@ impl Config {
             path: origin.to_string(),
             line: e
                 .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
                 .unwrap_or(0),
             message: e.message().replace('\n', " "),
         })?;
