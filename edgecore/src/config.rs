@@ -62,7 +62,8 @@ pub struct Config {
     pub pki: PkiConfig,
     /// CRI endpoint of the container runtime.
     pub cri_endpoint: String,
-    /// Listen address of the embedded MQTT broker.
+    /// Listen address of the embedded MQTT broker (`--mqtt-listen` at join). Port 0
+    /// disables the embedded broker (and so the device bus, unless `mqtt.external` is set).
     pub mqtt_listen: SocketAddr,
     /// Listen address of `/metrics`, `/healthz`, `/readyz`, `/status`.
     pub metrics_listen: SocketAddr,
@@ -72,6 +73,8 @@ pub struct Config {
     pub store: StoreSettings,
     /// Node status and Lease reporting.
     pub status: StatusConfig,
+    /// The device bus (MQTT broker, topic prefix, simulated GPIO).
+    pub mqtt: MqttConfig,
     /// Seconds to drain (flush the store, close the link) on SIGTERM.
     pub shutdown_grace_secs: u64,
 }
@@ -122,6 +125,28 @@ pub struct StatusConfig {
     pub interval_secs: u64,
     /// `spec.leaseDurationSeconds` of the node Lease.
     pub lease_duration_secs: u64,
+}
+
+/// The device bus. The embedded broker listens on the top-level `mqtt_listen`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// An external broker (`mqtt://host:port`, e.g. Mosquitto) instead of the embedded one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external: Option<String>,
+    /// Topic prefix. Default: `kedge` with the embedded broker (rumqttd cannot route `$`
+    /// topics), `$hw` (KubeEdge's, for unmodified mappers) with an external one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// MQTT username (the embedded broker then requires it too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// MQTT password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Directory of the simulated GPIO pin bank; default `<data_dir>/gpio`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpio_sim_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -219,6 +244,7 @@ impl Config {
             hub: HubConfig::default(),
             store: StoreSettings::default(),
             status: StatusConfig::default(),
+            mqtt: MqttConfig::default(),
             shutdown_grace_secs: 10,
         }
     }
@@ -285,7 +311,52 @@ impl Config {
         if self.hub.window == 0 {
             return Err(invalid("hub.window", "must be greater than 0"));
         }
+        if let Some(url) = &self.mqtt.external {
+            crate::bus::link::parse_broker_url(url)
+                .map_err(|e| invalid("mqtt.external", &e.to_string()))?;
+        }
+        if let Some(bus) = self.bus_config() {
+            devicetwin::topic::edge_subscriptions(&bus.prefix, &bus.node_name)
+                .map_err(|e| invalid("mqtt.prefix", &e.to_string()))?;
+            if bus.external.is_none() && bus.prefix.starts_with('$') {
+                return Err(invalid(
+                    "mqtt.prefix",
+                    "the embedded broker cannot route topics starting with '$'; use \"kedge\" \
+                     or set mqtt.external",
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The device bus settings, or `None` when the bus is off (embedded broker on port 0
+    /// and no external broker).
+    pub fn bus_config(&self) -> Option<crate::bus::BusConfig> {
+        if self.mqtt.external.is_none() && self.mqtt_listen.port() == 0 {
+            return None;
+        }
+        let default_prefix = if self.mqtt.external.is_some() {
+            devicetwin::topic::KUBEEDGE_PREFIX
+        } else {
+            devicetwin::topic::EMBEDDED_PREFIX
+        };
+        Some(crate::bus::BusConfig {
+            listen: self.mqtt_listen,
+            external: self.mqtt.external.clone(),
+            prefix: self
+                .mqtt
+                .prefix
+                .clone()
+                .unwrap_or_else(|| default_prefix.to_owned()),
+            username: self.mqtt.username.clone(),
+            password: self.mqtt.password.clone(),
+            node_name: self.node_name.clone(),
+            gpio_sim_dir: self
+                .mqtt
+                .gpio_sim_dir
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("gpio")),
+        })
     }
 }
 
@@ -419,6 +490,37 @@ mod tests {
                 .to_string()
                 .contains("idle_timeout")
         );
+    }
+
+    #[test]
+    fn mqtt_section_defaults_and_errors() {
+        let mut cfg = valid();
+        let bus = cfg.bus_config().unwrap();
+        assert_eq!((bus.prefix.as_str(), bus.listen.port()), ("kedge", 1883));
+        assert_eq!(bus.gpio_sim_dir, cfg.data_dir.join("gpio"));
+        cfg.mqtt_listen.set_port(0);
+        assert!(cfg.bus_config().is_none(), "port 0 turns the bus off");
+        cfg.validate().unwrap();
+        cfg.mqtt.external = Some("mqtt://127.0.0.1:1884".into());
+        assert_eq!(cfg.bus_config().unwrap().prefix, "$hw");
+        cfg.validate().unwrap();
+        cfg.mqtt.external = Some("mqtts://x".into());
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("mqtt.external")
+        );
+        let mut cfg = valid();
+        cfg.mqtt.prefix = Some("$hw".into());
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("mqtt.prefix")
+        );
+        let parsed = Config::parse("[mqtt]\nprefix = \"p\"\nbogus = 1\n").unwrap_err();
+        assert!(parsed.contains("bogus"), "{parsed}");
     }
 
     #[test]

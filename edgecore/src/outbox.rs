@@ -252,6 +252,24 @@ impl Outbox {
         Ok(())
     }
 
+    /// Queues `item` under `key`, folding it into the entry still queued there with
+    /// `merge(queued, item)` instead of replacing it (for deltas that must accumulate,
+    /// such as edge-written desired values). An in-flight entry is folded in too: the
+    /// merged entry re-sends its values, which is harmless for idempotent patches.
+    pub async fn put_merged(
+        &self,
+        key: &str,
+        item: Upstream,
+        merge: impl FnOnce(&Upstream, Upstream) -> Upstream,
+    ) -> Result<(), OutboxError> {
+        let queued = self.lock().queue.peek(key);
+        let item = match queued {
+            Some(q) => merge(&q, item),
+            None => item,
+        };
+        self.put(key, item).await
+    }
+
     /// Takes the oldest entry that is ready to send, if any.
     pub fn next_ready(&self, now: Instant) -> Option<Taken> {
         let mut state = self.lock();

@@ -8,6 +8,10 @@
 //! - node reporter: queues Node status + Lease renewals into the outbox.
 //! - status updater: refreshes the `/status` document once a second.
 //! - metrics server: `/metrics`, `/healthz`, `/readyz`, `/status`.
+//! - device bus ([`devices`]): the MQTT broker and twin topics, fed by MetaManager
+//!   snapshots, draining device reports into the outbox.
+
+pub mod devices;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,6 +54,7 @@ pub enum RunError {
 /// Runs edgecore until `shutdown` is cancelled, then drains.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let metrics = Metrics::new();
+    let stopping = shutdown.clone();
     let server = ServerUrl::parse(&cfg.server).map_err(RunError::Start)?;
     let tls = crate::pki::link_client_config_from(&cfg.pki)
         .map_err(|e| RunError::Pki(crate::hub::conn::chain(&e)))?;
@@ -123,6 +128,38 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         shutdown.clone(),
     ));
 
+    let bus = match cfg.bus_config() {
+        Some(bus_cfg) => Some(
+            devices::spawn(
+                bus_cfg,
+                reader.clone(),
+                outbox.clone(),
+                &store,
+                shutdown.clone(),
+            )
+            .map_err(|e| RunError::Store(crate::hub::conn::chain(&e)))?,
+        ),
+        None => {
+            tracing::info!("device bus off (mqtt_listen port 0 and no mqtt.external)");
+            None
+        }
+    };
+    // A bus that cannot start (port taken, broker unreachable config) stops edgecore.
+    let bus_failed = bus.map(|task| {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            match task.await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "the device bus failed to start; stopping");
+                    shutdown.cancel();
+                    Some(e.to_string())
+                }
+                Err(e) => Some(format!("the device bus task failed: {e}")),
+            }
+        })
+    });
+
     let live: LiveStatus = Arc::new(Mutex::new(StatusReport {
         node: cfg.node_name.clone(),
         server: server.to_string(),
@@ -159,17 +196,34 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     }
     tracing::info!(node = %cfg.node_name, %server, data_dir = %cfg.data_dir.display(), "edgecore running");
 
-    // The hub returns after the shutdown token fired and it drained.
+    // The hub returns after the shutdown token fired and it drained: wait for the token,
+    // then give the hub the grace period.
+    let mut hub_task = hub_task;
+    let hub_done = tokio::select! {
+        () = stopping.cancelled() => false,
+        _ = &mut hub_task => true,
+    };
     let grace = Duration::from_secs(cfg.shutdown_grace_secs) + Duration::from_secs(1);
-    if tokio::time::timeout(grace, hub_task).await.is_err() {
+    if !hub_done && tokio::time::timeout(grace, hub_task).await.is_err() {
         tracing::warn!("the link did not close within the grace period");
     }
+    let bus_error = match bus_failed {
+        Some(task) => tokio::time::timeout(Duration::from_secs(3), task)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten(),
+        None => None,
+    };
     store
         .flush_blocking()
         .await
         .map_err(|e| RunError::Store(crate::hub::conn::chain(&e)))?;
     tracing::info!("store flushed; edgecore stopped");
-    Ok(())
+    match bus_error {
+        Some(e) => Err(RunError::Bind(e)),
+        None => Ok(()),
+    }
 }
 
 /// Persists a fresh recovery (so the condition survives restarts until the

@@ -34,7 +34,12 @@ pub struct LogArgs {
     )]
     pub log_format: LogFormat,
     /// Log filter (`info`, `debug`, `edgecore=debug`, ...).
-    #[arg(long, global = true, default_value = "info", env = "KEDGE_LOG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info,rumqttd=warn",
+        env = "KEDGE_LOG"
+    )]
     pub log_level: String,
 }
 

@@ -295,6 +295,8 @@ fn write_config(tmp: &std::path::Path, pki: &PkiConfig, server: &str) -> std::pa
     cfg.server = server.to_owned();
     cfg.pki = pki.clone();
     cfg.metrics_listen = "127.0.0.1:0".parse().unwrap();
+    // Port 0: no device bus (these tests are about the link; never a fixed port).
+    cfg.mqtt_listen = "127.0.0.1:0".parse().unwrap();
     cfg.status.interval_secs = 3600;
     cfg.shutdown_grace_secs = 5;
     let path = tmp.join("edgecore.toml");

@@ -50,13 +50,15 @@ fn join(hub: &str, token: &str, node: &str, root: &Path, no_start: bool) -> std:
         node,
     ])
     .arg("--root")
-    .arg(root)
-    .args([
-        "--mqtt-listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-    ]);
+    .arg(root);
+    // MQTT port 0: no device bus. A real metrics port: `edgecore status` asks the running
+    // edge (its store is locked while it runs).
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    cmd.args(["--mqtt-listen", "127.0.0.1:0", "--metrics-listen"])
+        .arg(metrics.to_string());
     if no_start {
         cmd.arg("--no-start");
     }

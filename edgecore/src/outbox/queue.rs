@@ -252,6 +252,11 @@ impl<T, I: Time> Queue<T, I> {
         self.slots.is_empty()
     }
 
+    /// The item currently queued under `key` (pending or in flight).
+    pub fn peek(&self, key: &str) -> Option<Arc<T>> {
+        self.slots.get(key).map(|s| s.item.clone())
+    }
+
     /// The seq currently queued under `key`.
     pub fn seq_of(&self, key: &str) -> Option<u64> {
         self.slots.get(key).map(|s| s.seq)

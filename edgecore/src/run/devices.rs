@@ -1,0 +1,309 @@
+//! Wiring of the device [`bus`](crate::bus) into `edgecore run`.
+//!
+//! Three tasks around [`bus::run`]:
+//! - the **device set** feeder turns every MetaManager snapshot into the [`DeviceSet`] of this
+//!   node (its Devices and their DeviceModels) and publishes it when it changed;
+//! - the **bus** itself (broker, MQTT client, shadows, drivers);
+//! - the **upstream drain** puts what the bus reports into the [`Outbox`] as REQUESTs:
+//!   a status as a merge patch of the whole `Device.status` (the twins list is always sent
+//!   whole, so a later report never drops another property), coalesced per device (latest
+//!   wins); edge-written desired values as a merge patch of `spec.properties[*].desired`,
+//!   *merged* with a still-queued one so no property's write is lost.
+//!
+//! Shadows persist in the edge store ([`StoreShadows`], keys `shadow/<ns>/<name>`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use proto::{Op, ResourceKey};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, warn};
+
+use crate::bus::{self, BusConfig, BusError, DeviceSet, ShadowStore, Upstream as BusUpstream};
+use crate::meta::{MetaReader, MetaSnapshot};
+use crate::outbox::{Outbox, Upstream};
+use crate::store::{Store, Tree};
+
+/// Store tree of the bus; shadows live under [`SHADOW_PREFIX`].
+const TREE: &str = "bus";
+/// Key prefix of saved shadows.
+pub const SHADOW_PREFIX: &str = "shadow/";
+/// Capacity of the bus -> outbox channel (the bus retries when it is full).
+const UPSTREAM_CAPACITY: usize = 256;
+/// Most entries the drain hands to the outbox per flush.
+const DRAIN_BUDGET: usize = 128;
+
+/// A [`ShadowStore`] over the edge store. Saves are not flushed here: the outbox commit that
+/// follows every reported change flushes the whole store.
+#[derive(Debug, Clone)]
+pub struct StoreShadows {
+    tree: Tree,
+}
+
+impl StoreShadows {
+    /// The shadows of `store`.
+    pub fn open(store: &Store) -> Result<Self, crate::store::StoreError> {
+        Ok(Self {
+            tree: store.tree(TREE)?,
+        })
+    }
+}
+
+impl ShadowStore for StoreShadows {
+    fn load(&self, key: &str) -> Option<Vec<u8>> {
+        match self.tree.get(format!("{SHADOW_PREFIX}{key}")) {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(device = key, error = %e, "reading a saved shadow failed");
+                None
+            }
+        }
+    }
+
+    fn save(&self, key: &str, bytes: &[u8]) {
+        if let Err(e) = self.tree.put(format!("{SHADOW_PREFIX}{key}"), bytes) {
+            warn!(device = key, error = %e, "saving a shadow failed");
+        }
+    }
+
+    fn remove(&self, key: &str) {
+        if let Err(e) = self.tree.delete(format!("{SHADOW_PREFIX}{key}")) {
+            warn!(device = key, error = %e, "forgetting a shadow failed");
+        }
+    }
+}
+
+/// The Devices of `node` in `snapshot`, each with its DeviceModel when cached.
+pub fn device_set(snapshot: &MetaSnapshot, node: &str) -> DeviceSet {
+    let mut devices = BTreeMap::new();
+    for (key, object) in snapshot.prefix("") {
+        let mut parts = key.splitn(3, '/');
+        let (Some(ns), Some("device"), Some(name)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let Ok(device) = serde_json::from_slice::<Value>(&object.json) else {
+            warn!(device = %key, "skipping a cached Device that is not JSON");
+            continue;
+        };
+        let spec = device.get("spec");
+        let bound = spec.and_then(|s| s.get("nodeName")).and_then(Value::as_str);
+        if bound != Some(node) {
+            continue;
+        }
+        let model = spec
+            .and_then(|s| s.pointer("/deviceModelRef/name"))
+            .and_then(Value::as_str)
+            .and_then(|m| snapshot.get(&format!("{ns}/devicemodel/{m}")))
+            .and_then(|m| serde_json::from_slice::<Value>(&m.json).ok());
+        devices.insert(format!("{ns}/{name}"), (device, model));
+    }
+    DeviceSet { devices }
+}
+
+/// The outbox entry of a bus report: `(coalescing key, REQUEST)`.
+pub fn outbox_entry(up: &BusUpstream) -> Option<(String, Upstream)> {
+    let (namespace, name) = match up {
+        BusUpstream::DeviceStatus {
+            namespace, name, ..
+        }
+        | BusUpstream::DeviceDesired {
+            namespace, name, ..
+        } => (namespace, name),
+    };
+    let key = ResourceKey::namespaced(namespace, "device", name.clone()).ok()?;
+    let item = match up {
+        BusUpstream::DeviceStatus { status, .. } => {
+            Upstream::request(Op::PatchStatus, &key, &json!({ "status": status }))
+        }
+        BusUpstream::DeviceDesired { patch, .. } => {
+            let props: Vec<Value> = patch
+                .props
+                .iter()
+                .map(|(name, v)| desired_entry(name, v.as_ref().map(|v| json!({"value": v}))))
+                .collect();
+            Upstream::request(Op::Patch, &key, &desired_body(props))
+        }
+    };
+    Some((
+        up.coalesce_key(),
+        item.with_content_type(proto::frame::MERGE_PATCH),
+    ))
+}
+
+fn desired_entry(name: &str, desired: Option<Value>) -> Value {
+    json!({"name": name, "desired": desired.unwrap_or(Value::Null)})
+}
+
+fn desired_body(props: Vec<Value>) -> Value {
+    json!({"spec": {"properties": props}})
+}
+
+/// Folds a later desired merge patch into a queued one: per property name, later wins.
+pub fn merge_desired(queued: &Upstream, later: Upstream) -> Upstream {
+    let entries = |body: &str| -> Vec<(String, Value)> {
+        serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|b| {
+                b.pointer("/spec/properties")
+                    .and_then(Value::as_array)
+                    .cloned()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| {
+                let name = p.get("name")?.as_str()?.to_owned();
+                Some((name, p.get("desired").cloned().unwrap_or(Value::Null)))
+            })
+            .collect()
+    };
+    let mut merged: BTreeMap<String, Value> = entries(&queued.body).into_iter().collect();
+    merged.extend(entries(&later.body));
+    let props = merged
+        .into_iter()
+        .map(|(name, d)| desired_entry(&name, (!d.is_null()).then_some(d)))
+        .collect();
+    Upstream {
+        body: desired_body(props).to_string(),
+        ..later
+    }
+}
+
+/// Starts the bus tasks. Returns the bus task: it ends with the bus's start-up error, or
+/// `Ok` after `shutdown`.
+pub fn spawn(
+    cfg: BusConfig,
+    reader: MetaReader,
+    outbox: Outbox,
+    store: &Store,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<Result<(), BusError>>, crate::store::StoreError> {
+    let shadows: Arc<dyn ShadowStore> = Arc::new(StoreShadows::open(store)?);
+    let node = cfg.node_name.clone();
+    let (set_tx, set_rx) = watch::channel(device_set(&reader.snapshot(), &node));
+    let (up_tx, up_rx) = mpsc::channel(UPSTREAM_CAPACITY);
+    tokio::spawn(feed_devices(reader, node.clone(), set_tx, shutdown.clone()));
+    tokio::spawn(drain_upstream(up_rx, outbox));
+    let span = tracing::info_span!("bus", %node);
+    Ok(tokio::spawn(
+        async move {
+            // The bus registers its metrics here; they are not exported yet (edgecore's
+            // registry is frozen at start).
+            let mut registry = Registry::default();
+            bus::run(cfg, set_rx, up_tx, shadows, &mut registry, shutdown).await
+        }
+        .instrument(span),
+    ))
+}
+
+async fn feed_devices(
+    mut reader: MetaReader,
+    node: String,
+    set: watch::Sender<DeviceSet>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            alive = reader.changed() => if !alive { return },
+        }
+        let next = device_set(&reader.snapshot(), &node);
+        set.send_if_modified(|cur| {
+            if *cur == next {
+                return false;
+            }
+            debug!(devices = next.devices.len(), "device set changed");
+            *cur = next;
+            true
+        });
+    }
+}
+
+/// Ends when the bus drops its sender (after its own drain on shutdown), so the last
+/// reports still reach the outbox.
+async fn drain_upstream(mut rx: mpsc::Receiver<BusUpstream>, outbox: Outbox) {
+    let mut batch = Vec::with_capacity(DRAIN_BUDGET);
+    while rx.recv_many(&mut batch, DRAIN_BUDGET).await > 0 {
+        let mut statuses: BTreeMap<String, Upstream> = BTreeMap::new();
+        for up in batch.drain(..) {
+            let Some((key, item)) = outbox_entry(&up) else {
+                warn!(key = %up.coalesce_key(), "a device report has an invalid key; dropped");
+                continue;
+            };
+            match up {
+                BusUpstream::DeviceStatus { .. } => {
+                    statuses.insert(key, item);
+                }
+                BusUpstream::DeviceDesired { .. } => {
+                    if let Err(e) = outbox.put_merged(&key, item, merge_desired).await {
+                        warn!(%key, error = %crate::hub::conn::chain(&e), "cannot queue a desired write");
+                    }
+                }
+            }
+        }
+        if statuses.is_empty() {
+            continue;
+        }
+        if let Err(e) = outbox.put_many(statuses.into_iter().collect()).await {
+            warn!(error = %crate::hub::conn::chain(&e), "cannot queue device statuses");
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use devicetwin::shadow::DesiredPatch;
+
+    fn desired(props: &[(&str, Option<&str>)]) -> BusUpstream {
+        BusUpstream::DeviceDesired {
+            namespace: "ns".into(),
+            name: "d".into(),
+            patch: DesiredPatch {
+                version: 2,
+                base_generation: Some(1),
+                props: props
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned)))
+                    .collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn statuses_patch_the_whole_status() {
+        let up = BusUpstream::DeviceStatus {
+            namespace: "ns".into(),
+            name: "d".into(),
+            status: json!({"twins": [{"propertyName": "t"}]}),
+        };
+        let (key, item) = outbox_entry(&up).unwrap();
+        assert_eq!(key, "ns/device/d/status");
+        assert_eq!(item.op, Op::PatchStatus.as_str());
+        assert_eq!(item.resource, "ns/device/d");
+        let body: Value = serde_json::from_str(&item.body).unwrap();
+        assert_eq!(body, json!({"status": {"twins": [{"propertyName": "t"}]}}));
+    }
+
+    #[test]
+    fn desired_patches_merge_per_property() {
+        let (key, a) = outbox_entry(&desired(&[("a", Some("1")), ("b", Some("2"))])).unwrap();
+        assert_eq!(key, "ns/device/d/desired");
+        assert_eq!(a.op, Op::Patch.as_str());
+        let (_, b) = outbox_entry(&desired(&[("b", None), ("c", Some("3"))])).unwrap();
+        let merged = merge_desired(&a, b);
+        let body: Value = serde_json::from_str(&merged.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"spec": {"properties": [
+                {"name": "a", "desired": {"value": "1"}},
+                {"name": "b", "desired": null},
+                {"name": "c", "desired": {"value": "3"}},
+            ]}})
+        );
+    }
+}
