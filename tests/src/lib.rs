@@ -81,6 +81,12 @@ impl Standalone {
                 "--metrics-listen",
                 "127.0.0.1:0",
             ])
+            // Never the default hub port: tests run in parallel.
+            .args(if extra.contains(&"--hub-listen") {
+                &[][..]
+            } else {
+                &["--hub-listen", "127.0.0.1:0"][..]
+            })
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(log)
