@@ -351,11 +351,15 @@ pub fn decode_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
             serde_saphyr::from_str(text)
                 .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?
         }
-        "application/vnd.kubernetes.protobuf" => {
-            return Err(ApiError::unsupported_media_type(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
-            ));
-        }
+        "application/vnd.kubernetes.protobuf" => match crate::protobuf::decode(body) {
+            Ok(v) => v,
+            Err(e @ crate::protobuf::ProtoError::Unsupported(_)) => {
+                return Err(ApiError::unsupported_media_type(format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({e})"
+                )));
+            }
+            Err(e) => return Err(ApiError::bad_request(e.to_string())),
+        },
         other => {
             return Err(ApiError::unsupported_media_type(format!(
                 "the body of the request was in an unknown format ({other}) - accepted media types include: application/json, application/yaml"

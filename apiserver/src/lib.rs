@@ -24,6 +24,7 @@ pub mod openapi;
 pub mod patch;
 pub mod patch_meta;
 pub mod pki;
+pub mod protobuf;
 pub mod registry;
 pub mod request;
 pub mod schema;
