@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::api::Api;
 use crate::auth::UserInfo;
-use crate::handler::{Ctx, write};
+use crate::handler::{Ctx, update, write};
 use crate::request::{Query, ResourcePath};
 use crate::status::{ApiError, ApiResult};
 
@@ -149,7 +149,7 @@ pub async fn ensure(api: &Arc<Api>, obj: Value) -> ApiResult<Value> {
             new["metadata"]["resourceVersion"] = json!(cur.rv.to_string());
             rp.name = Some(name);
             let body = serde_json::to_vec(&new).unwrap_or_default();
-            check(write::update(&mut ctx, &res, &rp, &body).await?).await
+            check(update::update(&mut ctx, &res, &rp, &body).await?).await
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::status::{ApiError, ApiResult};
 pub mod apply;
 pub mod delete;
 pub mod read;
+pub mod update;
 pub mod watch;
 pub mod write;
 
@@ -248,10 +249,10 @@ where
             (&Method::GET, true) => read::get(&ctx, &res, &rp).await,
             (&Method::POST, false) => write::create(&mut ctx, &res, &rp, &body).await,
             (&Method::POST, true) if rp.subresource.is_some() => {
-                write::create_subresource(&mut ctx, &res, &rp, &body).await
+                update::create_subresource(&mut ctx, &res, &rp, &body).await
             }
-            (&Method::PUT, true) => write::update(&mut ctx, &res, &rp, &body).await,
-            (&Method::PATCH, true) => write::patch(&mut ctx, &res, &rp, &body).await,
+            (&Method::PUT, true) => update::update(&mut ctx, &res, &rp, &body).await,
+            (&Method::PATCH, true) => update::patch(&mut ctx, &res, &rp, &body).await,
             (&Method::DELETE, true) => delete::delete(&mut ctx, &res, &rp, &body).await,
             (&Method::DELETE, false) => delete::delete_collection(&mut ctx, &res, &rp, &body).await,
             _ => Err(ApiError::method_not_allowed(format!(

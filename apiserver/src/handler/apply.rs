@@ -4,15 +4,16 @@
 //! name); `fieldManager` is required, `force=true` takes conflicting fields over. The object
 //! is created when absent (201) and merged into otherwise (200); `fieldmanager::apply`
 //! decides the merge, the removals and the conflicts, then the write goes through the same
-//! validation and admission as any other (`write::create_object`, `write::finish_update`).
+//! validation and admission as any other (`write::create_object`, `update::finish_update`).
 
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::update::{Writing, finish_update, written};
 use super::write::{
-    FieldValidation, Managing, Writing, check_type_meta, commit, create_object, drop_unknown,
-    dry_run, finish_update, meta_mut, now, place_namespace, run, schema_of, written,
+    FieldValidation, Managing, check_type_meta, commit, create_object, drop_unknown, dry_run,
+    meta_mut, now, place_namespace, run, schema_of,
 };
 use super::{Ctx, Resp, value_resp};
 use crate::fieldmanager;

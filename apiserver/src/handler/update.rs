@@ -1,0 +1,309 @@
+//! update (PUT) and patch (JSON, merge, strategic merge; apply goes to `handler/apply.rs`),
+//! of an object or its status, and POSTs to subresources (`serviceaccounts/<name>/token`).
+//! [`finish_update`] is the tail every update shares, run under the store lock.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::write::{
+    FieldValidation, Managing, check_type_meta, commit, dry_run, meta_mut, place_namespace,
+    record_update, run, str_at, update_manager, validate_meta, validate_schema,
+};
+use super::{Ctx, Resp, decode_body, value_resp};
+use crate::admission;
+use crate::api::Api;
+use crate::patch::{self, PatchType};
+use crate::patch_meta::NoMeta;
+use crate::registry::{Origin, Resource};
+use crate::request::ResourcePath;
+use crate::schema;
+use crate::status::{ApiError, ApiResult};
+use crate::store::{Event, EventType, Outcome, Stored};
+
+/// Carry what a client cannot change from `cur` into `new`, and bump `generation` when
+/// anything but metadata and status changed.
+fn carry_system_fields(res: &Resource, cur: &Value, new: &mut Value, sub: Option<&str>) {
+    if sub == Some("status") {
+        let status = new.get("status").cloned();
+        let mut merged = cur.clone();
+        match status {
+            Some(s) => merged["status"] = s,
+            None => {
+                if let Some(m) = merged.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+        *new = merged;
+        return;
+    }
+    if res.has_status {
+        match cur.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(m) = new.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+    }
+    let cur_meta = cur.get("metadata").cloned().unwrap_or(Value::Null);
+    let meta = meta_mut(new);
+    for k in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "namespace",
+        "generation",
+    ] {
+        match cur_meta.get(k) {
+            Some(v) => {
+                meta.insert(k.into(), v.clone());
+            }
+            None => {
+                meta.remove(k);
+            }
+        }
+    }
+    meta.remove("selfLink");
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("metadata");
+            m.remove("status");
+        }
+        v
+    };
+    if strip(cur) != strip(new) {
+        let g = cur_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        meta_mut(new).insert("generation".into(), json!(g + 1));
+    }
+}
+
+/// What an update is: its resource, subresource, validation mode, user and field manager.
+pub(super) struct Writing<'a> {
+    pub api: &'a Api,
+    pub res: &'a Resource,
+    pub sub: Option<&'a str>,
+    pub mode: FieldValidation,
+    pub user: &'a crate::auth::UserInfo,
+    pub managing: Managing,
+}
+
+/// Shared tail of update, patch and apply, run under the store lock.
+pub(super) fn finish_update(
+    warnings: &mut Vec<String>,
+    w: &Writing<'_>,
+    cur: &Stored,
+    mut new: Value,
+) -> ApiResult<Outcome> {
+    let (mode, api, res, sub, user) = (w.mode, w.api, w.res, w.sub, w.user);
+    check_type_meta(res, &mut new)?;
+    let want = str_at(&new, "/metadata/resourceVersion").unwrap_or("");
+    let name = str_at(&cur.value, "/metadata/name")
+        .unwrap_or("")
+        .to_string();
+    if !want.is_empty() && want != cur.rv.to_string() {
+        return Err(ApiError::conflict(
+            &res.group,
+            &res.plural,
+            &name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        ));
+    }
+    if str_at(&new, "/metadata/name").is_some_and(|n| n != name) {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            str_at(&new, "/metadata/name").unwrap_or("")
+        )));
+    }
+    // An apply computed the managedFields; carrying a status write's metadata over from
+    // `cur` must not lose them.
+    let applied_fields = match w.managing {
+        Managing::Applied => new.pointer("/metadata/managedFields").cloned(),
+        Managing::Update(_) => None,
+    };
+    carry_system_fields(res, &cur.value, &mut new, sub);
+    if let Some(mf) = applied_fields {
+        meta_mut(&mut new).insert("managedFields".into(), mf);
+    }
+    validate_schema(warnings, mode, res, &mut new)?;
+    validate_meta(res, &new)?;
+    admission::on_update(api, res, &cur.value, &mut new, sub, user)?;
+    record_update(res, sub, Some(&cur.value), &mut new, &w.managing);
+    // Unchanged apart from the version: no write, no event (as Kubernetes).
+    let mut a = new.clone();
+    let mut b = cur.value.clone();
+    for v in [&mut a, &mut b] {
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+    }
+    if a == b {
+        return Ok(Outcome::Unchanged);
+    }
+    // The last finalizer removed from an object being deleted: it goes now.
+    let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
+    let finalizers = new
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    if deleting && !finalizers && !admission::waits_for_confirmation(res, &new) {
+        return Ok(Outcome::Delete);
+    }
+    Ok(Outcome::Put(new))
+}
+
+/// Answer of a write that may have changed nothing.
+pub(super) fn written(ev: Option<Arc<Event>>, ctx: &Ctx, key: &str) -> Value {
+    match ev {
+        Some(e) if e.kind != EventType::Deleted => e.obj.value.clone(),
+        Some(e) => e.obj.value.clone(),
+        None => ctx
+            .api
+            .store
+            .get(key)
+            .map(|s| s.value.clone())
+            .unwrap_or(Value::Null),
+    }
+}
+
+/// PUT of an object or its status.
+pub async fn update(
+    ctx: &mut Ctx,
+    res: &Arc<Resource>,
+    rp: &ResourcePath,
+    body: &[u8],
+) -> ApiResult<Resp> {
+    let mode = FieldValidation::from_ctx(ctx)?;
+    let managing = update_manager(ctx)?;
+    let mut new = decode_body(&ctx.content_type, body)?;
+    check_type_meta(res, &mut new)?;
+    if res.namespaced {
+        place_namespace(res, rp, &mut new)?;
+    }
+    let name = rp.name.clone().unwrap_or_default();
+    let key = res.key(rp.namespace.as_deref(), &name);
+    let api = ctx.api.clone();
+    let dry = dry_run(ctx);
+    let user = ctx.user.clone();
+    let w = Writing {
+        api: &api,
+        res,
+        sub: rp.subresource.as_deref(),
+        mode,
+        user: &user,
+        managing,
+    };
+    let warnings = &mut ctx.warnings;
+    let ev = run(&api, dry, &key, |cur, _| {
+        let Some(cur) = cur else {
+            return Err(ApiError::not_found(&res.group, &res.plural, &name));
+        };
+        finish_update(warnings, &w, cur, new)
+    })?;
+    commit(&api, dry, res, &ev).await?;
+    let out = written(ev, ctx, &key);
+    Ok(value_resp(200, &out))
+}
+
+/// PATCH of an object or its status (JSON, merge, strategic merge; apply is server-side
+/// apply).
+pub async fn patch(
+    ctx: &mut Ctx,
+    res: &Arc<Resource>,
+    rp: &ResourcePath,
+    body: &[u8],
+) -> ApiResult<Resp> {
+    let mode = FieldValidation::from_ctx(ctx)?;
+    let pt = PatchType::from_content_type(&ctx.content_type).map_err(patch_error)?;
+    if pt == PatchType::StrategicMerge && res.is_custom() {
+        return Err(ApiError::unsupported_media_type(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+        ));
+    }
+    if pt == PatchType::Apply {
+        return super::apply::apply(ctx, res, rp, body, mode).await;
+    }
+    let managing = update_manager(ctx)?;
+    let name = rp.name.clone().unwrap_or_default();
+    let key = res.key(rp.namespace.as_deref(), &name);
+    let api = ctx.api.clone();
+    let dry = dry_run(ctx);
+    let user = ctx.user.clone();
+    let w = Writing {
+        api: &api,
+        res,
+        sub: rp.subresource.as_deref(),
+        mode,
+        user: &user,
+        managing,
+    };
+    let warnings = &mut ctx.warnings;
+    let ev = run(&api, dry, &key, |cur, _| {
+        let Some(cur) = cur else {
+            return Err(ApiError::not_found(&res.group, &res.plural, &name));
+        };
+        let new = apply_patch_for(res, pt, &cur.value, body)?;
+        finish_update(warnings, &w, cur, new)
+    })?;
+    commit(&api, dry, res, &ev).await?;
+    let out = written(ev, ctx, &key);
+    Ok(value_resp(200, &out))
+}
+
+/// Apply a JSON, merge or strategic merge patch with the resource's patch metadata.
+pub fn apply_patch_for(
+    res: &Resource,
+    pt: PatchType,
+    cur: &Value,
+    body: &[u8],
+) -> ApiResult<Value> {
+    let out = match (&res.origin, pt) {
+        (Origin::Builtin { definition }, PatchType::StrategicMerge) => {
+            match schema::builtin_schema(definition) {
+                Some(meta) => patch::apply_patch(pt, cur, body, &meta),
+                None => patch::apply_patch(pt, cur, body, &NoMeta),
+            }
+        }
+        _ => patch::apply_patch(pt, cur, body, &NoMeta),
+    };
+    out.map_err(patch_error)
+}
+
+fn patch_error(e: patch::PatchError) -> ApiError {
+    let code = e.code();
+    let reason = match code {
+        415 => "UnsupportedMediaType",
+        413 => "RequestEntityTooLarge",
+        422 => "Invalid",
+        409 => "Conflict",
+        _ => "BadRequest",
+    };
+    ApiError::new(code, reason, e.to_string())
+}
+
+/// POST to a subresource (`serviceaccounts/<name>/token`).
+pub async fn create_subresource(
+    ctx: &mut Ctx,
+    res: &Arc<Resource>,
+    rp: &ResourcePath,
+    body: &[u8],
+) -> ApiResult<Resp> {
+    if res.group.is_empty()
+        && res.plural == "serviceaccounts"
+        && rp.subresource.as_deref() == Some("token")
+    {
+        return crate::serviceaccount::token::token_request(ctx, rp, body).await;
+    }
+    Err(ApiError::method_not_allowed(format!(
+        "the server does not allow this method on the requested resource ({}/{})",
+        res.plural,
+        rp.subresource.as_deref().unwrap_or("")
+    )))
+}
