@@ -5,10 +5,14 @@
 //! what unmodified **kubectl** and **kube-rs** need: discovery (aggregated and legacy),
 //! OpenAPI v3, every built-in kind k8s-openapi knows (stored generically), CRDs registered
 //! live with structural-schema validation, all verbs with Kubernetes' semantics and
-//! errors, watches that resume across restarts, server-side Tables, TLS with its own CA.
+//! errors, server-side apply with managedFields, consistent paginated lists, watches that
+//! resume across restarts, server-side Tables, ServiceAccounts with bound tokens, TLS with
+//! its own CA.
 //!
 //! Where to start reading: [`ApiServer::start`] (wiring), `handler` (a request's path),
-//! `store` (durability, resourceVersions, watch history), `registry` (what is served).
+//! `store` (durability, resourceVersions, history and snapshots), `registry` (what is
+//! served), `fieldmanager` (managedFields and apply), `serviceaccount` (token volume,
+//! TokenRequest, token authentication).
 
 pub mod admission;
 pub mod api;
