@@ -18,12 +18,9 @@ use tests::{Standalone, curl};
 
 const MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-/// Flags that keep parallel servers apart (the hub's default port is fixed).
-const OWN_PORTS: &[&str] = &["--hub-listen", "127.0.0.1:0"];
-
 fn start() -> (tempfile::TempDir, Standalone) {
     let dir = tempfile::tempdir().unwrap();
-    let s = Standalone::start(&dir.path().join("data"), OWN_PORTS).unwrap();
+    let s = Standalone::start(&dir.path().join("data"), &[]).unwrap();
     (dir, s)
 }
 
