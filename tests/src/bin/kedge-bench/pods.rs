@@ -1,0 +1,184 @@
+//! Lists of many realistic pods: create them (and set their status, as kubelets would),
+//! list them whole and in pages of 500, and read the server's memory; then hand the server
+//! to the watch benchmark.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use tests::Standalone;
+
+use crate::client::{Conn, Endpoint, MERGE_PATCH};
+use crate::fixtures::{pod, pod_name, pod_status};
+use crate::report::{CpuMeter, Mem, Pcts, Report, count, mib, ms, rate};
+use crate::{Opts, load, watch, wire};
+
+/// The namespace holding the pods.
+pub const NS: &str = "bench";
+/// Page size of the paged lists.
+const PAGE: usize = 500;
+
+/// Run the pod benchmarks (lists, memory, then watchers) in `dir`.
+pub async fn run(opts: &Opts, dir: &Path, report: &mut Report) -> Result<()> {
+    let server = Standalone::start(&dir.join("pods"), &[])?;
+    let pid = server.child.id();
+    let base = Mem::of(pid)?;
+    let ep = Endpoint::of(&server)?;
+    let conns = ep.connect_many(opts.connections).await?;
+    conns[0].create_namespace(NS).await?;
+    let n = opts.pods;
+
+    eprintln!("pods: creating {n} pods and setting their status");
+    let never = Arc::new(AtomicBool::new(false));
+    let created = load::run(
+        conns.clone(),
+        opts.workers,
+        n,
+        never.clone(),
+        |c: Conn, i| async move {
+            let path = format!("/api/v1/namespaces/{NS}/pods");
+            let (status, _) = c.post_json(&path, pod(i)).await?;
+            Ok(status == StatusCode::CREATED)
+        },
+    )
+    .await;
+    let after_create = Mem::of(pid)?;
+    let patched = load::run(conns, opts.workers, n, never, |c: Conn, i| async move {
+        let path = format!("/api/v1/namespaces/{NS}/pods/{}/status", pod_name(i));
+        let (status, _) = c
+            .call(Method::PATCH, &path, Some(MERGE_PATCH), pod_status(i))
+            .await?;
+        Ok(status == StatusCode::OK)
+    })
+    .await;
+    let after_status = Mem::of(pid)?;
+    for (what, o) in [("pod creates", &created), ("pod status patches", &patched)] {
+        let ok = o.acked().count();
+        report.info(
+            &format!("{what}/s (durable, {} clients)", opts.workers),
+            format!("{:.0}/s", rate(ok, o.elapsed)),
+        );
+        if ok != n {
+            report.broken(format!(
+                "only {ok} of {n} {what} succeeded; errors: {:?}",
+                o.errors
+            ));
+        }
+    }
+
+    let lc = ep.connect().await?;
+    let path = format!("/api/v1/namespaces/{NS}/pods");
+    let body = lc.get_ok(&path).await?;
+    let items = wire::list(&body)?.items.len();
+    if items != n {
+        bail!("listed {items} pods, created {n}");
+    }
+    report.info(
+        "pod object size (JSON, as stored and listed)",
+        format!("{:.0} bytes avg", body.len() as f64 / n as f64),
+    );
+
+    eprintln!("pods: {} whole lists", opts.lists);
+    let mut whole = Vec::with_capacity(opts.lists);
+    let mut size = 0;
+    let cpu = CpuMeter::start(pid)?;
+    for _ in 0..opts.lists {
+        let t = Instant::now();
+        let b = lc.get_ok(&path).await?;
+        whole.push(t.elapsed());
+        size = b.len();
+    }
+    let whole = Pcts::of(whole);
+    report.check(
+        &format!(
+            "list {} pods, one request, JSON ({:.1} MB): p50",
+            count(n),
+            size as f64 / 1e6
+        ),
+        ms(whole.p50),
+        "≤ 50 ms",
+        whole.p50 <= Duration::from_millis(50),
+    );
+    report.info(
+        "… same list: p99 / max",
+        format!("{} / {}", ms(whole.p99), ms(whole.max)),
+    );
+    report.info(
+        "… CPU per list: server / benchmark client",
+        cpu.per_op(opts.lists)?,
+    );
+
+    eprintln!("pods: {} paged lists", opts.page_rounds);
+    let mut rounds = Vec::new();
+    let mut pages = Vec::new();
+    for _ in 0..opts.page_rounds {
+        let t = Instant::now();
+        let seen = page_through(&lc, &path, &mut pages).await?.len();
+        rounds.push(t.elapsed());
+        if seen != n {
+            report.broken(format!("paging saw {seen} pods, expected {n}"));
+        }
+    }
+    let rounds = Pcts::of(rounds);
+    report.info(
+        &format!(
+            "list {} pods in pages of {PAGE}, whole walk: p50 / p99",
+            count(n)
+        ),
+        format!("{} / {}", ms(rounds.p50), ms(rounds.p99)),
+    );
+    let pages = Pcts::of(pages);
+    report.info(
+        &format!("… one page of {PAGE}: p50 / p99 / max"),
+        pages.show(),
+    );
+
+    let mem = Mem::of(pid)?;
+    report.info(
+        &format!("server RSS with {} pods: VmRSS / VmHWM", count(n)),
+        format!(
+            "{} / {} (≈ {:.1} KiB per pod)",
+            mib(mem.rss_kib),
+            mib(mem.hwm_kib),
+            mem.rss_kib.saturating_sub(base.rss_kib) as f64 / n as f64
+        ),
+    );
+    report.info(
+        "… VmRSS empty / after creates / after status patches / after lists",
+        format!(
+            "{} / {} / {} / {}",
+            mib(base.rss_kib),
+            mib(after_create.rss_kib),
+            mib(after_status.rss_kib),
+            mib(mem.rss_kib)
+        ),
+    );
+
+    watch::run(&ep, pid, opts, report).await
+}
+
+/// Walk a collection in pages of [`PAGE`]; returns the names listed and adds each page's
+/// latency to `pages`.
+pub async fn page_through(c: &Conn, path: &str, pages: &mut Vec<Duration>) -> Result<Vec<String>> {
+    let mut seen = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let url = match &next {
+            Some(t) => format!("{path}?limit={PAGE}&continue={t}"),
+            None => format!("{path}?limit={PAGE}"),
+        };
+        let t = Instant::now();
+        let body: Bytes = c.get_ok(&url).await?;
+        pages.push(t.elapsed());
+        let list = wire::list(&body)?;
+        next = list.next().map(str::to_string);
+        seen.extend(list.items.into_iter().map(|o| o.metadata.name));
+        if next.is_none() {
+            return Ok(seen);
+        }
+    }
+}
