@@ -5,6 +5,13 @@
 //!
 //! `on_create`/`on_update` run inside the store's read-modify-write and must do no IO;
 //! `after_write` runs after the write is durable and may write again.
+//!
+//! Pods also go through Kubernetes' `DefaultTolerationSeconds` ([`tolerations`]) and, when
+//! [`AdmissionConfig::edge_autonomy`] is set (cloudcore standalone), kedge's edge autonomy
+//! ([`autonomy`]), in that order, as kube-apiserver runs its plugins before webhooks.
+
+pub mod autonomy;
+pub mod tolerations;
 
 use std::sync::Arc;
 
@@ -15,6 +22,59 @@ use crate::auth::UserInfo;
 use crate::registry::Resource;
 use crate::status::{ApiError, ApiResult};
 use crate::store::{Event, EventType, Outcome};
+
+/// Which admission plugins run, with their settings (part of [`crate::ApiConfig`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmissionConfig {
+    /// `--default-not-ready-toleration-seconds` of `DefaultTolerationSeconds`; `None` turns
+    /// the plugin off for this taint.
+    pub default_not_ready_toleration_seconds: Option<i64>,
+    /// `--default-unreachable-toleration-seconds`; `None` turns it off for this taint.
+    pub default_unreachable_toleration_seconds: Option<i64>,
+    /// Edge autonomy: the label that marks edge nodes, or `None` for off.
+    pub edge_autonomy: Option<String>,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            default_not_ready_toleration_seconds: Some(tolerations::DEFAULT_TOLERATION_SECONDS),
+            default_unreachable_toleration_seconds: Some(tolerations::DEFAULT_TOLERATION_SECONDS),
+            edge_autonomy: None,
+        }
+    }
+}
+
+/// The toleration plugins on a pod being created or updated (not its subresources).
+fn admit_pod_tolerations(api: &Api, pod: &mut Value) {
+    let cfg = &api.cfg.admission;
+    tolerations::default_toleration_seconds(
+        pod,
+        cfg.default_not_ready_toleration_seconds,
+        cfg.default_unreachable_toleration_seconds,
+    );
+    let Some(label) = cfg.edge_autonomy.as_deref() else {
+        return;
+    };
+    let node = autonomy::node_name(pod).and_then(|n| api.store.get(&format!("core/nodes//{n}")));
+    let labels = node
+        .as_ref()
+        .and_then(|n| n.value.pointer("/metadata/labels"))
+        .and_then(Value::as_object);
+    let decision = autonomy::decide(pod, label, labels);
+    if let autonomy::Decision::Mutate { reason, .. } = &decision {
+        let name = pod
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        tracing::debug!(
+            pod = name,
+            %reason,
+            "edge autonomy: tolerating not-ready/unreachable without a time limit"
+        );
+    }
+    autonomy::apply(pod, &decision);
+}
 
 fn is(res: &Resource, group: &str, plural: &str) -> bool {
     res.group == group && res.plural == plural
@@ -56,6 +116,7 @@ pub fn on_create(api: &Api, res: &Resource, obj: &mut Value, _user: &UserInfo) -
     } else if is(res, "", "pods") {
         crate::serviceaccount::admit_pod(api, obj)?;
         pod_defaults(obj);
+        admit_pod_tolerations(api, obj);
         obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
     } else if is(res, "", "services") {
         service_defaults(api, obj);
@@ -75,7 +136,7 @@ pub fn on_create(api: &Api, res: &Resource, obj: &mut Value, _user: &UserInfo) -
 
 /// Checks on update (after system fields were carried over).
 pub fn on_update(
-    _api: &Api,
+    api: &Api,
     res: &Resource,
     old: &Value,
     new: &mut Value,
@@ -83,6 +144,7 @@ pub fn on_update(
     _user: &UserInfo,
 ) -> ApiResult<()> {
     if is(res, "", "pods") && sub.is_none() {
+        admit_pod_tolerations(api, new);
         check_pod_spec_update(old, new)?;
     }
     if is(res, "apiextensions.k8s.io", "customresourcedefinitions") && sub.is_none() {

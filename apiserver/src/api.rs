@@ -44,6 +44,8 @@ pub struct ApiConfig {
     /// Shortest lifetime a TokenRequest may ask for (Kubernetes: 10 minutes). Lower it only
     /// for tests that watch tokens expire.
     pub min_token_ttl: Duration,
+    /// Admission plugins' settings (toleration defaults, edge autonomy).
+    pub admission: crate::admission::AdmissionConfig,
 }
 
 impl Default for ApiConfig {
@@ -59,6 +61,7 @@ impl Default for ApiConfig {
             audit_log: None,
             service_account_issuer: crate::serviceaccount::DEFAULT_ISSUER.to_string(),
             min_token_ttl: Duration::from_secs(600),
+            admission: crate::admission::AdmissionConfig::default(),
         }
     }
 }
