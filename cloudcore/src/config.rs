@@ -42,6 +42,67 @@ pub struct Config {
     pub metrics: MetricsSection,
     /// Node lifecycle emulation (standalone).
     pub lifecycle: LifecycleSection,
+    /// Edge autonomy: no eviction of edge pods while their node is offline.
+    pub autonomy: AutonomySection,
+}
+
+/// `[autonomy]`: pods bound for edge nodes tolerate `node.kubernetes.io/not-ready` and
+/// `unreachable` (NoExecute) without `tolerationSeconds`. Standalone applies it in its own
+/// admission; `cloudcore run` serves it as a mutating admission webhook (HTTPS) when
+/// `webhook_listen` is set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutonomySection {
+    /// Off: edge pods keep Kubernetes' timed tolerations and are evicted like any pod.
+    pub enabled: bool,
+    /// The node label that marks edge nodes (cloudcore puts it on every edge it joins).
+    pub edge_label: String,
+    /// Standalone's `DefaultTolerationSeconds` for `not-ready` (kube-apiserver's
+    /// `--default-not-ready-toleration-seconds`); negative = plugin off for this taint.
+    pub default_not_ready_toleration_seconds: i64,
+    /// The same for `unreachable` (`--default-unreachable-toleration-seconds`).
+    pub default_unreachable_toleration_seconds: i64,
+    /// `cloudcore run`: where the webhook listens (HTTPS), e.g. "0.0.0.0:9443"; "" = not
+    /// served.
+    pub webhook_listen: String,
+    /// PEM serving certificate (chain) of the webhook; re-read when the file changes.
+    pub webhook_cert: PathBuf,
+    /// PEM private key of the webhook.
+    pub webhook_key: PathBuf,
+}
+
+impl Default for AutonomySection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            edge_label: crate::lifecycle::EDGE_ROLE_LABEL.to_string(),
+            default_not_ready_toleration_seconds: 300,
+            default_unreachable_toleration_seconds: 300,
+            webhook_listen: String::new(),
+            webhook_cert: PathBuf::from("/var/run/kedge/webhook/tls.crt"),
+            webhook_key: PathBuf::from("/var/run/kedge/webhook/tls.key"),
+        }
+    }
+}
+
+impl AutonomySection {
+    /// The webhook's listen address, `None` when not served (validated by
+    /// [`Config::validate`]).
+    pub fn webhook_addr(&self) -> Option<SocketAddr> {
+        self.webhook_listen.parse().ok()
+    }
+
+    /// The embedded API's admission settings these values describe.
+    pub fn admission(&self) -> apiserver::admission::AdmissionConfig {
+        let secs = |s: i64| (s >= 0).then_some(s);
+        apiserver::admission::AdmissionConfig {
+            default_not_ready_toleration_seconds: secs(self.default_not_ready_toleration_seconds),
+            default_unreachable_toleration_seconds: secs(
+                self.default_unreachable_toleration_seconds,
+            ),
+            edge_autonomy: self.enabled.then(|| self.edge_label.clone()),
+        }
+    }
 }
 
 /// `[lifecycle]`: how standalone plays Kubernetes' node-lifecycle controller.
@@ -199,6 +260,25 @@ impl Config {
         if self.lifecycle.grace_seconds == 0 {
             return Err(bad("lifecycle.grace_seconds", "must be at least 1"));
         }
+        if self.autonomy.edge_label.is_empty() {
+            return Err(bad("autonomy.edge_label", "must not be empty"));
+        }
+        if !self.autonomy.webhook_listen.is_empty() {
+            if self.autonomy.webhook_addr().is_none() {
+                return Err(bad(
+                    "autonomy.webhook_listen",
+                    "must be an address like 0.0.0.0:9443 (or \"\" for no webhook)",
+                ));
+            }
+            if self.autonomy.webhook_cert.as_os_str().is_empty()
+                || self.autonomy.webhook_key.as_os_str().is_empty()
+            {
+                return Err(bad(
+                    "autonomy.webhook_cert",
+                    "webhook_cert and webhook_key are needed to serve the webhook",
+                ));
+            }
+        }
         if self.api.data_dir.as_os_str().is_empty() {
             return Err(bad("api.data_dir", "must not be empty"));
         }
@@ -224,6 +304,27 @@ mod tests {
         assert!(msg.starts_with("f.toml:2:"), "{msg}");
         assert!(msg.contains("lisen"), "{msg}");
         assert!(!msg.contains('\n'));
+    }
+
+    #[test]
+    fn autonomy_section_maps_to_the_admission() {
+        let cfg = Config::parse(
+            "[autonomy]\nenabled = false\ndefault_unreachable_toleration_seconds = 20\ndefault_not_ready_toleration_seconds = -1\n",
+            "f.toml",
+        )
+        .unwrap();
+        let a = cfg.autonomy.admission();
+        assert_eq!(a.edge_autonomy, None);
+        assert_eq!(a.default_unreachable_toleration_seconds, Some(20));
+        assert_eq!(a.default_not_ready_toleration_seconds, None);
+        let on = Config::default().autonomy.admission();
+        assert_eq!(
+            on.edge_autonomy.as_deref(),
+            Some("node-role.kubernetes.io/edge")
+        );
+        assert_eq!(Config::default().autonomy.webhook_addr(), None);
+        let err = Config::parse("[autonomy]\nwebhook_listen = \"nope\"\n", "f.toml").unwrap_err();
+        assert!(err.to_string().contains("autonomy.webhook_listen"), "{err}");
     }
 
     #[test]

@@ -26,3 +26,4 @@ pub mod nodeca;
 pub mod standalone;
 pub mod telemetry;
 pub mod token;
+pub mod webhook;

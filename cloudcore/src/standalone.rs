@@ -48,6 +48,7 @@ pub async fn run(cfg: Config, args: StandaloneArgs) -> anyhow::Result<ExitCode> 
         max_body_bytes: cfg.api.max_body_bytes,
         watch_history: cfg.api.watch_history,
         audit_log: (!cfg.api.audit_log.is_empty()).then(|| cfg.api.audit_log.clone().into()),
+        admission: cfg.autonomy.admission(),
         ..ApiConfig::default()
     };
     let metrics_listener = crate::telemetry::bind(cfg.metrics.listen).await?;
@@ -135,6 +136,7 @@ pub async fn run_cluster(
     let metrics_listener = crate::telemetry::bind(cfg.metrics.listen).await?;
     let registry = Arc::new(Mutex::new(prometheus_client::registry::Registry::default()));
     let client = crate::control::client(kubeconfig.as_deref()).await?;
+    crate::webhook::start(&cfg.autonomy, client.clone(), &registry, shutdown.clone()).await?;
     let control = crate::control::start(client, &cfg, &registry, false, shutdown.clone()).await?;
     let hub = control.hub.clone();
     tokio::spawn(crate::telemetry::serve_metrics(
