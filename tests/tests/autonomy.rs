@@ -1,0 +1,309 @@
+//! Edge autonomy end to end with the real binaries and kubectl: `cloudcore standalone`
+//! (whose node-lifecycle emulation taints an edge that stops renewing its Lease and evicts
+//! pods whose tolerations ran out), `edgecore join`/`run`, kill -9 of the edge.
+//!
+//! Both tests shorten Kubernetes' 300 s default tolerations to 3 s and the Lease grace to
+//! 4 s through cloudcore's TOML, so the only difference between a pod that stays and one
+//! that goes is the autonomy admission:
+//! - on (default): a pod bound to the edge carries untimed tolerations and outlives an
+//!   outage well past the point where an opted-out twin on the same node was evicted;
+//! - off (`[autonomy] enabled = false`): the pod keeps the 3 s tolerations and is evicted
+//!   once the node goes Unknown — the emulation bites.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tests::{Standalone, bin};
+
+const NOT_READY: &str = "node.kubernetes.io/not-ready";
+const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+
+/// An edge process that is killed when dropped.
+struct Edge(Child);
+
+impl Edge {
+    fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn start_cloud(dir: &Path, autonomy: bool) -> Standalone {
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = dir.join("cloud.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[lifecycle]\ngrace_seconds = 4\n\n[autonomy]\nenabled = {autonomy}\n\
+             default_not_ready_toleration_seconds = 3\ndefault_unreachable_toleration_seconds = 3\n"
+        ),
+    )
+    .unwrap();
+    Standalone::start(dir, &["--config", cfg.to_str().unwrap()]).unwrap()
+}
+
+/// `cloudcore token create` → `edgecore join --no-start` → `edgecore run`; waits for Ready.
+fn join_edge(s: &Standalone, node: &str, root: &Path) -> Edge {
+    let out = Command::new(bin("cloudcore"))
+        .args(["token", "create", "--ttl", "1h", "--kubeconfig"])
+        .arg(&s.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = Command::new(bin("edgecore"))
+        .args([
+            "join",
+            "--server",
+            &s.hub,
+            "--token",
+            &token,
+            "--node-name",
+            node,
+        ])
+        .arg("--root")
+        .arg(root)
+        .args(["--mqtt-listen", "127.0.0.1:0", "--metrics-listen"])
+        .arg(metrics.to_string())
+        .arg("--no-start")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "join: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("edge.log"))
+        .unwrap();
+    let edge = Edge(
+        Command::new(bin("edgecore"))
+            .arg("run")
+            .arg("--config")
+            .arg(root.join("etc/kedge/edgecore.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(
+        &format!("node {node} Ready"),
+        Duration::from_secs(30),
+        || get(s, &["node", node]).is_some_and(|n| ready(&n) == "True"),
+    );
+    edge
+}
+
+fn get(s: &Standalone, what: &[&str]) -> Option<Value> {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    args.extend(["-o", "json"]);
+    let out = s.kubectl(&args);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn ready(n: &Value) -> String {
+    n["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Create a pod bound to `node`; returns it as stored.
+fn create_pod(s: &Standalone, name: &str, node: &str, labels: Value) -> Value {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": labels},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox:1.36"}],
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gw", "effect": "NoSchedule"}]}});
+    let out = s.kubectl_stdin(&["create", "-f", "-", "-o", "json"], Some(&pod.to_string()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The pod's tolerations of `key` (NoExecute): their `tolerationSeconds` (None = untimed).
+fn seconds(pod: &Value, key: &str) -> Vec<Option<i64>> {
+    pod["spec"]["tolerations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["key"] == key && t["effect"] == "NoExecute")
+        .map(|t| t["tolerationSeconds"].as_i64())
+        .collect()
+}
+
+/// kill -9 the edge and wait for Ready=Unknown plus the NoExecute unreachable taint.
+fn go_offline(s: &Standalone, edge: &mut Edge, node: &str) -> Instant {
+    edge.kill9();
+    wait_for(
+        &format!("{node} Unknown with the unreachable NoExecute taint"),
+        Duration::from_secs(40),
+        || {
+            get(s, &["node", node]).is_some_and(|n| {
+                ready(&n) == "Unknown"
+                    && n["spec"]["taints"].as_array().is_some_and(|ts| {
+                        ts.iter()
+                            .any(|t| t["key"] == UNREACHABLE && t["effect"] == "NoExecute")
+                    })
+            })
+        },
+    );
+    Instant::now()
+}
+
+/// Evicted: gone, or deleted and waiting for its (offline) node to confirm.
+fn evicted(s: &Standalone, name: &str) -> bool {
+    get(s, &["pod", name, "-n", "default"])
+        .is_none_or(|p| !p["metadata"]["deletionTimestamp"].is_null())
+}
+
+#[test]
+fn autonomy_on_edge_pods_survive_an_outage_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_cloud(&dir.path().join("cloud"), true);
+    let mut edge = join_edge(&s, "gw-on", &dir.path().join("edge"));
+
+    let kept = create_pod(&s, "kept", "gw-on", json!({"app": "kept"}));
+    // The admission's result as kubectl shows it: untimed, the pod's own toleration kept.
+    let shown = get(&s, &["pod", "kept", "-n", "default"]).unwrap();
+    assert_eq!(
+        seconds(&shown, NOT_READY),
+        vec![None],
+        "{}",
+        shown["spec"]["tolerations"]
+    );
+    assert_eq!(
+        seconds(&shown, UNREACHABLE),
+        vec![None],
+        "{}",
+        shown["spec"]["tolerations"]
+    );
+    assert!(
+        shown["spec"]["tolerations"]
+            .to_string()
+            .contains("dedicated"),
+        "{}",
+        shown["spec"]["tolerations"]
+    );
+    // The opted-out twin keeps Kubernetes' (here 3 s) defaults: the control group.
+    let twin = create_pod(&s, "twin", "gw-on", json!({"kedge.io/autonomy": "off"}));
+    assert_eq!(
+        seconds(&twin, UNREACHABLE),
+        vec![Some(3)],
+        "{}",
+        twin["spec"]["tolerations"]
+    );
+
+    let offline = go_offline(&s, &mut edge, "gw-on");
+    wait_for(
+        "the opted-out twin evicted",
+        Duration::from_secs(40),
+        || evicted(&s, "twin"),
+    );
+    // Well past the eviction delay (3 s tolerations, 2 s lifecycle rounds), the pod is
+    // still there, untouched.
+    while offline.elapsed() < Duration::from_secs(12) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let after = get(&s, &["pod", "kept", "-n", "default"]).expect("pod kept still exists");
+    assert_eq!(
+        after["metadata"]["uid"], kept["metadata"]["uid"],
+        "same pod"
+    );
+    assert!(after["metadata"]["deletionTimestamp"].is_null(), "{after}");
+    assert_eq!(after["spec"], shown["spec"], "spec untouched");
+    let log = s.log();
+    assert!(log.contains("evicted by taint"), "the emulation ran: {log}");
+}
+
+#[test]
+fn autonomy_off_edge_pods_are_evicted_after_toleration_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_cloud(&dir.path().join("cloud"), false);
+    let mut edge = join_edge(&s, "gw-off", &dir.path().join("edge"));
+
+    let pod = create_pod(&s, "doomed", "gw-off", json!({}));
+    assert_eq!(
+        seconds(&pod, NOT_READY),
+        vec![Some(3)],
+        "{}",
+        pod["spec"]["tolerations"]
+    );
+    assert_eq!(
+        seconds(&pod, UNREACHABLE),
+        vec![Some(3)],
+        "{}",
+        pod["spec"]["tolerations"]
+    );
+
+    let offline = go_offline(&s, &mut edge, "gw-off");
+    wait_for("the pod evicted", Duration::from_secs(40), || {
+        evicted(&s, "doomed")
+    });
+    // Not before its tolerationSeconds ran out (counted from the taint's timeAdded, which
+    // is at most a lifecycle round before we saw it).
+    let node = get(&s, &["node", "gw-off"]).unwrap();
+    let added = node["spec"]["taints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["key"] == UNREACHABLE && t["effect"] == "NoExecute")
+        .and_then(|t| t["timeAdded"].as_str().map(str::to_string))
+        .unwrap();
+    let deleted = get(&s, &["pod", "doomed", "-n", "default"]).and_then(|p| {
+        p["metadata"]["deletionTimestamp"]
+            .as_str()
+            .map(str::to_string)
+    });
+    if let Some(deleted) = deleted {
+        let t = |s: &str| {
+            s.parse::<k8s_openapi::jiff::Timestamp>()
+                .unwrap()
+                .as_second()
+        };
+        let waited = t(&deleted) - t(&added);
+        assert!(
+            waited >= 3,
+            "evicted {waited} s after the taint, before its 3 s toleration ran out"
+        );
+    }
+    assert!(offline.elapsed() < Duration::from_secs(40));
+}
