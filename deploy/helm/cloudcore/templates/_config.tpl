@@ -15,4 +15,13 @@ listen = "0.0.0.0:{{ int .Values.metrics.port }}"
 [lifecycle]
 grace_seconds = {{ int64 .Values.lifecycle.graceSeconds }}
 eviction = {{ .Values.lifecycle.eviction }}
+
+[autonomy]
+enabled = {{ .Values.autonomy.enabled }}
+edge_label = {{ .Values.autonomy.edgeLabel | quote }}
+{{- if .Values.autonomy.webhook.enabled }}
+webhook_listen = "0.0.0.0:{{ int .Values.autonomy.webhook.port }}"
+webhook_cert = "/var/run/kedge/webhook/tls.crt"
+webhook_key = "/var/run/kedge/webhook/tls.key"
+{{- end }}
 {{- end }}
