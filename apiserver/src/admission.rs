@@ -46,7 +46,8 @@ impl Default for AdmissionConfig {
 }
 
 /// The toleration plugins on a pod being created or updated (not its subresources).
-fn admit_pod_tolerations(api: &Api, pod: &mut Value) {
+/// `node_labels`: the labels of the pod's `spec.nodeName`, when known.
+fn admit_pod_tolerations(api: &Api, pod: &mut Value, node_labels: Option<&Map<String, Value>>) {
     let cfg = &api.cfg.admission;
     tolerations::default_toleration_seconds(
         pod,
@@ -56,12 +57,7 @@ fn admit_pod_tolerations(api: &Api, pod: &mut Value) {
     let Some(label) = cfg.edge_autonomy.as_deref() else {
         return;
     };
-    let node = autonomy::node_name(pod).and_then(|n| api.store.get(&format!("core/nodes//{n}")));
-    let labels = node
-        .as_ref()
-        .and_then(|n| n.value.pointer("/metadata/labels"))
-        .and_then(Value::as_object);
-    let decision = autonomy::decide(pod, label, labels);
+    let decision = autonomy::decide(pod, label, node_labels);
     if let autonomy::Decision::Mutate { reason, .. } = &decision {
         let name = pod
             .pointer("/metadata/name")
@@ -74,6 +70,18 @@ fn admit_pod_tolerations(api: &Api, pod: &mut Value) {
         );
     }
     autonomy::apply(pod, &decision);
+}
+
+/// The labels of the pod's node, read from the store. Only outside the store's lock (on
+/// create): the store's mutex is not reentrant.
+fn pod_node_labels(api: &Api, pod: &Value) -> Option<Map<String, Value>> {
+    let node = api
+        .store
+        .get(&format!("core/nodes//{}", autonomy::node_name(pod)?))?;
+    node.value
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .cloned()
 }
 
 fn is(res: &Resource, group: &str, plural: &str) -> bool {
@@ -116,7 +124,8 @@ pub fn on_create(api: &Api, res: &Resource, obj: &mut Value, _user: &UserInfo) -
     } else if is(res, "", "pods") {
         crate::serviceaccount::admit_pod(api, obj)?;
         pod_defaults(obj);
-        admit_pod_tolerations(api, obj);
+        let labels = pod_node_labels(api, obj);
+        admit_pod_tolerations(api, obj, labels.as_ref());
         obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
     } else if is(res, "", "services") {
         service_defaults(api, obj);
@@ -144,7 +153,10 @@ pub fn on_update(
     _user: &UserInfo,
 ) -> ApiResult<()> {
     if is(res, "", "pods") && sub.is_none() {
-        admit_pod_tolerations(api, new);
+        // Under the store's lock: no node lookup, so only the pod's own selectors make it
+        // an edge pod here. A pod bound at creation was decided then (its untimed
+        // tolerations satisfy both plugins now); standalone serves no pods/binding.
+        admit_pod_tolerations(api, new, None);
         check_pod_spec_update(old, new)?;
     }
     if is(res, "apiextensions.k8s.io", "customresourcedefinitions") && sub.is_none() {

@@ -223,6 +223,16 @@ fn autonomy_on_edge_pods_survive_an_outage_untouched() {
         "{}",
         shown["spec"]["tolerations"]
     );
+    // An update of the pod (a patch, run under the API's store lock) keeps them.
+    s.kubectl_ok(&["label", "pod", "kept", "-n", "default", "tier=edge"]);
+    let shown = get(&s, &["pod", "kept", "-n", "default"]).unwrap();
+    assert_eq!(shown["metadata"]["labels"]["tier"], "edge");
+    assert_eq!(
+        seconds(&shown, UNREACHABLE),
+        vec![None],
+        "{}",
+        shown["spec"]["tolerations"]
+    );
     // The opted-out twin keeps Kubernetes' (here 3 s) defaults: the control group.
     let twin = create_pod(&s, "twin", "gw-on", json!({"kedge.io/autonomy": "off"}));
     assert_eq!(

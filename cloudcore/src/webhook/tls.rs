@@ -57,7 +57,18 @@ pub fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Certif
             path: shown(key),
             source,
         })?;
-    Ok(CertifiedKey::new(chain, signing))
+    let certified = CertifiedKey::new(chain, signing);
+    // A renewal caught between writing the key and the certificate: refuse the pair (the
+    // old one keeps serving) rather than serve a certificate the key cannot sign for.
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok(certified)
+        }
+        Err(source) => Err(CertError::Key {
+            path: shown(key),
+            source,
+        }),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -151,4 +162,37 @@ pub fn server_config(
         .with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok((Arc::new(cfg), first))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &Path, cert_key: &rcgen::KeyPair, file_key: &rcgen::KeyPair) {
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .self_signed(cert_key)
+            .unwrap();
+        std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.join("tls.key"), file_key.serialize_pem()).unwrap();
+    }
+
+    #[test]
+    fn a_matching_pair_loads_and_a_mismatched_or_missing_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = rustls::crypto::ring::default_provider();
+        let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let err = load(&crt, &key, &provider).unwrap_err();
+        assert!(err.to_string().contains("tls.crt"), "{err}");
+        let k1 = rcgen::KeyPair::generate().unwrap();
+        let k2 = rcgen::KeyPair::generate().unwrap();
+        write_pair(dir.path(), &k1, &k1);
+        load(&crt, &key, &provider).unwrap();
+        write_pair(dir.path(), &k1, &k2);
+        let err = load(&crt, &key, &provider).unwrap_err();
+        assert!(matches!(err, CertError::Key { .. }), "{err}");
+        std::fs::write(&crt, "no pem here").unwrap();
+        assert!(load(&crt, &key, &provider).is_err());
+    }
 }
