@@ -317,3 +317,138 @@ fn autonomy_off_edge_pods_are_evicted_after_toleration_seconds() {
     }
     assert!(offline.elapsed() < Duration::from_secs(40));
 }
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn cloudcore_run_serves_the_autonomy_webhook_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(&dir.path().join("cloud"), &[]).unwrap();
+    s.apply("apiVersion: v1\nkind: Node\nmetadata:\n  name: gw-run\n  labels: {node-role.kubernetes.io/edge: \"\"}\n");
+
+    // A self-signed serving certificate for 127.0.0.1, made as docs/operations.md shows.
+    let tls = dir.path().join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=cloudcore-webhook"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(tls.join("tls.key"))
+        .arg("-out")
+        .arg(tls.join("tls.crt"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[hub]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+             [autonomy]\nwebhook_listen = \"127.0.0.1:0\"\nwebhook_cert = \"{}\"\nwebhook_key = \"{}\"\n",
+            tls.join("tls.crt").display(),
+            tls.join("tls.key").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("run.log");
+    let _run = Proc(
+        Command::new(bin("cloudcore"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .arg("--kubeconfig")
+            .arg(&s.kubeconfig)
+            .env("KEDGE_LOG_FORMAT", "json")
+            .env_remove("KUBECONFIG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut addr = String::new();
+    wait_for(
+        "cloudcore run's webhook listening",
+        Duration::from_secs(30),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            addr = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|l| l["message"] == "autonomy webhook listening")
+                .and_then(|l| l["addr"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            !addr.is_empty()
+        },
+    );
+
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "e2e-uid-1", "operation": "CREATE", "namespace": "default",
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"nodeName": "gw-run", "containers": [{"name": "c", "image": "busybox"}],
+                    "tolerations": [
+                        {"key": NOT_READY, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                        {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]}}}});
+    let body = dir.path().join("review.json");
+    std::fs::write(&body, review.to_string()).unwrap();
+    let (code, out) = tests::curl(&[
+        "--cacert",
+        tls.join("tls.crt").to_str().unwrap(),
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &format!("@{}", body.display()),
+        &format!("https://{addr}/mutate/v1/pods/autonomy"),
+    ]);
+    assert_eq!(
+        code,
+        200,
+        "{out} (addr {addr}); log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let out: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(out["response"]["uid"], "e2e-uid-1");
+    assert_eq!(out["response"]["allowed"], true);
+    assert_eq!(out["response"]["patchType"], "JSONPatch");
+    let mut b64 = Command::new("base64")
+        .arg("-d")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let patch = out["response"]["patch"].as_str().unwrap().to_string();
+        b64.stdin
+            .take()
+            .unwrap()
+            .write_all(patch.as_bytes())
+            .unwrap();
+    }
+    let patch: Value = serde_json::from_slice(&b64.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(
+        patch,
+        json!([{"op": "replace", "path": "/spec/tolerations", "value": [
+            {"key": NOT_READY, "operator": "Exists", "effect": "NoExecute"},
+            {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}]}]),
+        "the node was read from the API: gw-run is an edge"
+    );
+}
