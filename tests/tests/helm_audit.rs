@@ -280,7 +280,7 @@ fn every_audited_cloudcore_request_is_allowed_by_the_chart() {
             .join("\n  ")
     );
     eprintln!(
-        "checked {} distinct cloudcore requests ({} from this workload, {} collected from other e2e tests)",
+        "checked {} distinct cloudcore requests ({} from this workload, {} collected from the e2e runs of this build, this one included)",
         all.len(),
         workload.len(),
         collected.len()
