@@ -286,6 +286,17 @@ mod tests {
     }
 
     #[test]
+    fn a_fresh_lease_of_a_node_declared_unknown_is_not_connected() {
+        let r = rows(
+            &[node("a", "Unknown", false)],
+            &[lease("a", "2026-01-01T00:01:55.000000Z")],
+            NOW,
+        );
+        assert!(!r[0].connected, "{r:?}");
+        assert_eq!(r[0].heartbeat_age_seconds, Some(5));
+    }
+
+    #[test]
     fn table_columns_and_ages() {
         let r = rows(&[node("b", "True", false)], &[], NOW);
         let t = table_row(&r[0]);
