@@ -30,6 +30,17 @@ pub enum Command {
     /// Manage join tokens for edge nodes.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// List edge nodes: Ready or not, connected to a hub or not, last heartbeat, versions.
+    Nodes {
+        #[command(flatten)]
+        kube: KubeArgs,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Output,
+        /// All nodes, not only edge nodes (label node-role.kubernetes.io/edge).
+        #[arg(long)]
+        all: bool,
+    },
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -240,6 +251,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::standalone::run_cluster(cfg, args.kubeconfig).await
         }
         Command::Token(cmd) => token(cmd).await,
+        Command::Nodes { kube, output, all } => {
+            let client = crate::control::client(kube.kubeconfig.as_deref()).await?;
+            let rows = crate::nodes::list(client, all).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Output::Yaml => print!("{}", serde_saphyr::to_string(&rows)?),
+                Output::Table => {
+                    let table: Vec<_> = rows.iter().map(crate::nodes::table_row).collect();
+                    print_table(&table);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config(ConfigCommand::PrintDefault) => {
             print!("{}", Config::default_toml());
             Ok(ExitCode::SUCCESS)

@@ -46,12 +46,13 @@ impl Control {
     }
 }
 
-/// Bind the hub's port, start caches, bootstrap, hub (and the lifecycle emulation).
+/// Bind the hub's port, start caches, bootstrap, hub (and the lifecycle emulation, with its
+/// own client: in standalone it runs as the node controller would, under its own identity).
 pub async fn start(
     client: kube::Client,
     cfg: &Config,
     registry: &Arc<Mutex<prometheus_client::registry::Registry>>,
-    emulate_lifecycle: bool,
+    lifecycle_client: Option<kube::Client>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Control> {
     let listener = tokio::net::TcpListener::bind(cfg.hub.listen)
@@ -85,14 +86,14 @@ pub async fn start(
         )
     };
     tokio::spawn(hub.clone().run(listener, shutdown.clone()));
-    if emulate_lifecycle {
+    if let Some(lifecycle_client) = lifecycle_client {
         let lc = crate::lifecycle::LifecycleConfig {
             grace: Duration::from_secs(cfg.lifecycle.grace_seconds),
             eviction: cfg.lifecycle.eviction,
             ..Default::default()
         };
         tokio::spawn(crate::lifecycle::run_node_lifecycle(
-            client.clone(),
+            lifecycle_client,
             lc,
             shutdown.clone(),
         ));

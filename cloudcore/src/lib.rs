@@ -13,6 +13,7 @@
 //! - `token`: join tokens (`K10<ca-hash>::<id>.<secret>`), stored hashed as Secrets.
 //! - `hub`: CloudHub — the TLS port for bootstrap and the edge WebSocket, per-node sessions.
 //! - `lifecycle`: Node + Lease of connected edges, the node-lifecycle controller emulation.
+//! - `nodes`: `cloudcore nodes`, the operator's view of edge nodes.
 
 pub mod cli;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod hub;
 pub mod join;
 pub mod lifecycle;
 pub mod nodeca;
+pub mod nodes;
 pub mod standalone;
 pub mod telemetry;
 pub mod token;

@@ -70,10 +70,17 @@ pub async fn run(cfg: Config, args: StandaloneArgs) -> anyhow::Result<ExitCode> 
     }
     let registry = Arc::new(Mutex::new(prometheus_client::registry::Registry::default()));
     let registry = registry_with_api(registry, &server);
-    let client = crate::control::client(Some(&kubeconfig)).await?;
-    let control = crate::control::start(client.clone(), &cfg, &registry, true, shutdown.clone())
-        .await
-        .context("starting CloudHub")?;
+    let client = identity_client(&server, CLOUDCORE_IDENTITY).await?;
+    let lifecycle = identity_client(&server, NODE_CONTROLLER_IDENTITY).await?;
+    let control = crate::control::start(
+        client.clone(),
+        &cfg,
+        &registry,
+        Some(lifecycle),
+        shutdown.clone(),
+    )
+    .await
+    .context("starting CloudHub")?;
     let api = server.api.clone();
     let hub = control.hub.clone();
     tokio::spawn(crate::telemetry::serve_metrics(
@@ -116,6 +123,58 @@ pub async fn run(cfg: Config, args: StandaloneArgs) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
+/// (user, groups) cloudcore authenticates as to its embedded API: the identity the Helm
+/// chart's ServiceAccount has in a cluster, so its requests stand out in the audit log and can
+/// be checked against the chart's RBAC (tests/tests/helm_chart.rs).
+const CLOUDCORE_IDENTITY: (&str, &[&str]) = (
+    "system:serviceaccount:kedge-system:cloudcore",
+    &[
+        "system:serviceaccounts",
+        "system:serviceaccounts:kedge-system",
+    ],
+);
+/// The node-lifecycle emulation's identity: Kubernetes' node-lifecycle controller runs as
+/// this ServiceAccount in kube-controller-manager, not as cloudcore (the chart does not
+/// grant its taint and eviction writes).
+const NODE_CONTROLLER_IDENTITY: (&str, &[&str]) = (
+    "system:serviceaccount:kube-system:node-controller",
+    &[
+        "system:serviceaccounts",
+        "system:serviceaccounts:kube-system",
+    ],
+);
+
+/// A client of the embedded API authenticated by a fresh client certificate (not stored;
+/// a restart issues a new one) for `identity`.
+async fn identity_client(
+    server: &ApiServer,
+    identity: (&str, &[&str]),
+) -> anyhow::Result<kube::Client> {
+    use base64::Engine;
+    let (cert, key) = server
+        .pki
+        .issue_client_cert(
+            identity.0,
+            identity.1,
+            std::time::Duration::from_secs(365 * 86_400),
+        )
+        .with_context(|| format!("issuing a client certificate for {}", identity.0))?;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kedge\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: cloudcore\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: kedge\n  context:\n    cluster: kedge\n    user: cloudcore\ncurrent-context: kedge\n",
+        server.url(),
+        b64(server.pki.ca_cert_pem()),
+        b64(&cert),
+        b64(&key),
+    );
+    let kc =
+        kube::config::Kubeconfig::from_yaml(&yaml).context("building cloudcore's kubeconfig")?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .context("using cloudcore's kubeconfig")?;
+    kube::Client::try_from(cfg).context("building the Kubernetes client")
+}
+
 fn registry_with_api(
     own: Arc<Mutex<prometheus_client::registry::Registry>>,
     server: &ApiServer,
@@ -137,7 +196,7 @@ pub async fn run_cluster(
     let registry = Arc::new(Mutex::new(prometheus_client::registry::Registry::default()));
     let client = crate::control::client(kubeconfig.as_deref()).await?;
     crate::webhook::start(&cfg.autonomy, client.clone(), &registry, shutdown.clone()).await?;
-    let control = crate::control::start(client, &cfg, &registry, false, shutdown.clone()).await?;
+    let control = crate::control::start(client, &cfg, &registry, None, shutdown.clone()).await?;
     let hub = control.hub.clone();
     tokio::spawn(crate::telemetry::serve_metrics(
         metrics_listener,

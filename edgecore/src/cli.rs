@@ -33,6 +33,9 @@ pub enum Command {
         /// Root of the node's files.
         #[arg(long, default_value = "/")]
         root: PathBuf,
+        /// Where `join --install-service` wrote the systemd unit.
+        #[arg(long, default_value = crate::service::DEFAULT_UNIT_DIR)]
+        systemd_dir: PathBuf,
     },
     /// Run edgecore.
     Run {
@@ -107,6 +110,13 @@ pub struct JoinArgs {
     /// Join again even if already joined; replace a live node of the same name.
     #[arg(long)]
     pub force: bool,
+    /// Install edgecore as a systemd service (and start it where systemd runs) instead of
+    /// starting `edgecore run` in the foreground.
+    #[arg(long, conflicts_with = "no_start")]
+    pub install_service: bool,
+    /// Directory of the systemd unit written by --install-service.
+    #[arg(long, default_value = crate::service::DEFAULT_UNIT_DIR)]
+    pub systemd_dir: PathBuf,
 }
 
 fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
@@ -118,7 +128,7 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Join(args) => join(args, &cli.log).await,
-        Command::Reset { root } => match crate::join::reset(&root) {
+        Command::Reset { root, systemd_dir } => match crate::join::reset_all(&root, &systemd_dir) {
             Ok(removed) if removed.is_empty() => {
                 println!("nothing to remove under {}", root.display());
                 ExitCode::SUCCESS
@@ -208,6 +218,17 @@ async fn join(args: JoinArgs, log: &LogArgs) -> ExitCode {
         joined.node_name,
         joined.config_path.display()
     );
+    if args.install_service {
+        return match crate::service::install_for_join(
+            &req.root,
+            &joined.config_path,
+            &args.systemd_dir,
+            &mut std::io::stdout(),
+        ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(1, e),
+        };
+    }
     if args.no_start {
         println!(
             "start it with: edgecore run --config {}",

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Layout, PkiConfig, ServerUrl, validate_node_name};
 use crate::pki;
-pub use reset::reset;
+pub use reset::{reset, reset_all};
 pub use token::Token;
 
 /// Inputs of `edgecore join`.

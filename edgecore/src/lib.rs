@@ -10,7 +10,8 @@
 //!   protocol state machine, the rest is IO).
 //! - [`node`]: what the edge reports about itself (HELLO facts, Node status,
 //!   Lease renewals).
-//! - [`join`]: `edgecore join` / `reset` (token, CA pinning, CSR, files).
+//! - [`join`]: `edgecore join` / `reset` (token, CA pinning, CSR, files);
+//!   [`service`] its systemd unit (`--install-service`).
 //! - [`run`]: wires everything for `edgecore run`; [`cli`] is the command line.
 //! - [`config`], [`pki`], [`telemetry`], [`status`], [`backoff`]: the rest.
 
@@ -26,6 +27,7 @@ pub mod node;
 pub mod outbox;
 pub mod pki;
 pub mod run;
+pub mod service;
 pub mod status;
 pub mod store;
 pub mod telemetry;

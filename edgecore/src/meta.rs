@@ -228,8 +228,31 @@ struct Writer {
     syncing: bool,
     /// Tombstones (re-)sent during the current resync.
     session_tombstones: BTreeSet<String>,
+    /// Progress of the running resync, for its log lines.
+    progress: Option<ResyncProgress>,
     generation: u64,
     metrics: Metrics,
+}
+
+/// A resync's progress: frames received, and when/at what count it was last logged.
+#[derive(Debug, Clone, Copy)]
+struct ResyncProgress {
+    started: std::time::Instant,
+    frames: u64,
+    logged_at: std::time::Instant,
+    logged_frames: u64,
+}
+
+/// Log a progress line every this many frames ...
+const PROGRESS_FRAMES: u64 = 1_000;
+/// ... or this often, whichever comes first (a slow link still shows it is moving).
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether a resync progress line is due: enough frames or enough time since the last one
+/// (and something new arrived).
+fn progress_due(frames: u64, logged_frames: u64, since_logged: std::time::Duration) -> bool {
+    frames > logged_frames
+        && (frames - logged_frames >= PROGRESS_FRAMES || since_logged >= PROGRESS_EVERY)
 }
 
 impl Writer {
@@ -269,6 +292,7 @@ impl Writer {
             tombstones,
             syncing: false,
             session_tombstones: BTreeSet::new(),
+            progress: None,
             generation: 0,
             metrics,
         })
@@ -291,7 +315,9 @@ impl Writer {
     async fn handle(&mut self, cmd: Command, tx: &watch::Sender<Arc<MetaSnapshot>>) {
         match cmd {
             Command::Apply { frames, reply } => {
+                let count = frames.len() as u64;
                 let res = self.apply(frames).await;
+                self.log_progress(count, matches!(res, Ok(a) if a.synced));
                 if matches!(res, Ok(a) if a.changed > 0 || a.synced) && !self.syncing {
                     self.publish(tx);
                 }
@@ -300,6 +326,14 @@ impl Writer {
             Command::BeginSession { reply } => {
                 self.syncing = true;
                 self.session_tombstones.clear();
+                let now = std::time::Instant::now();
+                self.progress = Some(ResyncProgress {
+                    started: now,
+                    frames: 0,
+                    logged_at: now,
+                    logged_frames: 0,
+                });
+                tracing::info!(held = self.objects.len(), "resync started");
                 let entries = self
                     .objects
                     .iter()
@@ -312,11 +346,43 @@ impl Writer {
                 let _ = reply.send(entries);
             }
             Command::EndSession => {
+                if let Some(p) = self.progress.take() {
+                    tracing::info!(frames = p.frames, "resync interrupted (session ended)");
+                }
                 if self.syncing {
                     self.syncing = false;
                     self.publish(tx);
                 }
             }
+        }
+    }
+
+    /// Counts `frames` into the running resync and logs a progress line when one is due,
+    /// and a summary when it completed.
+    fn log_progress(&mut self, frames: u64, synced: bool) {
+        let Some(p) = self.progress.as_mut() else {
+            return;
+        };
+        p.frames += frames;
+        let now = std::time::Instant::now();
+        if synced {
+            tracing::info!(
+                frames = p.frames,
+                objects = self.objects.len(),
+                tombstones = self.tombstones.len(),
+                elapsed_ms = now.duration_since(p.started).as_millis() as u64,
+                "resync complete"
+            );
+            self.progress = None;
+        } else if progress_due(p.frames, p.logged_frames, now.duration_since(p.logged_at)) {
+            tracing::info!(
+                frames = p.frames,
+                objects = self.objects.len(),
+                elapsed_ms = now.duration_since(p.started).as_millis() as u64,
+                "resync in progress"
+            );
+            p.logged_at = now;
+            p.logged_frames = p.frames;
         }
     }
 
@@ -399,3 +465,20 @@ impl Writer {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod progress_tests {
+    use super::{PROGRESS_EVERY, PROGRESS_FRAMES, progress_due};
+    use std::time::Duration;
+
+    #[test]
+    fn progress_is_logged_per_thousand_frames_or_five_seconds() {
+        assert!(!progress_due(999, 0, Duration::from_secs(1)));
+        assert!(progress_due(PROGRESS_FRAMES, 0, Duration::ZERO));
+        assert!(progress_due(1_500, 1_000, PROGRESS_EVERY));
+        assert!(
+            !progress_due(1_000, 1_000, Duration::from_secs(60)),
+            "nothing new"
+        );
+    }
+}

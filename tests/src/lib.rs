@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod helm;
+pub mod rbac;
+
 /// The directory holding the workspace's built binaries (`target/<profile>`), seen from a
 /// test (`target/<profile>/deps/<test>`) or from a binary of this crate
 /// (`target/<profile>/<bin>`, e.g. `kedge-bench`).
@@ -88,6 +91,7 @@ impl Standalone {
                 &["--hub-listen", "127.0.0.1:0"][..]
             })
             .args(extra)
+            .args(audit_args(data_dir, extra))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -211,7 +215,28 @@ impl Drop for Standalone {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        rbac::collect(&self.data_dir.join("audit.log"));
     }
+}
+
+/// `--audit-log DATA_DIR/audit.log` unless the test passes its own: every e2e run records
+/// cloudcore's requests for the chart's RBAC check (`rbac::collect`). Not for kedge-bench,
+/// whose throughput numbers are measured without an audit log.
+fn audit_args(data_dir: &Path, extra: &[&str]) -> Vec<std::ffi::OsString> {
+    let bench = std::env::current_exe()
+        .ok()
+        .and_then(|e| {
+            e.file_name()
+                .map(|n| n.to_string_lossy().starts_with("kedge-bench"))
+        })
+        .unwrap_or(false);
+    if bench || extra.contains(&"--audit-log") {
+        return Vec::new();
+    }
+    vec![
+        "--audit-log".into(),
+        data_dir.join("audit.log").into_os_string(),
+    ]
 }
 
 /// Wait for a child to exit within `timeout`.

@@ -9,88 +9,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
+use tests::helm::{NS, RenderResult, chart_dir, render, try_render};
+use tests::rbac::{self, Req, strs};
 use tests::{Standalone, bin, workspace_root};
-
-const NS: &str = "kedge-system";
-
-fn chart_dir() -> PathBuf {
-    workspace_root().join("deploy/helm/cloudcore")
-}
-
-/// What `helm_render.py` returns.
-struct Rendered {
-    lint: Value,
-    manifests: BTreeMap<String, String>,
-    crds: Vec<Value>,
-}
-
-enum RenderResult {
-    Ok(Rendered),
-    /// The engine refused (render or values error): its message.
-    Failed(String),
-    /// No python3 / helm_python here: the reason.
-    Skip(String),
-}
-
-fn try_render(values: &Value) -> RenderResult {
-    let script = workspace_root().join("tests/helm_render.py");
-    let child = Command::new("python3")
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => return RenderResult::Skip(format!("cannot run python3: {e}")),
-    };
-    let req = json!({
-        "chart": chart_dir(), "values": values, "name": "cloudcore", "namespace": NS,
-    });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(req.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    match out.status.code() {
-        Some(0) => {}
-        Some(3) => return RenderResult::Skip(stderr.trim().to_owned()),
-        _ => return RenderResult::Failed(stderr),
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let manifests = v["manifests"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, t)| (k.clone(), t.as_str().unwrap().to_owned()))
-        .collect();
-    RenderResult::Ok(Rendered {
-        lint: v["lint"].clone(),
-        manifests,
-        crds: v["crds"].as_array().cloned().unwrap_or_default(),
-    })
-}
-
-/// Renders, or returns `None` after printing why the test is skipped.
-fn render(values: &Value) -> Option<Rendered> {
-    match try_render(values) {
-        RenderResult::Ok(r) => Some(r),
-        RenderResult::Failed(e) => panic!("rendering with {values} failed:\n{e}"),
-        RenderResult::Skip(why) => {
-            eprintln!("SKIP helm_chart: {why} (pip install -r scripts/requirements-test.txt)");
-            None
-        }
-    }
-}
 
 fn custom_values() -> Value {
     json!({
@@ -109,41 +34,6 @@ fn custom_values() -> Value {
     })
 }
 
-impl Rendered {
-    /// Every object of every rendered `.yaml` template, Namespaces first.
-    fn docs(&self) -> Vec<Value> {
-        let mut docs: Vec<Value> = Vec::new();
-        for (path, text) in &self.manifests {
-            if !path.ends_with(".yaml") {
-                continue;
-            }
-            let parsed: Vec<Value> = serde_saphyr::from_multiple(text)
-                .unwrap_or_else(|e| panic!("{path} is not YAML: {e}\n{text}"));
-            docs.extend(parsed.into_iter().filter(|d| d.is_object()));
-        }
-        docs.sort_by_key(|d| d["kind"] != "Namespace");
-        docs
-    }
-
-    fn notes(&self) -> &str {
-        self.manifests
-            .iter()
-            .find(|(k, _)| k.ends_with("NOTES.txt"))
-            .map(|(_, v)| v.as_str())
-            .unwrap()
-    }
-
-    fn assert_lint_clean(&self) {
-        assert_eq!(self.lint["errors"], json!([]), "lint: {}", self.lint);
-        for m in self.lint["messages"].as_array().unwrap() {
-            assert!(
-                m["severity"].as_i64().unwrap() < 2,
-                "lint warning/error: {m}"
-            );
-        }
-    }
-}
-
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
     docs.iter()
         .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
@@ -152,12 +42,6 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 
 fn count(docs: &[Value], kind: &str) -> usize {
     docs.iter().filter(|d| d["kind"] == kind).count()
-}
-
-fn strs(v: &Value) -> Vec<&str> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default()
 }
 
 /// The config the Deployment runs with, and `cloudcore run --check` on it.
@@ -183,54 +67,11 @@ fn check_config(docs: &[Value]) -> String {
     toml
 }
 
-// ---------------------------------------------------------------- RBAC evaluator
+// ---------------------------------------------------------------- RBAC (tests::rbac)
 
-/// One request as the API server's authorizer sees it.
-struct Req<'a> {
-    verb: &'a str,
-    group: &'a str,
-    /// `pods` or `pods/status`.
-    resource: &'a str,
-    /// None = cluster-scoped or all namespaces.
-    namespace: Option<&'a str>,
-    name: Option<&'a str>,
-}
-
-fn rule_allows(rule: &Value, r: &Req) -> bool {
-    let m = |list: &Value, x: &str| strs(list).iter().any(|v| *v == x || *v == "*");
-    m(&rule["verbs"], r.verb)
-        && m(&rule["apiGroups"], r.group)
-        && m(&rule["resources"], r.resource)
-        && (rule["resourceNames"].is_null()
-            || r.name
-                .is_some_and(|n| strs(&rule["resourceNames"]).contains(&n)))
-}
-
-/// Whether the chart's (Cluster)Roles bound to cloudcore's ServiceAccount allow `r`.
+/// Whether the chart's RBAC for cloudcore's ServiceAccount allows `r`.
 fn allowed(docs: &[Value], r: &Req) -> bool {
-    let sa = |b: &Value| {
-        b["subjects"].as_array().unwrap().iter().any(|s| {
-            s["kind"] == "ServiceAccount" && s["name"] == "cloudcore" && s["namespace"] == NS
-        })
-    };
-    let role_allows = |kind: &str, name: &str, ns: Option<&str>| {
-        docs.iter()
-            .filter(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-            .filter(|d| ns.is_none() || d["metadata"]["namespace"].as_str() == ns)
-            .flat_map(|d| d["rules"].as_array().unwrap())
-            .any(|rule| rule_allows(rule, r))
-    };
-    docs.iter().any(|b| {
-        let role = b["roleRef"]["name"].as_str().unwrap_or_default();
-        match b["kind"].as_str() {
-            Some("ClusterRoleBinding") if sa(b) => role_allows("ClusterRole", role, None),
-            Some("RoleBinding") if sa(b) => {
-                let ns = b["metadata"]["namespace"].as_str();
-                r.namespace.is_some() && r.namespace == ns && role_allows("Role", role, ns)
-            }
-            _ => false,
-        }
-    })
+    rbac::allowed(docs, NS, "cloudcore", r)
 }
 
 /// (verb, API group, resource, namespace, name).
@@ -343,26 +184,14 @@ fn assert_least_privilege(docs: &[Value]) {
         }
     }
     for &(verb, group, resource, namespace, name) in NEEDED {
-        let r = Req {
-            verb,
-            group,
-            resource,
-            namespace,
-            name,
-        };
+        let r = Req::new(verb, group, resource, namespace, name);
         assert!(
             allowed(docs, &r),
             "cloudcore needs {verb} {group}/{resource} in {namespace:?} ({name:?}): not allowed"
         );
     }
     for &(verb, group, resource, namespace, name) in REFUSED {
-        let r = Req {
-            verb,
-            group,
-            resource,
-            namespace,
-            name,
-        };
+        let r = Req::new(verb, group, resource, namespace, name);
         assert!(
             !allowed(docs, &r),
             "over-privileged: {verb} {group}/{resource} in {namespace:?} ({name:?}) is allowed"

@@ -4,6 +4,18 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Config, Layout};
 
+/// `edgecore reset` with the service: first stops and removes the systemd unit
+/// `join --install-service` wrote into `unit_dir` for this root (so the store is no longer
+/// locked), then [`reset`]. Returns the paths removed.
+pub fn reset_all(root: &Path, unit_dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let layout = Layout::new(root);
+    let unit = crate::service::remove_for_reset(&layout.config, unit_dir, &mut std::io::stdout())
+        .map_err(|e| e.to_string())?;
+    let mut removed: Vec<PathBuf> = unit.into_iter().collect();
+    removed.extend(reset(root)?);
+    Ok(removed)
+}
+
 /// `edgecore reset`: removes the node's config, certificates and data under
 /// `root`. Refuses while edgecore runs (the store is locked). Returns the
 /// paths removed.

@@ -1,0 +1,288 @@
+//! Every request cloudcore makes is allowed by the Helm chart's RBAC — checked on what
+//! cloudcore really did, not on a list: `cloudcore standalone` authenticates to its embedded
+//! API as `system:serviceaccount:kedge-system:cloudcore` (the chart's ServiceAccount), the
+//! harness always runs it with `--audit-log`, and this test evaluates every audited request
+//! of that user with the RBAC evaluator (`tests::rbac`) against the chart's rendered
+//! ClusterRole/Roles:
+//!
+//! - the requests of a representative workload run here (an edge joins and runs; a pod with
+//!   its ConfigMap and Secret, a DeviceModel and a Device are sent to it; the pod is deleted
+//!   gracefully; the edge is killed, declared Unknown, restarted and Ready again);
+//! - plus the requests collected from every other e2e test of this build
+//!   (`Standalone`'s drop keeps them under `target/<profile>/kedge-audit/`), so a test that
+//!   ran before this one extends the check to what it made cloudcore do.
+//!
+//! The node-lifecycle emulation of standalone runs under its own identity (Kubernetes'
+//! `node-controller`), which the chart does not need to grant. A denied request fails the
+//! test with the verb, resource and namespace listed.
+//!
+//! Skips (with the reason printed) only when python3 or `helm_python` cannot be imported.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tests::helm::{NS, render};
+use tests::rbac::{self, CLOUDCORE_USER, Req};
+use tests::{Standalone, bin};
+
+const NODE: &str = "edge-audit";
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+struct Edge(Child);
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run_edge(root: &Path) -> Edge {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("edge.log"))
+        .unwrap();
+    Edge(
+        Command::new(bin("edgecore"))
+            .arg("run")
+            .arg("--config")
+            .arg(root.join("etc/kedge/edgecore.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn ready(s: &Standalone) -> String {
+    let out = s.kubectl(&[
+        "get",
+        "node",
+        NODE,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn edge_objects(root: &Path) -> u64 {
+    let out = Command::new(bin("edgecore"))
+        .args(["status", "-o", "json", "--root"])
+        .arg(root)
+        .output()
+        .unwrap();
+    serde_json::from_slice::<Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v["objects"].as_u64())
+        .unwrap_or(0)
+}
+
+fn workload(node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: audit-cfg, namespace: default}}
+data: {{mode: test}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: audit-secret, namespace: default}}
+stringData: {{password: hunter2}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: audit-pod, namespace: default}}
+spec:
+  nodeName: {node}
+  containers:
+  - name: app
+    image: docker.io/library/busybox:1.36
+    command: [sleep, "3600"]
+    envFrom:
+    - configMapRef: {{name: audit-cfg}}
+    - secretRef: {{name: audit-secret}}
+---
+apiVersion: devices.kubeedge.io/v1beta1
+kind: DeviceModel
+metadata: {{name: audit-model, namespace: default}}
+spec:
+  protocol: virtual
+  properties:
+  - {{name: temperature, type: INT, accessMode: ReadWrite}}
+---
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata: {{name: audit-device, namespace: default}}
+spec:
+  deviceModelRef: {{name: audit-model}}
+  nodeName: {node}
+  protocol: {{protocolName: virtual}}
+  properties:
+  - {{name: temperature}}
+"#
+    )
+}
+
+/// Runs the workload and returns the distinct requests cloudcore made, and how many requests
+/// the node-lifecycle emulation made under its own identity.
+fn run_workload(dir: &Path) -> (BTreeSet<Req>, usize) {
+    let cloud = dir.join("cloud");
+    std::fs::create_dir_all(&cloud).unwrap();
+    let cfg = cloud.join("cloud.toml");
+    std::fs::write(&cfg, "[lifecycle]\ngrace_seconds = 4\n").unwrap();
+    let mut s = Standalone::start(&cloud, &["--config", cfg.to_str().unwrap()]).unwrap();
+
+    let out = Command::new(bin("cloudcore"))
+        .args(["token", "create", "--kubeconfig"])
+        .arg(&s.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let root = dir.join("edge");
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let out = Command::new(bin("edgecore"))
+        .args([
+            "join",
+            "--server",
+            &s.hub,
+            "--token",
+            &token,
+            "--node-name",
+            NODE,
+        ])
+        .args(["--mqtt-listen", "127.0.0.1:0", "--metrics-listen", &metrics])
+        .arg("--no-start")
+        .arg("--root")
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "join: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let edge = run_edge(&root);
+    wait_for("the edge Ready", Duration::from_secs(60), || {
+        ready(&s) == "True"
+    });
+
+    s.apply(&workload(NODE));
+    wait_for(
+        "the edge holding the pod, its ConfigMap and Secret, the Device and its model",
+        Duration::from_secs(60),
+        || edge_objects(&root) >= 5,
+    );
+    // Graceful deletion of a node-bound pod: cloudcore sends the deletion to the edge (the
+    // pod stays Terminating until the edge's runtime confirms).
+    s.kubectl_ok(&["delete", "pod", "audit-pod", "--wait=false"]);
+
+    // Node lifecycle: kill -9 → Unknown (node-controller), restart → Ready (cloudcore).
+    drop(edge);
+    wait_for(
+        "Ready=Unknown after kill -9",
+        Duration::from_secs(60),
+        || ready(&s) == "Unknown",
+    );
+    let edge = run_edge(&root);
+    wait_for(
+        "Ready again after the restart",
+        Duration::from_secs(60),
+        || ready(&s) == "True",
+    );
+    drop(edge);
+    let status = s.stop().unwrap();
+    assert!(
+        status.success(),
+        "cloudcore standalone exited with {status}"
+    );
+
+    let log = cloud.join("audit.log");
+    let reqs = rbac::audited_requests(&log, CLOUDCORE_USER);
+    let controller =
+        rbac::audited_requests(&log, "system:serviceaccount:kube-system:node-controller").len();
+    (reqs, controller)
+}
+
+#[test]
+fn every_audited_cloudcore_request_is_allowed_by_the_chart() {
+    let Some(chart) = render(&json!({})) else {
+        return;
+    };
+    let docs = chart.docs();
+    let dir = tempfile::tempdir().unwrap();
+    let (workload, controller) = run_workload(dir.path());
+
+    // The identity is recognised: the workload's key requests are cloudcore's.
+    let has = |verb: &str, resource: &str| {
+        workload
+            .iter()
+            .any(|r| r.verb == verb && r.resource == resource)
+    };
+    for (verb, resource) in [
+        ("watch", "pods"),
+        ("watch", "configmaps"),
+        ("watch", "devices"),
+        ("patch", "nodes/status"),
+    ] {
+        assert!(
+            has(verb, resource),
+            "no audited {verb} {resource} by {CLOUDCORE_USER}: {workload:#?}"
+        );
+    }
+    assert!(
+        workload
+            .iter()
+            .any(|r| r.resource == "leases" && r.namespace.as_deref() == Some("kube-node-lease")),
+        "no Lease renewal by {CLOUDCORE_USER}: {workload:#?}"
+    );
+    assert!(
+        controller > 0,
+        "the node-lifecycle emulation made no request under its own identity"
+    );
+
+    let collected = rbac::collected_requests();
+    let all: BTreeSet<&Req> = workload.iter().chain(collected.iter()).collect();
+    let denied = rbac::denied(&docs, NS, "cloudcore", all.iter().copied());
+    assert!(
+        denied.is_empty(),
+        "the chart's RBAC refuses {} of the {} distinct requests cloudcore made:\n  {}",
+        denied.len(),
+        all.len(),
+        denied
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    );
+    eprintln!(
+        "checked {} distinct cloudcore requests ({} from this workload, {} collected from the e2e runs of this build, this one included)",
+        all.len(),
+        workload.len(),
+        collected.len()
+    );
+}
