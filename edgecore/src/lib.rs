@@ -11,6 +11,7 @@
 //! - [`node`]: what the edge reports about itself (HELLO facts, Node status,
 //!   Lease renewals).
 //! - [`join`]: `edgecore join` / `reset` (token, CA pinning, CSR, files).
+//! - [`runtime`]: runs the node's pods through CRI (containerd), offline too.
 //! - [`run`]: wires everything for `edgecore run`; [`cli`] is the command line.
 //! - [`config`], [`pki`], [`telemetry`], [`status`], [`backoff`]: the rest.
 
@@ -26,6 +27,7 @@ pub mod node;
 pub mod outbox;
 pub mod pki;
 pub mod run;
+pub mod runtime;
 pub mod status;
 pub mod store;
 pub mod telemetry;
