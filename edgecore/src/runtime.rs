@@ -18,6 +18,7 @@ pub mod cri;
 pub mod decide;
 pub mod env;
 pub mod exec;
+pub mod images;
 pub mod podconfig;
 pub mod probe;
 pub mod spec;
