@@ -351,3 +351,201 @@ spec:
     );
     drop(edge);
 }
+
+fn waiting_reason(p: &Value, name: &str) -> String {
+    container_status(p, name)
+        .and_then(|c| c["state"]["waiting"]["reason"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn simple_pod(name: &str, node: &str, image: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  nodeName: {node}\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: {image}\n{extra}"
+    )
+}
+
+#[test]
+fn restarts_liveness_and_bad_input() {
+    let (_dir, _ctd, s, edge) = setup("edge-restarts");
+    let node = "edge-restarts";
+    s.apply(&simple_pod(
+        "crash",
+        node,
+        IMAGE,
+        "    command: [\"sh\", \"-c\", \"sleep 0.5; exit 3\"]\n",
+    ));
+    s.apply(&simple_pod(
+        "live",
+        node,
+        IMAGE,
+        "    command: [\"sh\", \"-c\", \"touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 1000\"]\n    \
+         livenessProbe: {exec: {command: [cat, /tmp/healthy]}, periodSeconds: 1, failureThreshold: 1}\n",
+    ));
+    s.apply(&simple_pod(
+        "noimage",
+        node,
+        "docker.io/kedge/missing:1",
+        "",
+    ));
+    s.apply(&simple_pod(
+        "nocm",
+        node,
+        IMAGE,
+        "    env: [{name: X, valueFrom: {configMapKeyRef: {name: absent, key: k}}}]\n",
+    ));
+    // Always: an exiting container restarts, with back-off, keeping its last state.
+    let p = wait_edge(
+        &edge,
+        "crash restarted twice",
+        Duration::from_secs(60),
+        || {
+            let p = pod(&s, "crash")?;
+            (container_status(&p, "app")?["restartCount"].as_u64()? >= 2).then_some(p)
+        },
+    );
+    let c = container_status(&p, "app").unwrap();
+    let last = &c["lastState"]["terminated"];
+    let state = &c["state"]["terminated"];
+    assert!(
+        last["exitCode"] == 3 || state["exitCode"] == 3 || c["state"]["running"].is_object(),
+        "{c}"
+    );
+    wait_edge(
+        &edge,
+        "crash shows CrashLoopBackOff",
+        Duration::from_secs(30),
+        || (waiting_reason(&pod(&s, "crash")?, "app") == "CrashLoopBackOff").then_some(()),
+    );
+    // A failing liveness probe restarts the container.
+    wait_edge(
+        &edge,
+        "live restarted by its liveness probe",
+        Duration::from_secs(60),
+        || {
+            let p = pod(&s, "live")?;
+            (container_status(&p, "app")?["restartCount"].as_u64()? >= 1).then_some(())
+        },
+    );
+    // Bad input: a missing image and a missing ConfigMap are waiting reasons, not crashes.
+    wait_edge(
+        &edge,
+        "noimage in ImagePullBackOff",
+        Duration::from_secs(90),
+        || (waiting_reason(&pod(&s, "noimage")?, "app") == "ImagePullBackOff").then_some(()),
+    );
+    let p = wait_edge(
+        &edge,
+        "nocm in CreateContainerConfigError",
+        Duration::from_secs(30),
+        || {
+            let p = pod(&s, "nocm")?;
+            (waiting_reason(&p, "app") == "CreateContainerConfigError").then_some(p)
+        },
+    );
+    let msg = container_status(&p, "app").unwrap()["state"]["waiting"]["message"].to_string();
+    assert!(msg.contains("absent"), "{msg}");
+    assert_eq!(p["status"]["phase"], "Pending");
+    // The ConfigMap appears: the pod starts without being recreated.
+    s.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: absent, namespace: default}\ndata: {k: v}\n");
+    running(&s, "nocm", &edge, Duration::from_secs(60));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Removes every kedge container and sandbox through CRI, as a reboot would.
+fn wipe_pods(ctd: &Containerd) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cri = edgecore::runtime::cri::Cri::new(&ctd.endpoint).unwrap();
+        let managed = [edgecore::runtime::podconfig::MANAGED];
+        for s in cri.list_sandboxes(&managed).await.unwrap() {
+            cri.stop_sandbox(&s.id).await.unwrap();
+            cri.remove_sandbox(&s.id).await.unwrap();
+        }
+        assert!(cri.list_containers(&managed).await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn offline_cold_boot_brings_pods_back_with_the_same_uid() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctd = Containerd::start().unwrap();
+    let hub_port = free_port();
+    let cloud_dir = dir.path().join("cloud");
+    let mut s = start_cloud(&cloud_dir, Some(hub_port));
+    let node = "edge-cold";
+    let mut edge = Edge::join(&s, node, &dir.path().join("edge"), &ctd);
+    s.apply(&simple_pod(
+        "cold",
+        node,
+        IMAGE,
+        "    command: [\"sleep\", \"100000\"]\n",
+    ));
+    let p = running(&s, "cold", &edge, Duration::from_secs(90));
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let first = container_status(&p, "app").unwrap()["containerID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The cloud goes away, edgecore dies, the node "reboots" (containers and sandbox gone).
+    s.stop().unwrap();
+    edge.kill9();
+    wipe_pods(&ctd);
+    assert!(ctd.tasks().is_empty());
+    let t = Instant::now();
+    edge.start();
+    let task = wait_edge(
+        &edge,
+        "the pod runs again with no cloud",
+        Duration::from_secs(30),
+        || {
+            let tasks = ctd.tasks();
+            (tasks.len() >= 2).then_some(tasks)
+        },
+    );
+    let took = t.elapsed();
+    eprintln!("offline cold boot: pod running {took:?} after edgecore started");
+    assert!(
+        !task.iter().any(|t| first.ends_with(t.as_str())),
+        "a new container"
+    );
+
+    // The cloud returns: same pod, same UID, the status written offline reconciles.
+    let s = start_cloud(&cloud_dir, Some(hub_port));
+    let p = wait_edge(
+        &edge,
+        "status reconciled after the cloud returned",
+        Duration::from_secs(60),
+        || {
+            let p = pod(&s, "cold")?;
+            let id = container_status(&p, "app")?["containerID"]
+                .as_str()?
+                .to_string();
+            (id != first && p["status"]["phase"] == "Running").then_some(p)
+        },
+    );
+    assert_eq!(p["metadata"]["uid"], uid.as_str(), "same pod UID");
+    // And nothing is recreated on reconnect: the container stays.
+    let id = container_status(&p, "app").unwrap()["containerID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(Duration::from_secs(3));
+    let p = pod(&s, "cold").unwrap();
+    assert_eq!(
+        container_status(&p, "app").unwrap()["containerID"],
+        id.as_str()
+    );
+    assert_eq!(container_status(&p, "app").unwrap()["restartCount"], 0);
+}
