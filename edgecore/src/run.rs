@@ -188,6 +188,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         reader.clone(),
         outbox.clone(),
         cond_tx.clone(),
+        metrics.clone(),
         &shutdown,
     );
     if recovery.is_some() {
@@ -244,6 +245,7 @@ fn spawn_runtime(
     reader: crate::meta::MetaReader,
     outbox: Outbox,
     conditions: Arc<watch::Sender<Vec<Condition>>>,
+    metrics: Metrics,
     shutdown: &CancellationToken,
 ) {
     if !cfg.runtime.enabled {
@@ -276,6 +278,7 @@ fn spawn_runtime(
         reader,
         outbox,
         conditions,
+        metrics,
     };
     let span = tracing::info_span!("runtime", node = %cfg.node_name);
     tokio::spawn(crate::runtime::exec::run(rcfg, deps, shutdown.clone()).instrument(span));

@@ -417,6 +417,27 @@ fn restarts_liveness_and_bad_input() {
         Duration::from_secs(30),
         || (waiting_reason(&pod(&s, "crash")?, "app") == "CrashLoopBackOff").then_some(()),
     );
+    wait_edge(
+        &edge,
+        "a BackOff event for crash",
+        Duration::from_secs(30),
+        || {
+            let out = s.kubectl(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=crash",
+                "-o",
+                "json",
+            ]);
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            v["items"]
+                .as_array()?
+                .iter()
+                .any(|e| e["reason"] == "BackOff")
+                .then_some(())
+        },
+    );
     // A failing liveness probe restarts the container.
     wait_edge(
         &edge,
@@ -548,4 +569,33 @@ fn offline_cold_boot_brings_pods_back_with_the_same_uid() {
         id.as_str()
     );
     assert_eq!(container_status(&p, "app").unwrap()["restartCount"], 0);
+}
+
+#[test]
+fn missing_runtime_is_a_node_condition_not_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_cloud(&dir.path().join("cloud"), None);
+    let root = dir.path().join("edge");
+    // A containerd that is not there.
+    let ghost = Containerd::ghost(&dir.path().join("nothing.sock"));
+    let edge = Edge::join(&s, "edge-noruntime", &root, &ghost);
+    let cond = |kind: &str| {
+        let path = format!("jsonpath={{.status.conditions[?(@.type==\"{kind}\")].status}}");
+        let out = s.kubectl(&["get", "node", "edge-noruntime", "-o", &path]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    wait_edge(
+        &edge,
+        "ContainerRuntimeUnhealthy=True",
+        Duration::from_secs(60),
+        || (cond("ContainerRuntimeUnhealthy") == "True").then_some(()),
+    );
+    assert_eq!(
+        cond("Ready"),
+        "True",
+        "a missing runtime does not make the node NotReady"
+    );
+    let log = edge.log();
+    let lines = log.matches("cannot reach the container runtime").count();
+    assert_eq!(lines, 1, "one clear log line:\n{log}");
 }

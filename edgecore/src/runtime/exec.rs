@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use proto::{Op, ResourceKey};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -24,11 +23,14 @@ use super::podconfig::{CONTAINER_NAME, MANAGED, POD_UID};
 use super::probe::{Kind, Prober, Verdict};
 use super::spec::Pod;
 use super::start::{Effect, StartRequest};
-use super::status::{Detail, View, event, pod_status};
-use super::{RUNTIME_CONDITION, RuntimeConfig, desired_pods, probe, start, volumes};
+use super::status::Detail;
+use super::{RUNTIME_CONDITION, RuntimeConfig, desired_pods, start};
 use crate::meta::{MetaReader, MetaSnapshot};
 use crate::node::Condition;
-use crate::outbox::{Outbox, Upstream};
+use crate::outbox::Outbox;
+
+mod jobs;
+mod report;
 
 /// What the loop needs from edgecore.
 #[derive(Debug, Clone)]
@@ -41,6 +43,8 @@ pub struct Deps {
     pub outbox: Outbox,
     /// The node's extra conditions (the runtime condition is upserted there).
     pub conditions: Arc<watch::Sender<Vec<Condition>>>,
+    /// Metrics.
+    pub metrics: crate::telemetry::Metrics,
 }
 
 /// A background job that finished.
@@ -76,6 +80,8 @@ struct Loop {
     healthy: Option<bool>,
     generation: u64,
     done_tx: mpsc::Sender<Done>,
+    /// Containers seen exited for the first time this pass: `(uid, name, exit code)`.
+    exited: Vec<(String, String, i32)>,
 }
 
 /// Runs the loop until `shutdown`. Running pods are left running on shutdown (an
@@ -97,6 +103,7 @@ pub async fn run(cfg: RuntimeConfig, deps: Deps, shutdown: CancellationToken) {
         healthy: None,
         generation: u64::MAX,
         done_tx,
+        exited: Vec::new(),
     };
     tracing::info!(endpoint = %l.cfg.endpoint, node = %l.cfg.node, "pod runtime started");
     loop {
@@ -238,6 +245,8 @@ impl Loop {
                 );
                 if exited {
                     self.final_ids.insert(c.id.clone());
+                    let name = c.labels.get(CONTAINER_NAME).cloned().unwrap_or_default();
+                    self.exited.push((uid.clone(), name, st.exit_code));
                 }
             }
             let d = self.details.get(&c.id).cloned().unwrap_or_default();
@@ -323,6 +332,23 @@ impl Loop {
             now,
         );
         let busy = !actions.is_empty();
+        self.deps.metrics.pods.set(desired.len() as i64);
+        for a in &actions {
+            let name = match a {
+                Action::RunSandbox { .. } => "run_sandbox",
+                Action::StartContainer { .. } => "start_container",
+                Action::KillContainer { .. } => "kill_container",
+                Action::RemoveContainer { .. } => "remove_container",
+                Action::RemoveSandbox { .. } => "remove_sandbox",
+                Action::KillPod { .. } => "kill_pod",
+                Action::ConfirmDeletion { .. } => "confirm_deletion",
+            };
+            self.deps
+                .metrics
+                .runtime_actions
+                .get_or_create(&vec![("action".to_owned(), name.to_owned())])
+                .inc();
+        }
         let pods: BTreeMap<&str, &Pod> = desired
             .iter()
             .map(|p| (p.metadata.uid.as_str(), p))
@@ -380,6 +406,22 @@ impl Loop {
                 Action::RunSandbox { ref uid, .. } | Action::StartContainer { ref uid, .. } => {
                     groups.entry(uid.clone()).or_default().push(a);
                 }
+            }
+        }
+        for (uid, name, code) in std::mem::take(&mut self.exited) {
+            let Some(pod) = pods.get(uid.as_str()) else {
+                continue;
+            };
+            let init = pod.spec.init_containers.iter().any(|c| c.name == name);
+            let restarts = match pod.spec.restart_policy() {
+                super::spec::RestartPolicy::Always if init => code != 0,
+                super::spec::RestartPolicy::Always => true,
+                super::spec::RestartPolicy::OnFailure => code != 0,
+                super::spec::RestartPolicy::Never => false,
+            };
+            if restarts && pod.metadata.deletion_timestamp.is_none() {
+                let msg = format!("Back-off restarting failed container {name} (exit code {code})");
+                self.emit(pod, "Warning", "BackOff", &msg).await;
             }
         }
         // Pod IPs of the sandboxes containers start in.
@@ -476,6 +518,14 @@ impl Loop {
                 reason,
                 message,
             } => {
+                self.deps
+                    .metrics
+                    .runtime_actions
+                    .get_or_create(&vec![
+                        ("action".to_owned(), "failed".to_owned()),
+                        ("reason".to_owned(), reason.clone()),
+                    ])
+                    .inc();
                 let key = (uid, name);
                 let count = self.memory.failures.get(&key).map_or(0, |f| f.count) + 1;
                 self.memory.failures.insert(
@@ -502,242 +552,5 @@ impl Loop {
                 }
             }
         }
-    }
-
-    async fn emit(&self, pod: &Pod, kind: &str, reason: &str, message: &str) {
-        let e = event(pod, &self.cfg.node, kind, reason, message, now_ms());
-        let name = e["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let Ok(key) = ResourceKey::namespaced(&pod.metadata.namespace, "event", name.clone())
-        else {
-            return;
-        };
-        let item = Upstream::event(Op::Create, &key, &e);
-        if let Err(e) = self
-            .deps
-            .outbox
-            .put(&format!("event/{}/{name}", pod.metadata.namespace), item)
-            .await
-        {
-            tracing::warn!(error = %e, "cannot queue a pod event");
-        }
-    }
-
-    async fn kill_pod(&mut self, actual: &Actual, pod: Option<&Pod>, uid: &str, grace: i64) {
-        self.memory.stopping.insert(uid.to_owned());
-        let running: Vec<Ctr> = actual
-            .containers
-            .iter()
-            .filter(|c| c.uid == uid && c.state == CState::Running)
-            .cloned()
-            .collect();
-        if let Some(pod) = pod {
-            for c in &running {
-                self.emit(
-                    pod,
-                    "Normal",
-                    "Killing",
-                    &format!("Stopping container {}", c.name),
-                )
-                .await;
-            }
-        }
-        let sandboxes: Vec<String> = actual
-            .sandboxes
-            .iter()
-            .filter(|s| s.uid == uid)
-            .map(|s| s.id.clone())
-            .collect();
-        let rest: Vec<String> = actual
-            .containers
-            .iter()
-            .filter(|c| c.uid == uid)
-            .map(|c| c.id.clone())
-            .collect();
-        let (cri, tx, uid) = (self.deps.cri.clone(), self.done_tx.clone(), uid.to_owned());
-        let dir = pod
-            .is_none()
-            .then(|| volumes::pod_dir(&self.cfg.pods_dir, &uid));
-        let grace = Duration::from_secs(grace.unsigned_abs());
-        tracing::info!(pod_uid = %uid, containers = running.len(), ?grace, "stopping pod");
-        tokio::spawn(async move {
-            join_all(running.iter().map(|c| cri.stop_container(&c.id, grace))).await;
-            for id in &rest {
-                let _ = cri.remove_container(id).await;
-            }
-            for id in &sandboxes {
-                let _ = cri.stop_sandbox(id).await;
-                if let Err(e) = cri.remove_sandbox(id).await {
-                    tracing::warn!(sandbox = %id, error = %e, "removing a sandbox failed");
-                }
-            }
-            if let Some(dir) = dir {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            let _ = tx.send(Done::Stopped { uid }).await;
-        });
-    }
-
-    async fn confirm_deletion(&mut self, uid: &str, namespace: &str, name: &str) {
-        let Ok(key) = ResourceKey::namespaced(namespace, "pod", name.to_owned()) else {
-            return;
-        };
-        let body = json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
-            "preconditions": {"uid": uid}});
-        let item = Upstream::request(Op::Delete, &key, &body);
-        match self
-            .deps
-            .outbox
-            .put(&format!("pod-delete/{namespace}/{name}"), item)
-            .await
-        {
-            Ok(()) => {
-                tracing::info!(pod = %name, %namespace, "pod stopped; confirming its deletion");
-                self.memory.confirmed.insert(uid.to_owned());
-                self.sent.remove(uid);
-                let _ = std::fs::remove_dir_all(volumes::pod_dir(&self.cfg.pods_dir, uid));
-            }
-            Err(e) => {
-                tracing::warn!(pod = %name, error = %e, "cannot queue the deletion confirmation")
-            }
-        }
-    }
-
-    async fn refresh_volumes(&mut self, desired: &[Pod], actual: &Actual, snap: &MetaSnapshot) {
-        for pod in desired {
-            let Some(sb) = actual
-                .sandboxes
-                .iter()
-                .find(|s| s.uid == pod.metadata.uid && s.ready)
-            else {
-                continue;
-            };
-            let facts = PodFacts {
-                pod_ip: self.pod_ip(pod, sb).await,
-                host_ip: self.cfg.host_ip.clone(),
-            };
-            let n = volumes::refresh(&self.cfg.pods_dir, pod, snap, &facts);
-            if n > 0 {
-                tracing::info!(pod = %pod.metadata.name, volumes = n, "updated mounted volumes in place");
-            }
-        }
-    }
-
-    fn run_probes(&mut self, desired: &[Pod], actual: &Actual, now: i64) {
-        for pod in desired {
-            for c in &pod.spec.containers {
-                let Some(inst) = actual
-                    .containers
-                    .iter()
-                    .filter(|x| {
-                        x.uid == pod.metadata.uid && x.name == c.name && x.state == CState::Running
-                    })
-                    .max_by_key(|x| x.attempt)
-                else {
-                    continue;
-                };
-                if !self.prober.ready(&inst.id, c) {
-                    self.not_ready.insert(inst.id.clone());
-                }
-                let started = self.details.get(&inst.id).map_or(now, |d| d.started_ms);
-                let ip = if pod.spec.host_network {
-                    "127.0.0.1".to_owned()
-                } else {
-                    self.sandbox_ips
-                        .get(&inst.sandbox_id)
-                        .cloned()
-                        .unwrap_or_default()
-                };
-                for (kind, p) in self.prober.due(&inst.id, c, started, now) {
-                    let (cri, tx, id) =
-                        (self.deps.cri.clone(), self.done_tx.clone(), inst.id.clone());
-                    let (uid, name, ip) = (pod.metadata.uid.clone(), c.name.clone(), ip.clone());
-                    tokio::spawn(async move {
-                        let ok = probe::check(&cri, &id, &p, &ip).await;
-                        let _ = tx
-                            .send(Done::Probed {
-                                id,
-                                uid,
-                                name,
-                                kind,
-                                ok,
-                            })
-                            .await;
-                    });
-                }
-            }
-        }
-    }
-
-    async fn write_statuses(
-        &mut self,
-        desired: &[Pod],
-        actual: &Actual,
-        snap: &MetaSnapshot,
-        now: i64,
-    ) {
-        for pod in desired {
-            let m = &pod.metadata;
-            if m.deletion_timestamp.is_some() || self.memory.stopping.contains(&m.uid) {
-                continue;
-            }
-            let sandbox = actual
-                .sandboxes
-                .iter()
-                .filter(|s| s.uid == m.uid)
-                .max_by_key(|s| (s.attempt, s.created_ms));
-            let pod_ip = match sandbox.filter(|s| s.ready) {
-                Some(sb) => self.pod_ip(pod, sb).await,
-                None => String::new(),
-            };
-            let cached = super::cached_status(snap, &m.namespace, &m.name);
-            let previous = self.sent.get(&m.uid).cloned().or(cached);
-            let status = pod_status(&View {
-                pod,
-                sandbox,
-                containers: actual
-                    .containers
-                    .iter()
-                    .filter(|c| c.uid == m.uid && sandbox.is_some_and(|s| s.id == c.sandbox_id))
-                    .collect(),
-                details: &self.details,
-                failures: &self.memory.failures,
-                not_ready: &self.not_ready,
-                pod_ip,
-                host_ip: self.cfg.host_ip.clone(),
-                previous: previous.as_ref(),
-                backoff: self.cfg.settings.backoff(),
-                now_ms: now,
-            });
-            if previous.as_ref() == Some(&status) {
-                continue;
-            }
-            let Ok(key) = ResourceKey::namespaced(&m.namespace, "pod", m.name.clone()) else {
-                continue;
-            };
-            let item = Upstream::request(Op::PatchStatus, &key, &json!({ "status": status }))
-                .with_content_type(proto::frame::MERGE_PATCH);
-            match self
-                .deps
-                .outbox
-                .put(&format!("pod-status/{}/{}", m.namespace, m.name), item)
-                .await
-            {
-                Ok(()) => {
-                    self.sent.insert(m.uid.clone(), status);
-                }
-                Err(e) => tracing::warn!(pod = %m.name, error = %e, "cannot queue the pod status"),
-            }
-        }
-        let live: BTreeSet<&str> = desired.iter().map(|p| p.metadata.uid.as_str()).collect();
-        self.sent.retain(|uid, _| live.contains(uid.as_str()));
-        self.memory
-            .failures
-            .retain(|(uid, _), _| live.contains(uid.as_str()));
-        self.memory
-            .confirmed
-            .retain(|uid| live.contains(uid.as_str()));
     }
 }
