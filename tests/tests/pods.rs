@@ -569,6 +569,38 @@ fn offline_cold_boot_brings_pods_back_with_the_same_uid() {
         id.as_str()
     );
     assert_eq!(container_status(&p, "app").unwrap()["restartCount"], 0);
+
+    // Deleted in the API while the edge is down: removed at the edge after it reconnects,
+    // and only then does the pod leave the API.
+    edge.kill9();
+    let out = s.kubectl(&["delete", "pod", "cold", "--wait=false"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        pod(&s, "cold").is_some(),
+        "a node-bound pod waits for its node's confirmation"
+    );
+    assert!(
+        !ctd.tasks().is_empty(),
+        "still running at the edge while it is offline"
+    );
+    edge.start();
+    wait_edge(
+        &edge,
+        "the pod left the API after the edge stopped it",
+        Duration::from_secs(60),
+        || pod(&s, "cold").is_none().then_some(()),
+    );
+    wait_edge(
+        &edge,
+        "no task left in containerd",
+        Duration::from_secs(30),
+        || ctd.tasks().is_empty().then_some(()),
+    );
 }
 
 #[test]

@@ -106,11 +106,18 @@ pub async fn run(cfg: RuntimeConfig, deps: Deps, shutdown: CancellationToken) {
         exited: Vec::new(),
     };
     tracing::info!(endpoint = %l.cfg.endpoint, node = %l.cfg.node, "pod runtime started");
+    let mut streak = 0u32;
     loop {
         let busy = l.pass().await;
+        streak = if busy { streak + 1 } else { 0 };
         if busy {
-            // Something was done: look again at once (bounded by the runtime's own pace).
-            tokio::task::yield_now().await;
+            // Something was done: look again at once — but an action the runtime keeps
+            // refusing (a sandbox that cannot be removed...) must not spin the loop.
+            if streak > 20 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
             if shutdown.is_cancelled() {
                 return;
             }
