@@ -11,7 +11,6 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
 use tests::containerd::{Containerd, IMAGE};
 use tests::{Standalone, bin};
 
@@ -166,40 +165,13 @@ fn run(n: usize, dir: Option<&Path>) -> Result<String> {
     })?;
     let rss_idle = rss_kib(edge.0.id());
 
-    // N pods at once; each one's latency is from the apply to Running seen in the API.
-    let manifest: String = (0..n)
-        .map(|i| {
-            format!(
-                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: default}}\nspec:\n  \
-                 nodeName: {node}\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  \
-                 containers:\n  - name: app\n    image: {IMAGE}\n    command: [sleep, \"100000\"]\n---\n"
-            )
-        })
-        .collect();
-    let t0 = Instant::now();
-    s.apply(&manifest);
-    let mut seen: Vec<Option<Duration>> = vec![None; n];
-    wait(
-        "all pods Running in the API",
-        Duration::from_secs(120),
-        || {
-            let out = s.kubectl(&["get", "pods", "-o", "json"]);
-            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-            let at = t0.elapsed();
-            for p in v["items"].as_array()? {
-                let i: usize = p["metadata"]["name"]
-                    .as_str()?
-                    .trim_start_matches('p')
-                    .parse()
-                    .ok()?;
-                if p["status"]["phase"] == "Running" && i < n && seen[i].is_none() {
-                    seen[i] = Some(at);
-                }
-            }
-            seen.iter().all(Option::is_some).then_some(())
-        },
-    )?;
-    let mut lat: Vec<Duration> = seen.into_iter().flatten().collect();
+    // N pods created at once through the API; each one's latency runs from the start of the
+    // creates to its Running phase arriving on a watch.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let seen = rt.block_on(create_and_watch(&s, node, n))?;
+    let mut lat: Vec<Duration> = seen;
     lat.sort();
     std::thread::sleep(Duration::from_secs(2));
     let rss_pods = rss_kib(edge.0.id());
@@ -268,4 +240,63 @@ fn run(n: usize, dir: Option<&Path>) -> Result<String> {
         mib(rss_cold)
     ));
     Ok(t)
+}
+
+async fn create_and_watch(s: &Standalone, node: &str, n: usize) -> Result<Vec<Duration>> {
+    use futures::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, PostParams, WatchEvent, WatchParams};
+    let api: Api<Pod> = Api::namespaced(s.client().await?, "default");
+    let mut events = api.watch(&WatchParams::default(), "0").await?.boxed();
+    let t0 = Instant::now();
+    let creator = {
+        let api = api.clone();
+        let node = node.to_owned();
+        tokio::spawn(async move {
+            let creates = (0..n).map(|i| {
+                let pod: Pod = serde_json::from_value(serde_json::json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("p{i}"), "namespace": "default"},
+                    "spec": {"nodeName": node, "hostNetwork": true,
+                        "terminationGracePeriodSeconds": 1,
+                        "containers": [{"name": "app", "image": IMAGE,
+                            "command": ["sleep", "100000"]}]}
+                }))
+                .unwrap_or_default();
+                let api = api.clone();
+                async move { api.create(&PostParams::default(), &pod).await }
+            });
+            futures::future::join_all(creates).await
+        })
+    };
+    let mut seen: Vec<Option<Duration>> = vec![None; n];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while seen.iter().any(Option::is_none) {
+        let ev = tokio::time::timeout_at(deadline, events.try_next())
+            .await
+            .context("timed out waiting for all pods Running")??;
+        let Some(ev) = ev else {
+            bail!("the watch ended")
+        };
+        let (WatchEvent::Added(p) | WatchEvent::Modified(p)) = ev else {
+            continue;
+        };
+        let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        let i: Option<usize> = p
+            .metadata
+            .name
+            .as_deref()
+            .and_then(|n| n.strip_prefix('p'))
+            .and_then(|n| n.parse().ok());
+        if let Some(i) = i.filter(|i| *i < n)
+            && running
+            && seen[i].is_none()
+        {
+            seen[i] = Some(t0.elapsed());
+        }
+    }
+    for r in creator.await? {
+        r?;
+    }
+    Ok(seen.into_iter().flatten().collect())
 }
