@@ -631,3 +631,44 @@ fn missing_runtime_is_a_node_condition_not_not_ready() {
     let lines = log.matches("cannot reach the container runtime").count();
     assert_eq!(lines, 1, "one clear log line:\n{log}");
 }
+
+#[test]
+fn images_import_loads_an_archive_with_progress() {
+    let ctd = Containerd::start().unwrap();
+    let out = ctd.ctr(&["images", "rm", IMAGE]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let images = || String::from_utf8_lossy(&ctd.ctr(&["images", "ls", "-q"]).stdout).to_string();
+    assert!(!images().contains(IMAGE));
+    let tar = ctd.dir.join("busybox.tar");
+    let out = Command::new(bin("edgecore"))
+        .args(["images", "import"])
+        .arg(&tar)
+        .args(["--cri-endpoint", &ctd.endpoint])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), IMAGE);
+    assert!(
+        stderr.contains("100%") && stderr.contains("imported 1 image"),
+        "{stderr}"
+    );
+    assert!(images().contains(IMAGE));
+    // Bad input: a clear error, exit 1.
+    let out = Command::new(bin("edgecore"))
+        .args([
+            "images",
+            "import",
+            "/nonexistent.tar",
+            "--cri-endpoint",
+            &ctd.endpoint,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent.tar"));
+}
