@@ -269,8 +269,8 @@ fn spawn_runtime(
         node: cfg.node_name.clone(),
         host_ip,
         endpoint: cfg.cri_endpoint.clone(),
-        pods_dir: cfg.data_dir.join("pods"),
-        logs_dir: cfg.data_dir.join("logs/pods"),
+        pods_dir: crate::runtime::runtime_root(&cfg.data_dir).join("pods"),
+        logs_dir: crate::runtime::runtime_root(&cfg.data_dir).join("logs/pods"),
         settings: cfg.runtime.clone(),
     };
     let deps = crate::runtime::exec::Deps {

@@ -106,9 +106,9 @@ pub struct RuntimeConfig {
     pub host_ip: String,
     /// CRI endpoint.
     pub endpoint: String,
-    /// `<data_dir>/pods`: pod volumes.
+    /// `<runtime root>/pods`: pod volumes ([`runtime_root`]).
     pub pods_dir: PathBuf,
-    /// `<data_dir>/logs/pods`: container logs (the kubelet's `/var/log/pods` layout).
+    /// `<runtime root>/logs/pods`: container logs (the kubelet's `/var/log/pods` layout).
     pub logs_dir: PathBuf,
     /// Settings.
     pub settings: RuntimeSettings,
@@ -118,6 +118,16 @@ impl RuntimeConfig {
     /// The pull deadline.
     pub fn pull_timeout(&self) -> Duration {
         Duration::from_secs(self.settings.pull_timeout_secs)
+    }
+}
+
+/// Where pod volumes and logs live: next to the store (`/var/lib/kedge` ->
+/// `/var/lib/kedge-runtime`), never inside it, so a store that is moved aside on recovery
+/// does not take the volumes of running containers with it.
+pub fn runtime_root(data_dir: &std::path::Path) -> PathBuf {
+    match data_dir.file_name() {
+        Some(name) => data_dir.with_file_name(format!("{}-runtime", name.to_string_lossy())),
+        None => data_dir.join("kedge-runtime"),
     }
 }
 

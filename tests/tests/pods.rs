@@ -281,7 +281,7 @@ spec:
     );
     // Logs in the kubelet layout.
     let logs = edge.root.join(format!(
-        "var/lib/kedge/logs/pods/default_web_{uid}/app/0.log"
+        "var/lib/kedge-runtime/logs/pods/default_web_{uid}/app/0.log"
     ));
     assert!(logs.exists(), "{} exists", logs.display());
 

@@ -1,4 +1,5 @@
-//! Pod volumes on the node: `<data_dir>/pods/<uid>/volumes/<name>`.
+//! Pod volumes on the node: `<runtime root>/pods/<uid>/volumes/<name>` (see
+//! [`runtime_root`](super::runtime_root)).
 //!
 //! Content volumes (configMap, secret, projected, downwardAPI) are written with
 //! Kubernetes' atomic-writer layout: the files live in a timestamped `..<ts>` directory,
