@@ -162,3 +162,42 @@ pub fn cached_status(
     let v: serde_json::Value = serde_json::from_slice(&o.json).ok()?;
     v.get("status").cloned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn settings_are_validated_and_parsed_from_the_config() {
+        assert!(RuntimeSettings::default().validate().is_ok());
+        let zero = RuntimeSettings {
+            backoff_base_secs: 0,
+            ..RuntimeSettings::default()
+        };
+        assert_eq!(zero.validate().unwrap_err().0, "runtime.backoff_base_secs");
+        let inverted = RuntimeSettings {
+            backoff_max_secs: 5,
+            ..RuntimeSettings::default()
+        };
+        assert_eq!(
+            inverted.validate().unwrap_err().0,
+            "runtime.backoff_max_secs"
+        );
+        let cfg = crate::config::Config::parse(
+            "node_name = \"a\"\nserver = \"wss://x:1\"\n[runtime]\nbackoff_base_secs = 2\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.runtime.backoff().base_ms, 2_000);
+        assert!(crate::config::Config::parse("[runtime]\nnope = 1\n").is_err());
+    }
+
+    #[test]
+    fn runtime_root_is_next_to_the_store() {
+        assert_eq!(
+            runtime_root(Path::new("/var/lib/kedge")),
+            Path::new("/var/lib/kedge-runtime")
+        );
+        assert_eq!(runtime_root(Path::new("/")), Path::new("/kedge-runtime"));
+    }
+}
