@@ -108,6 +108,11 @@ pub async fn run(cfg: RuntimeConfig, deps: Deps, shutdown: CancellationToken) {
     tracing::info!(endpoint = %l.cfg.endpoint, node = %l.cfg.node, "pod runtime started");
     let mut streak = 0u32;
     loop {
+        // Finished jobs are folded in before every pass, busy or not, so a stream of
+        // actions for one pod never starves another pod's stop or probe results.
+        while let Ok(done) = done_rx.try_recv() {
+            l.on_done(done);
+        }
         let busy = l.pass().await;
         streak = if busy { streak + 1 } else { 0 };
         if busy {
@@ -128,9 +133,6 @@ pub async fn run(cfg: RuntimeConfig, deps: Deps, shutdown: CancellationToken) {
             changed = reader.changed() => if !changed { return },
             Some(done) = done_rx.recv() => l.on_done(done),
             () = tokio::time::sleep(resync) => {}
-        }
-        while let Ok(done) = done_rx.try_recv() {
-            l.on_done(done);
         }
     }
 }
