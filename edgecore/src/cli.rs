@@ -58,10 +58,30 @@ pub enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: crate::status::Format,
     },
+    /// Container images in the node's runtime.
+    #[command(subcommand)]
+    Images(ImagesCommand),
     /// Print shell completions.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+/// `edgecore images ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Import an image archive (OCI layout or `docker save` tar) into the runtime, for
+    /// gateways without a registry; pods use it whatever their pull policy when offline.
+    Import {
+        /// The archive.
+        file: PathBuf,
+        /// CRI endpoint (default: the node's configured one, else containerd's).
+        #[arg(long)]
+        cri_endpoint: Option<String>,
+        /// Root of the node's files (to find its config).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
     },
 }
 
@@ -182,6 +202,27 @@ pub async fn run(cli: Cli) -> ExitCode {
                     }
                     Err(e) => fail(1, e),
                 },
+                Err(e) => fail(1, e),
+            }
+        }
+        Command::Images(ImagesCommand::Import {
+            file,
+            cri_endpoint,
+            root,
+        }) => {
+            let endpoint = cri_endpoint.unwrap_or_else(|| {
+                Config::load(&Layout::new(&root).config)
+                    .map(|c| c.cri_endpoint)
+                    .unwrap_or_else(|_| Config::default().cri_endpoint)
+            });
+            let mut err = std::io::stderr();
+            match crate::runtime::images::import(&file, &endpoint, &mut err).await {
+                Ok(names) => {
+                    for n in names {
+                        println!("{n}");
+                    }
+                    ExitCode::SUCCESS
+                }
                 Err(e) => fail(1, e),
             }
         }

@@ -75,6 +75,8 @@ pub struct Config {
     pub status: StatusConfig,
     /// The device bus (MQTT broker, topic prefix, simulated GPIO).
     pub mqtt: MqttConfig,
+    /// The pod runtime (CRI endpoint is `cri_endpoint`).
+    pub runtime: crate::runtime::RuntimeSettings,
     /// Seconds to drain (flush the store, close the link) on SIGTERM.
     pub shutdown_grace_secs: u64,
 }
@@ -245,6 +247,7 @@ impl Config {
             store: StoreSettings::default(),
             status: StatusConfig::default(),
             mqtt: MqttConfig::default(),
+            runtime: crate::runtime::RuntimeSettings::default(),
             shutdown_grace_secs: 10,
         }
     }
@@ -311,6 +314,11 @@ impl Config {
         if self.hub.window == 0 {
             return Err(invalid("hub.window", "must be greater than 0"));
         }
+        crate::runtime::cri::socket_path(&self.cri_endpoint)
+            .map_err(|e| invalid("cri_endpoint", &e.to_string()))?;
+        self.runtime
+            .validate()
+            .map_err(|(field, m)| invalid(field, &m))?;
         if let Some(url) = &self.mqtt.external {
             crate::bus::link::parse_broker_url(url)
                 .map_err(|e| invalid("mqtt.external", &e.to_string()))?;

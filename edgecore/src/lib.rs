@@ -12,6 +12,7 @@
 //!   Lease renewals).
 //! - [`join`]: `edgecore join` / `reset` (token, CA pinning, CSR, files);
 //!   [`service`] its systemd unit (`--install-service`).
+//! - [`runtime`]: runs the node's pods through CRI (containerd), offline too.
 //! - [`run`]: wires everything for `edgecore run`; [`cli`] is the command line.
 //! - [`config`], [`pki`], [`telemetry`], [`status`], [`backoff`]: the rest.
 
@@ -27,6 +28,7 @@ pub mod node;
 pub mod outbox;
 pub mod pki;
 pub mod run;
+pub mod runtime;
 pub mod service;
 pub mod status;
 pub mod store;

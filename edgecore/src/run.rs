@@ -77,6 +77,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         .map_err(|e| RunError::Store(crate::hub::conn::chain(&e)))?;
 
     let info = crate::node::node_info(&cfg.node_name, &server, &cfg.labels);
+    let runtime_info = info.clone();
     let hello = Hello {
         node_name: cfg.node_name.clone(),
         info: Some(info.clone()),
@@ -175,11 +176,21 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     tokio::spawn(update_status(
         live,
         hub_rx.clone(),
-        reader,
+        reader.clone(),
         outbox.clone(),
         store.clone(),
         shutdown.clone(),
     ));
+    let cond_tx = Arc::new(cond_tx);
+    spawn_runtime(
+        &cfg,
+        &runtime_info,
+        reader.clone(),
+        outbox.clone(),
+        cond_tx.clone(),
+        metrics.clone(),
+        &shutdown,
+    );
     if recovery.is_some() {
         tokio::spawn(clear_recovery_when_synced(
             store.clone(),
@@ -226,6 +237,53 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     }
 }
 
+/// Starts the pod runtime (unless `[runtime] enabled = false`). A bad endpoint is a config
+/// error caught by validation; an unreachable runtime is the runtime node condition.
+fn spawn_runtime(
+    cfg: &Config,
+    info: &proto::NodeInfo,
+    reader: crate::meta::MetaReader,
+    outbox: Outbox,
+    conditions: Arc<watch::Sender<Vec<Condition>>>,
+    metrics: Metrics,
+    shutdown: &CancellationToken,
+) {
+    if !cfg.runtime.enabled {
+        tracing::info!("pod runtime off ([runtime] enabled = false)");
+        return;
+    }
+    let cri = match crate::runtime::cri::Cri::new(&cfg.cri_endpoint) {
+        Ok(cri) => cri,
+        Err(e) => {
+            tracing::error!(error = %e, "pod runtime not started");
+            return;
+        }
+    };
+    let host_ip = info
+        .addresses
+        .iter()
+        .find(|a| a.r#type == "InternalIP")
+        .map(|a| a.address.clone())
+        .unwrap_or_else(|| "127.0.0.1".to_owned());
+    let rcfg = crate::runtime::RuntimeConfig {
+        node: cfg.node_name.clone(),
+        host_ip,
+        endpoint: cfg.cri_endpoint.clone(),
+        pods_dir: crate::runtime::runtime_root(&cfg.data_dir).join("pods"),
+        logs_dir: crate::runtime::runtime_root(&cfg.data_dir).join("logs/pods"),
+        settings: cfg.runtime.clone(),
+    };
+    let deps = crate::runtime::exec::Deps {
+        cri,
+        reader,
+        outbox,
+        conditions,
+        metrics,
+    };
+    let span = tracing::info_span!("runtime", node = %cfg.node_name);
+    tokio::spawn(crate::runtime::exec::run(rcfg, deps, shutdown.clone()).instrument(span));
+}
+
 /// Persists a fresh recovery (so the condition survives restarts until the
 /// resync refilled the store) and returns the one in force, if any.
 fn remember_recovery(store: &Store, fresh: Option<&Recovery>) -> Option<(String, i64)> {
@@ -266,7 +324,7 @@ fn recovered_condition((message, at): &(String, i64)) -> Condition {
 async fn clear_recovery_when_synced(
     store: Store,
     mut hub: watch::Receiver<HubStatus>,
-    conditions: watch::Sender<Vec<Condition>>,
+    conditions: Arc<watch::Sender<Vec<Condition>>>,
     shutdown: CancellationToken,
 ) {
     loop {

@@ -105,6 +105,10 @@ pub struct Metrics {
     pub objects: Gauge,
     /// `edgecore_meta_ignored_total{reason}`: cloud frames that changed nothing.
     pub meta_ignored: Family<Labels, Counter>,
+    /// `edgecore_runtime_actions_total{action}` and failures `{action="failed",reason}`.
+    pub runtime_actions: Family<Labels, Counter>,
+    /// `edgecore_pods`: pods of this node the runtime manages.
+    pub pods: Gauge,
 }
 
 impl Default for Metrics {
@@ -131,6 +135,8 @@ impl Metrics {
             store_flush_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             objects: Gauge::default(),
             meta_ignored: Family::default(),
+            runtime_actions: Family::default(),
+            pods: Gauge::default(),
         };
         let mut r = Registry::default();
         r.register(
@@ -198,6 +204,12 @@ impl Metrics {
             "Cloud frames that changed nothing, by reason",
             m.meta_ignored.clone(),
         );
+        r.register(
+            "edgecore_runtime_actions",
+            "Pod runtime actions taken, and failures by reason",
+            m.runtime_actions.clone(),
+        );
+        r.register("edgecore_pods", "Pods of this node", m.pods.clone());
         Metrics {
             registry: Arc::new(r),
             ..m

@@ -11,6 +11,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod containerd;
+
 use anyhow::{Context, Result, bail};
 
 pub mod helm;

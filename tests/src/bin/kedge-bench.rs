@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! kedge-bench api [--smoke] [--creates N] [--pods N] [--watchers N] [--paged N] ...
+//! kedge-bench pods [--smoke] [--pods N]   (pods on one edge through containerd)
 //! ```
 //!
 //! Phases (each on a fresh server and data directory): `durable` (creates/s, then kill -9
@@ -27,6 +28,8 @@ mod opts;
 mod paging;
 #[path = "kedge-bench/pods.rs"]
 mod pods;
+#[path = "kedge-bench/pods_edge.rs"]
+mod pods_edge;
 #[path = "kedge-bench/report.rs"]
 mod report;
 #[path = "kedge-bench/watch.rs"]
@@ -45,6 +48,9 @@ fn main() -> ExitCode {
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{}", opts::USAGE);
         return ExitCode::SUCCESS;
+    }
+    if args.first().is_some_and(|a| a == "pods") {
+        return pods_edge::main(&args[1..]);
     }
     let opts = match args.split_first() {
         Some((cmd, rest)) if cmd == "api" => Opts::parse(rest),

@@ -1,0 +1,302 @@
+//! `kedge-bench pods [--smoke] [--pods N]`: pods on one edge with the real stack —
+//! cloudcore standalone, a joined edgecore, a private containerd (the tests' harness).
+//!
+//! Measures create -> Running as seen in the API (p50/p99 over N hostNetwork pods created
+//! at once), edgecore's RSS with N pods, and an offline cold boot: cloud stopped, edgecore
+//! killed -9, every container and sandbox removed (as a reboot would), edgecore started
+//! alone -> time until all N pods run again in containerd.
+
+use std::path::Path;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tests::containerd::{Containerd, IMAGE};
+use tests::{Standalone, bin};
+
+const USAGE: &str = "usage: kedge-bench pods [--smoke] [--pods N] [--dir DIR]";
+
+/// Entry point of the `pods` subcommand.
+pub fn main(args: &[String]) -> ExitCode {
+    let mut pods = if args.iter().any(|a| a == "--smoke") {
+        3
+    } else {
+        20
+    };
+    let mut dir = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--smoke" => {}
+            "--pods" => match it.next().and_then(|v| v.parse().ok()) {
+                Some(n) if n > 0 => pods = n,
+                _ => return usage("--pods needs a positive count"),
+            },
+            "--dir" => match it.next() {
+                Some(d) => dir = Some(d.clone()),
+                None => return usage("--dir needs a value"),
+            },
+            other => return usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    match run(pods, dir.as_deref().map(Path::new)) {
+        Ok(table) => {
+            println!("{table}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kedge-bench pods: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("kedge-bench pods: {msg}\n{USAGE}");
+    ExitCode::from(2)
+}
+
+struct EdgeProc(Child);
+
+impl Drop for EdgeProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_edge(root: &Path) -> Result<EdgeProc> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("edge.log"))?;
+    Ok(EdgeProc(
+        Command::new(bin("edgecore"))
+            .arg("run")
+            .arg("--config")
+            .arg(root.join("etc/kedge/edgecore.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting edgecore")?,
+    ))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn wait<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?}: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn run(n: usize, dir: Option<&Path>) -> Result<String> {
+    let tmp = tempfile::tempdir()?;
+    let base = dir.unwrap_or(tmp.path()).to_path_buf();
+    let ctd = Containerd::start()?;
+    let hub_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let hub = format!("127.0.0.1:{hub_port}");
+    let cloud_dir = base.join("cloud");
+    let mut s = Standalone::start(&cloud_dir, &["--hub-listen", &hub])?;
+    let out = Command::new(bin("cloudcore"))
+        .args(["token", "create", "--kubeconfig"])
+        .arg(&s.kubeconfig)
+        .output()?;
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let root = base.join("edge");
+    let node = "bench-edge";
+    let out = Command::new(bin("edgecore"))
+        .args([
+            "join",
+            "--server",
+            &s.hub,
+            "--token",
+            &token,
+            "--node-name",
+            node,
+        ])
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "--cri-endpoint",
+            &ctd.endpoint,
+            "--mqtt-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--metrics-listen", "127.0.0.1:0", "--no-start"])
+        .output()?;
+    if !out.status.success() {
+        bail!("join: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut edge = start_edge(&root)?;
+    wait("the edge Node Ready", Duration::from_secs(60), || {
+        let out = s.kubectl(&[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
+    })?;
+    let rss_idle = rss_kib(edge.0.id());
+
+    // N pods created at once through the API; each one's latency runs from the start of the
+    // creates to its Running phase arriving on a watch.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let seen = rt.block_on(create_and_watch(&s, node, n))?;
+    let mut lat: Vec<Duration> = seen;
+    lat.sort();
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_pods = rss_kib(edge.0.id());
+
+    // Offline cold boot.
+    s.stop()?;
+    drop(edge);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let cri = edgecore::runtime::cri::Cri::new(&ctd.endpoint)?;
+        let managed = [edgecore::runtime::podconfig::MANAGED];
+        for sb in cri.list_sandboxes(&managed).await? {
+            cri.stop_sandbox(&sb.id).await?;
+            cri.remove_sandbox(&sb.id).await?;
+        }
+        anyhow::Ok(())
+    })?;
+    let t = Instant::now();
+    edge = start_edge(&root)?;
+    wait(
+        "all pods running again offline",
+        Duration::from_secs(120),
+        || (ctd.tasks().len() >= 2 * n).then_some(()),
+    )?;
+    let cold = t.elapsed();
+    let rss_cold = rss_kib(edge.0.id());
+    drop(edge);
+
+    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+    let mib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);
+    let judge = |ok: bool| if ok { "pass" } else { "miss" };
+    let p99 = pct(&lat, 0.99);
+    let mut t = String::new();
+    t.push_str(&format!(
+        "kedge-bench pods: {n} hostNetwork pods on one edge, private containerd 1.6, {} cores\n\n",
+        std::thread::available_parallelism().map_or(0, |c| c.get())
+    ));
+    t.push_str("| metric | value | target | |\n| --- | --- | --- | --- |\n");
+    t.push_str(&format!(
+        "| create -> Running in the API, p50 | {} | | |\n",
+        ms(pct(&lat, 0.5))
+    ));
+    t.push_str(&format!(
+        "| create -> Running in the API, p99 | {} | <= 1.5 s | {} |\n",
+        ms(p99),
+        judge(p99 <= Duration::from_millis(1500))
+    ));
+    t.push_str(&format!(
+        "| offline cold boot: edgecore start -> all {n} pods running | {} | <= 2 s | {} |\n",
+        ms(cold),
+        judge(cold <= Duration::from_secs(2))
+    ));
+    t.push_str(&format!(
+        "| edgecore RSS, no pods | {} | | |\n",
+        mib(rss_idle)
+    ));
+    t.push_str(&format!(
+        "| edgecore RSS with {n} pods | {} | <= 15 MB | {} |\n",
+        mib(rss_pods),
+        judge(rss_pods * 1024 <= 15_000_000)
+    ));
+    t.push_str(&format!(
+        "| edgecore RSS after the cold boot | {} | | |\n",
+        mib(rss_cold)
+    ));
+    Ok(t)
+}
+
+async fn create_and_watch(s: &Standalone, node: &str, n: usize) -> Result<Vec<Duration>> {
+    use futures::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, PostParams, WatchEvent, WatchParams};
+    let api: Api<Pod> = Api::namespaced(s.client().await?, "default");
+    let mut events = api.watch(&WatchParams::default(), "0").await?.boxed();
+    let t0 = Instant::now();
+    let creator = {
+        let api = api.clone();
+        let node = node.to_owned();
+        tokio::spawn(async move {
+            let creates = (0..n).map(|i| {
+                let pod: Pod = serde_json::from_value(serde_json::json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("p{i}"), "namespace": "default"},
+                    "spec": {"nodeName": node, "hostNetwork": true,
+                        "terminationGracePeriodSeconds": 1,
+                        "containers": [{"name": "app", "image": IMAGE,
+                            "command": ["sleep", "100000"]}]}
+                }))
+                .unwrap_or_default();
+                let api = api.clone();
+                async move { api.create(&PostParams::default(), &pod).await }
+            });
+            futures::future::join_all(creates).await
+        })
+    };
+    let mut seen: Vec<Option<Duration>> = vec![None; n];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while seen.iter().any(Option::is_none) {
+        let ev = tokio::time::timeout_at(deadline, events.try_next())
+            .await
+            .context("timed out waiting for all pods Running")??;
+        let Some(ev) = ev else {
+            bail!("the watch ended")
+        };
+        let (WatchEvent::Added(p) | WatchEvent::Modified(p)) = ev else {
+            continue;
+        };
+        let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        let i: Option<usize> = p
+            .metadata
+            .name
+            .as_deref()
+            .and_then(|n| n.strip_prefix('p'))
+            .and_then(|n| n.parse().ok());
+        if let Some(i) = i.filter(|i| *i < n)
+            && running
+            && seen[i].is_none()
+        {
+            seen[i] = Some(t0.elapsed());
+        }
+    }
+    for r in creator.await? {
+        r?;
+    }
+    Ok(seen.into_iter().flatten().collect())
+}
