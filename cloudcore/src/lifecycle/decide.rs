@@ -114,12 +114,13 @@ pub enum Eviction {
 pub fn eviction(tolerations: &[Toleration], taints: &[(&Taint, i64)], now_ms: i64) -> Eviction {
     let mut deadline: Option<i64> = None;
     for (taint, added_ms) in taints.iter().filter(|(t, _)| t.effect == NO_EXECUTE) {
-        let matching: Vec<&Toleration> =
-            tolerations.iter().filter(|t| tolerates(t, taint)).collect();
-        if matching.is_empty() {
+        // Kubernetes (GetMatchingTolerations) uses the first toleration that
+        // matches each taint, not the shortest of all that match: an untimed
+        // toleration listed first wins over a later timed wildcard.
+        let Some(used) = tolerations.iter().find(|t| tolerates(t, taint)) else {
             return Eviction::Now;
-        }
-        let Some(secs) = matching.iter().filter_map(|t| t.toleration_seconds).min() else {
+        };
+        let Some(secs) = used.toleration_seconds else {
             continue;
         };
         if secs <= 0 {
@@ -283,8 +284,13 @@ mod tests {
             eviction(std::slice::from_ref(&one), &taints, 11_000),
             Eviction::Now
         );
+        // The first matching toleration decides, as in Kubernetes.
         assert_eq!(
-            eviction(&[forever.clone(), three_hundred], &taints, 10_000),
+            eviction(&[forever.clone(), three_hundred.clone()], &taints, 10_000),
+            Eviction::Never
+        );
+        assert_eq!(
+            eviction(&[three_hundred, forever.clone()], &taints, 10_000),
             Eviction::At(310_000)
         );
         let zero = tol(None, Some("Exists"), None, Some(0));

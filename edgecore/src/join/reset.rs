@@ -37,7 +37,13 @@ pub fn reset(root: &Path) -> Result<Vec<PathBuf>, String> {
         }
     }
     let mut removed = Vec::new();
-    let mut targets = vec![layout.config.clone(), layout.pki.clone(), data.clone()];
+    // Pod volumes and container logs live next to the store (see `runtime::runtime_root`).
+    let mut targets = vec![
+        layout.config.clone(),
+        layout.pki.clone(),
+        data.clone(),
+        crate::runtime::runtime_root(&data),
+    ];
     let mut lock = data.as_os_str().to_owned();
     lock.push(".lock");
     targets.push(PathBuf::from(lock));
@@ -63,4 +69,28 @@ pub fn reset(root: &Path) -> Result<Vec<PathBuf>, String> {
         removed.push(t);
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_removes_config_pki_store_and_pod_runtime_state() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout::new(root.path());
+        let runtime = crate::runtime::runtime_root(&layout.data);
+        std::fs::create_dir_all(&layout.pki).unwrap();
+        std::fs::write(&layout.config, "node_name = \"n\"\n").unwrap();
+        std::fs::create_dir_all(runtime.join("pods/uid-1/volumes")).unwrap();
+        let corrupt = layout.data.with_file_name("kedge.corrupt-1");
+        std::fs::create_dir_all(&corrupt).unwrap();
+        let removed = reset(root.path()).unwrap();
+        for p in [&layout.config, &layout.pki, &runtime, &corrupt] {
+            assert!(!p.exists(), "{} survived reset", p.display());
+            assert!(removed.contains(p), "{} not reported", p.display());
+        }
+        // A second reset has nothing left to remove.
+        assert!(reset(root.path()).unwrap().is_empty());
+    }
 }
