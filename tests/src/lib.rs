@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod proxy;
+
 /// The directory holding the workspace's built binaries (`target/<profile>`), seen from a
 /// test (`target/<profile>/deps/<test>`) or from a binary of this crate
 /// (`target/<profile>/<bin>`, e.g. `kedge-bench`).
