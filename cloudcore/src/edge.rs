@@ -156,6 +156,13 @@ impl EdgeCache {
         self.lock().desired(node)
     }
 
+    /// [`EdgeCache::desired`] together with the node's references that are not
+    /// resolved yet (read under one lock): a diff must keep those at the edge.
+    pub fn desired_with_pending(&self, node: &str) -> (Vec<NodeChange>, Vec<ResourceKey>) {
+        let st = self.lock();
+        (st.desired(node), st.pending_refs(node))
+    }
+
     /// Per-node changes from now on. Subscribe before calling `desired` to miss nothing.
     pub fn subscribe(&self) -> broadcast::Receiver<(String, NodeChange)> {
         self.changes.subscribe()

@@ -133,13 +133,16 @@ impl Session {
         // Subscribe before reading the snapshot: nothing falls in between
         // (duplicates are dropped by the queue's version checks).
         let feed = cache.subscribe();
-        let desired = cache.desired(&self.node);
+        let (desired, pending) = cache.desired_with_pending(&self.node);
         let held = self.held.take().unwrap_or_default();
         let invalid = self.queue.start(held);
         if !invalid.is_empty() {
             tracing::warn!(count = invalid.len(), first = %invalid[0], "inventory keys ignored");
         }
-        self.queue.resync(desired.into_iter().map(to_change));
+        self.queue.resync_keeping(
+            desired.into_iter().map(to_change),
+            &pending.into_iter().collect(),
+        );
         self.queue.push_synced();
         self.feed = Some(feed);
         self.shared
@@ -176,8 +179,11 @@ impl Session {
                 if let Some(feed) = self.feed.take() {
                     self.feed = Some(feed.resubscribe());
                 }
-                let desired = self.shared.cache.desired(&self.node);
-                self.queue.resync(desired.into_iter().map(to_change));
+                let (desired, pending) = self.shared.cache.desired_with_pending(&self.node);
+                self.queue.resync_keeping(
+                    desired.into_iter().map(to_change),
+                    &pending.into_iter().collect(),
+                );
                 self.shared
                     .metrics
                     .resyncs
