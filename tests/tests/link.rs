@@ -361,12 +361,8 @@ async fn kill9_cloud_with_1000_updates_in_flight_to_20_edges() {
         let want = support::api_state(&client, keys).await;
         assert_eq!(want.len(), CMS + 1);
         behind += usize::from(want.iter().any(|(k, v)| held.get(k) != Some(v)));
-        tests::eventually(
-            &format!("{} converged after the restart", edge.name),
-            Duration::from_secs(120),
-            || async { edge.converged(&want) },
-        )
-        .await;
+        edge.wait_converged_to_api(&client, keys, Duration::from_secs(120))
+            .await;
     }
     eprintln!(
         "{behind} of {EDGES} edges were behind at the kill; all converged {:?} after the restart",
@@ -423,13 +419,8 @@ async fn cloud_restarts_while_caches_load_lose_nothing() {
     }
     let client = cloud.client().await;
     for (edge, keys) in edges.iter().zip(&keys) {
-        let want = support::api_state(&client, keys).await;
-        tests::eventually(
-            &format!("{} converged", edge.name),
-            Duration::from_secs(90),
-            || async { edge.converged(&want) },
-        )
-        .await;
+        edge.wait_converged_to_api(&client, keys, Duration::from_secs(90))
+            .await;
         let journal = edge.journal();
         let removed: Vec<_> = keys
             .iter()

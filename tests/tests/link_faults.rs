@@ -67,12 +67,8 @@ async fn blackholed_link_is_detected_and_recovers() {
     );
 
     proxy.set(Fault::Pass);
-    eventually_sync(
-        "the edge to reconnect and catch up",
-        Duration::from_secs(60),
-        || async { edge.converged(&want) },
-    )
-    .await;
+    edge.wait_converged_to_api(&client, &keys, Duration::from_secs(60))
+        .await;
     cloud
         .wait_ready("bh-edge", "True", Duration::from_secs(30))
         .await;
@@ -129,12 +125,8 @@ async fn reset_mid_resync_resumes_and_converges() {
     proxy.set(Fault::Pass);
     let want_now = api_state(&client, &keys).await;
     assert_ne!(want, want_now);
-    eventually_sync(
-        "convergence after the resets",
-        Duration::from_secs(90),
-        || async { edge.converged(&want_now) },
-    )
-    .await;
+    edge.wait_converged_to_api(&client, &keys, Duration::from_secs(90))
+        .await;
     assert!(proxy.accepted() >= 4, "one session per reset");
     assert!(
         proxy
@@ -179,12 +171,8 @@ async fn held_link_buffers_without_loss() {
         "nothing passes a held link"
     );
     proxy.set(Fault::Pass);
-    eventually_sync(
-        "the held updates to arrive",
-        Duration::from_secs(30),
-        || async { edge.converged(&want) },
-    )
-    .await;
+    edge.wait_converged_to_api(&client, &keys, Duration::from_secs(30))
+        .await;
     assert_eq!(
         proxy.accepted(),
         accepted,
@@ -253,12 +241,8 @@ async fn slow_or_dead_node_never_delays_others() {
     proxies[1].set(Fault::Pass);
     proxies[2].set(Fault::Pass);
     for (i, edge) in edges.iter().enumerate().skip(1) {
-        eventually_sync(
-            "the lagging edges catch up",
-            Duration::from_secs(60),
-            || async { edge.converged(&wants[i]) },
-        )
-        .await;
+        edge.wait_converged_to_api(&client, &keys[i], Duration::from_secs(90))
+            .await;
     }
     for mut edge in edges {
         edge.assert_journal_clean();
@@ -294,12 +278,8 @@ async fn recreated_while_offline_ends_as_new_incarnation() {
         assert_ne!(before[key].0, after[key].0, "{key} has a new uid");
     }
     edge.start();
-    eventually_sync(
-        "the new incarnations at the edge",
-        Duration::from_secs(30),
-        || async { edge.converged(&after) },
-    )
-    .await;
+    edge.wait_converged_to_api(&client, &keys, Duration::from_secs(30))
+        .await;
     let journal = edge.journal();
     assert_eq!(
         journal.held.get("default/pod/t-re").map(|v| v.0.clone()),

@@ -251,6 +251,64 @@ impl Edge {
         (!extra).then_some(())
     }
 
+    /// Waits until [`Edge::converged`]; on timeout fails with what differs
+    /// and the tail of the edge's log.
+    pub async fn wait_converged(&self, want: &State, timeout: Duration) {
+        self.wait_converged_with(|| async { want.clone() }, timeout)
+            .await;
+    }
+
+    /// Waits until the edge holds exactly the API's current state of `keys`
+    /// (re-read at every poll: objects may change meanwhile, e.g. a pod's
+    /// status while its node was unreachable).
+    pub async fn wait_converged_to_api(
+        &self,
+        client: &kube::Client,
+        keys: &[String],
+        timeout: Duration,
+    ) {
+        self.wait_converged_with(|| api_state(client, keys), timeout)
+            .await;
+    }
+
+    async fn wait_converged_with<F, Fut>(&self, mut want_now: F, timeout: Duration)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = State>,
+    {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let want = &want_now().await;
+            if self.converged(want).is_some() {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                let held = self.journal().held;
+                let diff: Vec<String> = want
+                    .iter()
+                    .filter(|(k, v)| held.get(*k) != Some(*v))
+                    .map(|(k, v)| format!("{k}: want {v:?}, held {:?}", held.get(k)))
+                    .take(10)
+                    .collect();
+                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                let tail: Vec<&str> = log
+                    .lines()
+                    .filter(|l| !l.contains("kedge_journal"))
+                    .rev()
+                    .take(30)
+                    .collect();
+                panic!(
+                    "{} did not converge within {timeout:?}; link {}; differences:\n{}\nlog tail (newest first):\n{}",
+                    self.name,
+                    self.link(),
+                    diff.join("\n"),
+                    tail.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// No key went back to an older version, no deleted incarnation came back.
     pub fn assert_journal_clean(&self) {
         let j = self.journal();
