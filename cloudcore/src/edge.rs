@@ -163,6 +163,11 @@ impl EdgeCache {
         (st.desired(node), st.pending_refs(node))
     }
 
+    /// The node's references the cache has not resolved yet (being fetched).
+    pub fn pending_refs(&self, node: &str) -> Vec<ResourceKey> {
+        self.lock().pending_refs(node)
+    }
+
     /// Per-node changes from now on. Subscribe before calling `desired` to miss nothing.
     pub fn subscribe(&self) -> broadcast::Receiver<(String, NodeChange)> {
         self.changes.subscribe()

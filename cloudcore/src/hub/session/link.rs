@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::super::metrics::ReasonLabel;
 use super::super::phase::{CloseReason, Phase};
 use super::super::queue::{Change, Queue};
-use super::{NODE_WAIT, Session, window_config};
+use super::{NODE_WAIT, REFS_WAIT, Session, window_config};
 use crate::edge::NodeChange;
 
 impl Session {
@@ -112,9 +112,14 @@ impl Session {
             return;
         }
         let cache = self.shared.cache.clone();
-        if !cache.is_synced() || !cache.node_exists(&self.node) {
+        let refs_pending = !self.refs_waited && !cache.pending_refs(&self.node).is_empty();
+        if !cache.is_synced() || !cache.node_exists(&self.node) || refs_pending {
             if self.sync_wait.is_none() {
-                tracing::info!(synced = cache.is_synced(), "waiting for the caches");
+                tracing::info!(
+                    synced = cache.is_synced(),
+                    refs_pending,
+                    "waiting for the caches"
+                );
                 let node = self.node.clone();
                 self.sync_wait = Some(Box::pin(async move {
                     cache.wait_synced().await;
@@ -124,6 +129,13 @@ impl Session {
                             return false;
                         }
                         tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    // Referenced objects still being fetched would reach
+                    // the edge only after SYNCED; give them a moment so
+                    // SYNCED means "you hold what your pods need".
+                    let deadline = Instant::now() + REFS_WAIT;
+                    while !cache.pending_refs(&node).is_empty() && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                     true
                 }));
