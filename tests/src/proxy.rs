@@ -333,3 +333,107 @@ fn rst_half(r: OwnedReadHalf, w: OwnedWriteHalf, stats: &Stats) {
         rst(s, stats);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// An echo server on loopback; returns its address.
+    fn echo() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming().map_while(std::result::Result::ok) {
+                std::thread::spawn(move || {
+                    let mut s = s;
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 || s.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn client(p: &Proxy) -> TcpStream {
+        let s = TcpStream::connect(p.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    fn roundtrip(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<Vec<u8>> {
+        s.write_all(msg)?;
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got)?;
+        Ok(got)
+    }
+
+    #[test]
+    fn pass_hold_blackhole_and_reset() {
+        let p = Proxy::start(echo()).unwrap();
+        let mut s = client(&p);
+        assert_eq!(roundtrip(&mut s, b"hello").unwrap(), b"hello");
+
+        // Hold: nothing comes back while held, everything once released.
+        p.set(Fault::Hold);
+        s.write_all(b"held").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 4];
+        assert!(s.read(&mut buf).is_err(), "nothing passes a hold");
+        p.set(Fault::Pass);
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"held");
+
+        // Blackhole: bytes vanish, the connection stays open.
+        p.set(Fault::Blackhole);
+        s.write_all(b"lost").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        assert!(
+            s.read(&mut buf).is_err(),
+            "nothing comes back from a blackhole"
+        );
+        p.set(Fault::Pass);
+        // A new connection works again.
+        let mut s2 = client(&p);
+        assert_eq!(roundtrip(&mut s2, b"again").unwrap(), b"again");
+        assert!(p.stats().dropped.load(Ordering::Relaxed) >= 4);
+
+        // Reset: the open connection is aborted with an RST.
+        p.reset();
+        let mut one = [0u8; 1];
+        let r = s2.read(&mut one);
+        assert!(
+            matches!(r, Ok(0)) || r.is_err(),
+            "the connection must be closed: {r:?}"
+        );
+        assert!(p.stats().resets.load(Ordering::Relaxed) >= 1);
+        assert_eq!(p.accepted(), 2);
+    }
+
+    #[test]
+    fn slow_limits_the_rate() {
+        let p = Proxy::start(echo()).unwrap();
+        p.set(Fault::Slow {
+            bytes_per_sec: 20_000,
+        });
+        let mut s = client(&p);
+        let started = std::time::Instant::now();
+        let msg = vec![7u8; 10_000];
+        assert_eq!(roundtrip(&mut s, &msg).unwrap(), msg);
+        // 10 kB at 20 kB/s per direction (the two directions overlap): ≥ 0.5 s.
+        assert!(
+            started.elapsed() >= Duration::from_millis(450),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
