@@ -156,6 +156,18 @@ impl EdgeCache {
         self.lock().desired(node)
     }
 
+    /// [`EdgeCache::desired`] together with the node's references that are not
+    /// resolved yet (read under one lock): a diff must keep those at the edge.
+    pub fn desired_with_pending(&self, node: &str) -> (Vec<NodeChange>, Vec<ResourceKey>) {
+        let st = self.lock();
+        (st.desired(node), st.pending_refs(node))
+    }
+
+    /// The node's references the cache has not resolved yet (being fetched).
+    pub fn pending_refs(&self, node: &str) -> Vec<ResourceKey> {
+        self.lock().pending_refs(node)
+    }
+
     /// Per-node changes from now on. Subscribe before calling `desired` to miss nothing.
     pub fn subscribe(&self) -> broadcast::Receiver<(String, NodeChange)> {
         self.changes.subscribe()

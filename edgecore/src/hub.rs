@@ -13,6 +13,7 @@
 //! stops the loop from reading).
 
 pub mod conn;
+pub mod journal;
 pub mod link;
 
 use std::collections::VecDeque;
@@ -177,7 +178,14 @@ impl Hub {
             },
             Action::Apply(frames) => {
                 let meta = self.deps.meta.clone();
-                self.apply = Some(tokio::spawn(async move { meta.apply(frames).await }));
+                let journal = journal::entries(&frames);
+                self.apply = Some(tokio::spawn(async move {
+                    let res = meta.apply(frames).await;
+                    if res.is_ok() {
+                        journal::log(journal);
+                    }
+                    res
+                }));
             }
             Action::Acked(items) => {
                 self.deps.metrics.acks_received.inc();
@@ -188,12 +196,21 @@ impl Hub {
                 }
             }
             Action::Responded { key, seq, response } => {
-                if let Err(e) = self
+                match self
                     .deps
                     .outbox
                     .on_response(&key, seq, &response, Instant::now())
                 {
-                    tracing::error!(error = %conn::chain(&e), "cannot update the outbox");
+                    Ok(None) => {}
+                    Ok(Some(dropped)) => {
+                        let node = &self.config.hello.node_name;
+                        if let Err(e) = self.deps.outbox.report_dropped(node, &dropped) {
+                            tracing::warn!(error = %conn::chain(&e), "cannot queue the Event about a dropped write");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %conn::chain(&e), "cannot update the outbox");
+                    }
                 }
             }
             Action::CloudError(info) => {

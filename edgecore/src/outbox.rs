@@ -14,6 +14,7 @@
 //! carry a complete body (a full status), never a delta that depends on an
 //! earlier queued one.
 
+pub mod event;
 pub mod queue;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,6 +27,7 @@ use tokio::time::Instant;
 use crate::backoff::Backoff;
 use crate::store::{Store, StoreError, Tree};
 use crate::telemetry::Metrics;
+pub use event::Dropped;
 use queue::{Outcome, Queue};
 
 /// Store tree of outbox entries: key -> [`Stored`] JSON.
@@ -292,14 +294,16 @@ impl Outbox {
         Ok(())
     }
 
-    /// A RESPONSE came for the frame that carried `(key, seq)`.
+    /// A RESPONSE came for the frame that carried `(key, seq)`. Returns the
+    /// write when the cloud refused it for good (so the caller can report
+    /// it, see [`event::event_for`]).
     pub fn on_response(
         &self,
         key: &str,
         seq: u64,
         response: &Response,
         now: Instant,
-    ) -> Result<(), OutboxError> {
+    ) -> Result<Option<Dropped>, OutboxError> {
         let mut state = self.lock();
         let State {
             queue,
@@ -307,6 +311,7 @@ impl Outbox {
             tree,
             ..
         } = &mut *state;
+        let item = queue.peek(key).map(|i| (*i).clone());
         let outcome = queue.on_response(key, seq, response.code, now, |n| backoff.jittered(n));
         if queue::classify(response.code) == queue::Verdict::Permanent {
             // Counted whether the entry was still queued or its ACK came
@@ -323,6 +328,14 @@ impl Outbox {
                 %key, code = response.code, reason = %response.reason, message = %response.message,
                 "the cloud refused an upstream write for good; dropped it"
             );
+            self.inner.metrics.outbox_depth.set(queue.len() as i64);
+            return Ok(Some(Dropped {
+                key: key.to_owned(),
+                item,
+                code: response.code,
+                reason: response.reason.clone(),
+                message: response.message.clone(),
+            }));
         } else if outcome == Outcome::Retry {
             tracing::info!(
                 %key, code = response.code, reason = %response.reason,
@@ -330,6 +343,31 @@ impl Outbox {
             );
         }
         self.inner.metrics.outbox_depth.set(queue.len() as i64);
+        Ok(None)
+    }
+
+    /// Queues the Event reporting a dropped write as `node` (see
+    /// [`event::event_for`]). Called from the hub's loop, so it does not
+    /// wait for the flush: the next flush (any put, or the store's own
+    /// timer) makes it durable; an Event is best effort anyway.
+    pub fn report_dropped(&self, node: &str, dropped: &Dropped) -> Result<(), OutboxError> {
+        let Some((key, item)) = event::event_for(node, dropped, chrono::Utc::now()) else {
+            return Ok(());
+        };
+        {
+            let mut state = self.lock();
+            if state.queue.len() >= MAX_ENTRIES && !state.queue.contains(&key) {
+                return Err(OutboxError::Full { max: MAX_ENTRIES });
+            }
+            let (seq, _) = state.queue.put(key.clone(), item.clone());
+            let value = serde_json::to_vec(&Stored { seq, item }).map_err(OutboxError::Encode)?;
+            state.tree.put(&key, value)?;
+            self.inner
+                .metrics
+                .outbox_depth
+                .set(state.queue.len() as i64);
+        }
+        self.inner.notify.notify_one();
         Ok(())
     }
 

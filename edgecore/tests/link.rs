@@ -4,7 +4,7 @@
 //! - cloud objects are acked, and what was acked survives `kill -9`;
 //! - a restart with the same data dir reports the same inventory;
 //! - outbox entries survive a restart and leave only on the cloud's ACK;
-//!   a permanent API error drops them;
+//!   a permanent API error drops them and reports a Warning Event;
 //! - SIGTERM closes the WebSocket cleanly and exits 0.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -241,8 +241,23 @@ async fn inventory_acks_restart_and_outbox() {
         },
     ))
     .await;
+    // ... and reports it as a Warning Event about the node, which travels
+    // like any upstream write.
+    let (event, _) = conn.recv_until(Kind::Event).await;
+    assert_eq!(event.id, 3);
+    let body: serde_json::Value = serde_json::from_slice(&event.payload).unwrap();
+    assert_eq!(body["reason"], "UpstreamWriteDropped");
+    assert_eq!(body["involvedObject"]["kind"], "Node");
+    assert_eq!(body["involvedObject"]["name"], "edge-1");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("default/pod/gone"),
+        "{body}"
+    );
+    conn.send(&Frame::ack(3)).await;
     edge.wait_outbox_depth(0).await;
-    conn.send(&Frame::ack(2)).await;
     assert!(
         edge.metrics
             .encode()

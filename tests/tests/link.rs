@@ -295,3 +295,145 @@ fn refusals_at_join_and_hub() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[path = "link_faults/support.rs"]
+mod support;
+
+/// A free loopback port (for a hub that must keep its port across restarts).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The acceptance run: 20 edges, 1,000 ConfigMap updates to them,
+/// `kill -9` of cloudcore as soon as the API acknowledged the last one (the
+/// hub still has them in flight); after the restart every edge converges to
+/// exactly the API's state, and no edge's journal shows a key going back to
+/// an older resourceVersion or a deleted incarnation coming back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_cloud_with_1000_updates_in_flight_to_20_edges() {
+    const EDGES: usize = 20;
+    const CMS: usize = 5;
+    const ROUNDS: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cloud = support::Cloud::start(&dir.path().join("cloud"), Some(port), 15, 45);
+    let client = cloud.client().await;
+    let mut edges = Vec::new();
+    for i in 0..EDGES {
+        let name = format!("acc-{i:02}");
+        let mut edge = support::Edge::join(&cloud, &name, &dir.path().join(&name));
+        edge.start();
+        support::create_app(&client, &name, &format!("t-a{i:02}"), CMS).await;
+        edges.push(edge);
+    }
+    let keys: Vec<Vec<String>> = (0..EDGES)
+        .map(|i| support::cm_keys(&format!("t-a{i:02}"), CMS, true))
+        .collect();
+    for (edge, keys) in edges.iter().zip(&keys) {
+        let want = support::api_state(&client, keys).await;
+        tests::eventually(
+            &format!("{} synced", edge.name),
+            Duration::from_secs(90),
+            || async { edge.converged(&want) },
+        )
+        .await;
+    }
+
+    // 1,000 updates: every round touches each edge's 5 ConfigMaps.
+    for _ in 0..ROUNDS {
+        let client = &client;
+        futures::future::join_all((0..EDGES).map(|i| async move {
+            support::update_cms(client, &format!("t-a{i:02}"), CMS, 1).await;
+        }))
+        .await;
+    }
+    cloud.kill9();
+    let at_kill: Vec<support::State> = edges.iter().map(|e| e.journal().held).collect();
+    let cloud = support::Cloud::start(&dir.path().join("cloud"), Some(port), 15, 45);
+    let client = cloud.client().await;
+    let started = Instant::now();
+    let mut behind = 0;
+    for ((edge, keys), held) in edges.iter().zip(&keys).zip(&at_kill) {
+        let want = support::api_state(&client, keys).await;
+        assert_eq!(want.len(), CMS + 1);
+        behind += usize::from(want.iter().any(|(k, v)| held.get(k) != Some(v)));
+        edge.wait_converged_to_api(&client, keys, Duration::from_secs(120))
+            .await;
+    }
+    eprintln!(
+        "{behind} of {EDGES} edges were behind at the kill; all converged {:?} after the restart",
+        started.elapsed()
+    );
+    for mut edge in edges {
+        edge.assert_journal_clean();
+        edge.stop();
+    }
+}
+
+/// cloudcore restarted (kill -9) again and again, sometimes while its caches
+/// are still loading: sessions wait in Syncing until the caches are synced,
+/// so no edge is ever told to delete an object it should keep — not even
+/// for a moment — and every edge converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_restarts_while_caches_load_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cloud = support::Cloud::start(&dir.path().join("cloud"), Some(port), 15, 45);
+    let client = cloud.client().await;
+    // Objects the caches must list (and filter out) before they are synced.
+    support::create_app(&client, "nobody", "bulk", 1500).await;
+    let mut edges = Vec::new();
+    for i in 0..2 {
+        let name = format!("rl-{i}");
+        let mut edge = support::Edge::join(&cloud, &name, &dir.path().join(&name));
+        edge.start();
+        support::create_app(&client, &name, &format!("t-rl{i}"), 60).await;
+        edges.push(edge);
+    }
+    let keys: Vec<Vec<String>> = (0..2)
+        .map(|i| support::cm_keys(&format!("t-rl{i}"), 60, true))
+        .collect();
+    for (edge, keys) in edges.iter().zip(&keys) {
+        let want = support::api_state(&client, keys).await;
+        tests::eventually("edges synced", Duration::from_secs(60), || async {
+            edge.converged(&want)
+        })
+        .await;
+    }
+    // Kill, restart, and kill again after a short, varying time — while the
+    // caches load and the edges' sessions wait in Syncing — then once more
+    // after the edges resynced.
+    for (round, pause_ms) in [50u64, 250, 600, 1500].into_iter().enumerate() {
+        cloud.kill9();
+        cloud = support::Cloud::start(&dir.path().join("cloud"), Some(port), 15, 45);
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        if round == 1 {
+            // A change while the edges are disconnected or syncing.
+            let client = cloud.client().await;
+            support::update_cms(&client, "t-rl0", 3, 1).await;
+        }
+    }
+    let client = cloud.client().await;
+    for (edge, keys) in edges.iter().zip(&keys) {
+        edge.wait_converged_to_api(&client, keys, Duration::from_secs(90))
+            .await;
+        let journal = edge.journal();
+        let removed: Vec<_> = keys
+            .iter()
+            .filter(|k| journal.removals.contains_key(*k))
+            .collect();
+        assert!(
+            removed.is_empty(),
+            "{}: the cloud told the edge to delete objects it should keep: {removed:?}",
+            edge.name
+        );
+    }
+    for mut edge in edges {
+        edge.assert_journal_clean();
+        edge.stop();
+    }
+}

@@ -533,6 +533,25 @@ impl State {
         out
     }
 
+    /// Referenced objects of `node` not resolved yet (a GET or the watch will
+    /// tell). They are missing from [`State::desired`], and must not be
+    /// deleted at the edge because of that: their resolution arrives as a change.
+    pub fn pending_refs(&self, node: &str) -> Vec<ResourceKey> {
+        let Some(m) = self.members.get(node) else {
+            return Vec::new();
+        };
+        m.refs
+            .keys()
+            .filter(|k| {
+                !matches!(
+                    self.refs.get(*k).map(|e| &e.state),
+                    Some(RefState::Present(_) | RefState::Absent)
+                )
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Whether `node` is a known edge node.
     pub fn node_exists(&self, node: &str) -> bool {
         self.nodes.contains_key(node)

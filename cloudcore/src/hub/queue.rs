@@ -194,6 +194,18 @@ impl<I: Timestamp> Queue<I> {
     /// desired are deleted, desired ones offered. Used after the inventory
     /// and whenever the change feed lagged.
     pub fn resync(&mut self, desired: impl IntoIterator<Item = Change>) {
+        self.resync_keeping(desired, &HashSet::new());
+    }
+
+    /// [`Queue::resync`], except that keys in `keep` are left as they are:
+    /// objects the cache knows are wanted but has not resolved yet (a
+    /// referenced ConfigMap still being fetched). Deleting them would make
+    /// the edge lose an object it needs until the fetch completes.
+    pub fn resync_keeping(
+        &mut self,
+        desired: impl IntoIterator<Item = Change>,
+        keep: &HashSet<ResourceKey>,
+    ) {
         let desired: Vec<Change> = desired.into_iter().collect();
         let wanted: HashSet<&ResourceKey> = desired
             .iter()
@@ -204,7 +216,7 @@ impl<I: Timestamp> Queue<I> {
             .projected
             .keys()
             .chain(self.pending.keys())
-            .filter(|k| !wanted.contains(k))
+            .filter(|k| !wanted.contains(k) && !keep.contains(*k))
             .cloned()
             .collect();
         for key in stale {

@@ -62,6 +62,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How long a synced cache may take to learn of the node before the
 /// session is refused as `unknown_node`.
 const NODE_WAIT: Duration = Duration::from_secs(10);
+/// How long a session's diff waits for the node's referenced objects that
+/// the cache is still fetching.
+const REFS_WAIT: Duration = Duration::from_secs(5);
 /// Interval of the Node / Lease heartbeat while the edge is heard from.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
@@ -134,6 +137,7 @@ pub(super) async fn run<S>(
             }
             Event::CacheReady(true) => {
                 s.sync_wait = None;
+                s.refs_waited = true;
                 s.try_sync();
                 None
             }
@@ -249,6 +253,9 @@ struct Session {
     /// The complete inventory, until the diff consumed it.
     held: Option<Vec<proto::InventoryEntry>>,
     sync_wait: Option<BoxFuture<'static, bool>>,
+    /// The wait for the node's pending references is over (bounded: a
+    /// reference that never resolves must not keep the session syncing).
+    refs_waited: bool,
     feed: Option<broadcast::Receiver<(String, NodeChange)>>,
     requests: VecDeque<Frame>,
     running: Option<BoxFuture<'static, Done>>,
@@ -286,6 +293,7 @@ impl Session {
             inventory: InventoryCollector::new(MAX_INVENTORY),
             held: None,
             sync_wait: None,
+            refs_waited: false,
             feed: None,
             requests: VecDeque::new(),
             running: None,

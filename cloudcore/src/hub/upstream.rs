@@ -267,6 +267,11 @@ pub async fn execute(
         Ok(p) => p,
         Err(message) => return refusal(400, "BadRequest", message),
     };
+    if frame.key().is_ok_and(|k| k.kind == "lease")
+        && let Some(body) = restamp_lease(&plan.body, &crate::lifecycle::now_micro())
+    {
+        plan.body = body;
+    }
     if let Some(desired) = plan.desired.take() {
         let current = match call(client, Method::GET, &plan.path, None, Bytes::new()).await {
             Ok((200, body)) => body,
@@ -299,6 +304,23 @@ pub async fn execute(
         },
         Err(e) => Outcome::Transient(e),
     }
+}
+
+/// An edge's Lease renewal carries the edge's clock and may have waited in
+/// its outbox while it was offline; replayed as is, it could set `renewTime`
+/// into the past (or, with a skewed edge clock, anywhere) and make the node
+/// look dead to the node-lifecycle controller right after it reconnected.
+/// The renewal is running over a live session, so the node is alive now:
+/// `spec.renewTime` is set to the cloud's clock. Returns the new body, or
+/// `None` when the body renews nothing (or is not a JSON object).
+pub fn restamp_lease(body: &[u8], now: &str) -> Option<Bytes> {
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    let renew = v.get_mut("spec")?.get_mut("renewTime")?;
+    if renew.is_null() {
+        return None;
+    }
+    *renew = Value::String(now.to_owned());
+    serde_json::to_vec(&v).ok().map(Bytes::from)
 }
 
 async fn call(

@@ -5,6 +5,7 @@
 //! ```text
 //! kedge-bench api [--smoke] [--creates N] [--pods N] [--watchers N] [--paged N] ...
 //! kedge-bench pods [--smoke] [--pods N]   (pods on one edge through containerd)
+//! kedge-bench link [--smoke] [--objects N] [--edges N]   (see kedge-bench/link.rs)
 //! ```
 //!
 //! Phases (each on a fresh server and data directory): `durable` (creates/s, then kill -9
@@ -20,6 +21,8 @@ mod client;
 mod durable;
 #[path = "kedge-bench/fixtures.rs"]
 mod fixtures;
+#[path = "kedge-bench/link.rs"]
+mod link;
 #[path = "kedge-bench/load.rs"]
 mod load;
 #[path = "kedge-bench/opts.rs"]
@@ -45,6 +48,9 @@ pub use opts::Opts;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "link") {
+        return link::main(&args[1..]);
+    }
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{}", opts::USAGE);
         return ExitCode::SUCCESS;

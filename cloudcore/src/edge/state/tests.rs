@@ -132,12 +132,21 @@ fn a_new_reference_is_fetched_then_sent() {
     let fetches = s.take_fetches();
     assert_eq!(fetches.len(), 1);
     assert_eq!(fetches[0].0, key);
+    // While the fetch runs the reference is pending: left out of `desired`
+    // (nothing to send yet) but reported, so a diff keeps it at the edge.
+    assert!(
+        !show_desired(&s, "e1")
+            .iter()
+            .any(|d| d.contains("configmap"))
+    );
+    assert_eq!(s.pending_refs("e1"), vec![key.clone()]);
     let c = s.fetched(
         &key,
         fetches[0].1,
         Some(obj("default/configmap/cfg", "u", "7")),
     );
     assert_eq!(show(&c), vec!["e1 upsert default/configmap/cfg@7"]);
+    assert!(s.pending_refs("e1").is_empty());
     // An older watch event does not go back in time.
     assert!(s.apply(cm("cfg", "6")).is_empty());
     assert_eq!(

@@ -382,3 +382,34 @@ fn flip_flopping_keys_do_not_grow_the_order() {
     assert!(q.order.len() <= 200, "order grew to {}", q.order.len());
     assert_eq!(q.depth(), 1, "only the delete of a");
 }
+
+#[test]
+fn resync_keeps_keys_the_cache_has_not_resolved() {
+    let now = Instant::now();
+    let mut q = queue(64);
+    q.start([
+        entry("default/pod/a", "ua", "1"),
+        entry("default/configmap/fetching", "uc", "3"),
+        entry("default/configmap/gone", "ug", "3"),
+    ]);
+    let keep: std::collections::HashSet<ResourceKey> =
+        [key("default/configmap/fetching")].into_iter().collect();
+    q.resync_keeping([upsert("default/pod/a", "ua", "1")], &keep);
+    q.push_synced();
+    assert_eq!(
+        drain(&mut q, now),
+        vec![
+            s(
+                1,
+                Kind::Object,
+                "delete",
+                "default/configmap/gone",
+                "ug",
+                "3"
+            ),
+            s(2, Kind::Synced, "", "", "", ""),
+        ]
+    );
+    // Once resolved it arrives as an ordinary change.
+    assert!(q.offer(upsert("default/configmap/fetching", "uc", "4")));
+}

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::super::metrics::ReasonLabel;
 use super::super::phase::{CloseReason, Phase};
 use super::super::queue::{Change, Queue};
-use super::{NODE_WAIT, Session, window_config};
+use super::{NODE_WAIT, REFS_WAIT, Session, window_config};
 use crate::edge::NodeChange;
 
 impl Session {
@@ -112,9 +112,14 @@ impl Session {
             return;
         }
         let cache = self.shared.cache.clone();
-        if !cache.is_synced() || !cache.node_exists(&self.node) {
+        let refs_pending = !self.refs_waited && !cache.pending_refs(&self.node).is_empty();
+        if !cache.is_synced() || !cache.node_exists(&self.node) || refs_pending {
             if self.sync_wait.is_none() {
-                tracing::info!(synced = cache.is_synced(), "waiting for the caches");
+                tracing::info!(
+                    synced = cache.is_synced(),
+                    refs_pending,
+                    "waiting for the caches"
+                );
                 let node = self.node.clone();
                 self.sync_wait = Some(Box::pin(async move {
                     cache.wait_synced().await;
@@ -125,6 +130,13 @@ impl Session {
                         }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
+                    // Referenced objects still being fetched would reach
+                    // the edge only after SYNCED; give them a moment so
+                    // SYNCED means "you hold what your pods need".
+                    let deadline = Instant::now() + REFS_WAIT;
+                    while !cache.pending_refs(&node).is_empty() && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
                     true
                 }));
             }
@@ -133,13 +145,16 @@ impl Session {
         // Subscribe before reading the snapshot: nothing falls in between
         // (duplicates are dropped by the queue's version checks).
         let feed = cache.subscribe();
-        let desired = cache.desired(&self.node);
+        let (desired, pending) = cache.desired_with_pending(&self.node);
         let held = self.held.take().unwrap_or_default();
         let invalid = self.queue.start(held);
         if !invalid.is_empty() {
             tracing::warn!(count = invalid.len(), first = %invalid[0], "inventory keys ignored");
         }
-        self.queue.resync(desired.into_iter().map(to_change));
+        self.queue.resync_keeping(
+            desired.into_iter().map(to_change),
+            &pending.into_iter().collect(),
+        );
         self.queue.push_synced();
         self.feed = Some(feed);
         self.shared
@@ -176,8 +191,11 @@ impl Session {
                 if let Some(feed) = self.feed.take() {
                     self.feed = Some(feed.resubscribe());
                 }
-                let desired = self.shared.cache.desired(&self.node);
-                self.queue.resync(desired.into_iter().map(to_change));
+                let (desired, pending) = self.shared.cache.desired_with_pending(&self.node);
+                self.queue.resync_keeping(
+                    desired.into_iter().map(to_change),
+                    &pending.into_iter().collect(),
+                );
                 self.shared
                     .metrics
                     .resyncs

@@ -226,3 +226,17 @@ fn list_items_are_filtered_by_what_the_node_may_read() {
     assert_eq!(v["items"][0]["metadata"]["name"], "mine");
     assert_eq!(v["kind"], "PodList");
 }
+
+#[test]
+fn lease_renewals_are_stamped_with_the_cloud_clock() {
+    let now = "2030-01-01T00:00:00.000001Z";
+    let stale = br#"{"spec":{"holderIdentity":"e1","renewTime":"2020-01-01T00:00:00.000000Z"}}"#;
+    let out: serde_json::Value =
+        serde_json::from_slice(&restamp_lease(stale, now).unwrap()).unwrap();
+    assert_eq!(out["spec"]["renewTime"], now);
+    assert_eq!(out["spec"]["holderIdentity"], "e1");
+    // Nothing to renew, or not JSON: left alone.
+    assert!(restamp_lease(br#"{"spec":{"holderIdentity":"e1"}}"#, now).is_none());
+    assert!(restamp_lease(br#"[{"op":"replace"}]"#, now).is_none());
+    assert!(restamp_lease(b"garbage", now).is_none());
+}
