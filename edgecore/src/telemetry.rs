@@ -105,6 +105,8 @@ pub struct Metrics {
     pub objects: Gauge,
     /// `edgecore_meta_ignored_total{reason}`: cloud frames that changed nothing.
     pub meta_ignored: Family<Labels, Counter>,
+    /// The device bus's metrics (twin requests, deltas, drivers, broker).
+    pub bus: crate::bus::metrics::BusMetrics,
 }
 
 impl Default for Metrics {
@@ -131,6 +133,7 @@ impl Metrics {
             store_flush_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             objects: Gauge::default(),
             meta_ignored: Family::default(),
+            bus: crate::bus::metrics::BusMetrics::default(),
         };
         let mut r = Registry::default();
         r.register(
@@ -198,8 +201,10 @@ impl Metrics {
             "Cloud frames that changed nothing, by reason",
             m.meta_ignored.clone(),
         );
+        let bus = crate::bus::metrics::BusMetrics::register(&mut r);
         Metrics {
             registry: Arc::new(r),
+            bus,
             ..m
         }
     }
