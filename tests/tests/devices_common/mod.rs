@@ -325,7 +325,12 @@ pub fn wait_device(
         }
         if start.elapsed() > timeout {
             let log = t.edge_log();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .filter(|l| !l.contains("device set changed") && !l.contains("bus::link"))
+                .take(30)
+                .collect();
             panic!(
                 "timed out after {timeout:?}: {what}\ndevice: {d:#}\nedge log (newest first):\n{}",
                 tail.join("\n")
