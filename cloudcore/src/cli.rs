@@ -186,6 +186,10 @@ pub struct StandaloneArgs {
     /// Extra flags passed to the local edge's `edgecore join` (repeatable).
     #[arg(long = "edge-arg", allow_hyphen_values = true)]
     pub edge_args: Vec<String>,
+    /// Listen address of the local edge's embedded MQTT broker. Port 0 picks a free port;
+    /// a taken address (a system Mosquitto on 1883) is refused before anything starts.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    pub edge_mqtt_listen: SocketAddr,
 }
 
 impl StandaloneArgs {

@@ -41,6 +41,11 @@ pub fn stop_on_signals(token: CancellationToken) {
 pub async fn run(cfg: Config, args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     stop_on_signals(shutdown.clone());
+    let edge_mqtt = if args.with_local_edge {
+        Some(local_edge_mqtt(&args)?)
+    } else {
+        None
+    };
     let api_cfg = ApiConfig {
         data_dir: cfg.api.data_dir.join("apiserver"),
         listen: cfg.api.listen,
@@ -107,9 +112,9 @@ pub async fn run(cfg: Config, args: StandaloneArgs) -> anyhow::Result<ExitCode> 
     }
     tracing::info!(api = %server.url(), metrics = %metrics_addr, "cloudcore standalone ready");
     let mut edge = None;
-    if args.with_local_edge {
+    if let Some(mqtt) = edge_mqtt {
         edge = Some(
-            start_local_edge(&client, &cfg, &args, &control)
+            start_local_edge(&client, &cfg, &args, &control, mqtt)
                 .await
                 .context("joining the local edge")?,
         );
@@ -218,6 +223,7 @@ async fn start_local_edge(
     cfg: &Config,
     args: &StandaloneArgs,
     control: &crate::control::Control,
+    mqtt: EdgeMqtt,
 ) -> anyhow::Result<tokio::process::Child> {
     let node = match &args.edge_node_name {
         Some(n) => n.clone(),
@@ -245,6 +251,7 @@ async fn start_local_edge(
         .arg("--root")
         .arg(&root)
         .args(&args.edge_args)
+        .args(mqtt.join_args())
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -260,8 +267,72 @@ async fn start_local_edge(
         root.display(),
         root.join("edgecore.log").display()
     );
+    let _ = writeln!(
+        out,
+        "mqtt: mqtt://{} (the local edge's broker; device topics kedge/events/device/...)",
+        mqtt.addr
+    );
     let _ = out.flush();
     Ok(child)
+}
+
+/// The local edge's MQTT listen address and whether `--edge-arg` already sets it.
+#[derive(Debug, Clone, Copy)]
+struct EdgeMqtt {
+    addr: std::net::SocketAddr,
+    from_edge_args: bool,
+}
+
+impl EdgeMqtt {
+    /// The `edgecore join` flags for it (none when `--edge-arg` sets them).
+    fn join_args(&self) -> Vec<String> {
+        if self.from_edge_args {
+            Vec::new()
+        } else {
+            vec!["--mqtt-listen".to_owned(), self.addr.to_string()]
+        }
+    }
+}
+
+/// Decides the local edge's MQTT address before anything starts: an `--edge-arg
+/// --mqtt-listen=ADDR` wins; otherwise `--edge-mqtt-listen`, port 0 meaning a free port
+/// chosen now; an address already taken is a clear error.
+fn local_edge_mqtt(args: &StandaloneArgs) -> anyhow::Result<EdgeMqtt> {
+    if let Some(addr) = mqtt_in_edge_args(&args.edge_args) {
+        let addr = addr
+            .parse()
+            .with_context(|| format!("--edge-arg --mqtt-listen {addr:?} is not host:port"))?;
+        return Ok(EdgeMqtt {
+            addr,
+            from_edge_args: true,
+        });
+    }
+    let want = args.edge_mqtt_listen;
+    match std::net::TcpListener::bind(want) {
+        Ok(l) => Ok(EdgeMqtt {
+            addr: l.local_addr().unwrap_or(want),
+            from_edge_args: false,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
+            "the local edge's MQTT address {want} is already in use (a system Mosquitto?); \
+             choose another with --edge-mqtt-listen, e.g. 127.0.0.1:0 for a free port"
+        ),
+        Err(e) => Err(e).with_context(|| format!("checking --edge-mqtt-listen {want}")),
+    }
+}
+
+/// The value of `--mqtt-listen` (`--mqtt-listen X` or `--mqtt-listen=X`) in `edge_args`.
+fn mqtt_in_edge_args(edge_args: &[String]) -> Option<&str> {
+    let mut it = edge_args.iter();
+    while let Some(a) = it.next() {
+        if a == "--mqtt-listen" {
+            return it.next().map(String::as_str);
+        }
+        if let Some(v) = a.strip_prefix("--mqtt-listen=") {
+            return Some(v);
+        }
+    }
+    None
 }
 
 fn edgecore_binary() -> std::path::PathBuf {
@@ -292,5 +363,24 @@ async fn stop_child(child: &mut tokio::process::Child) {
         .is_err()
     {
         let _ = child.kill().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edge_args_may_set_the_mqtt_address() {
+        let v = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            mqtt_in_edge_args(&v(&["--mqtt-listen", "1.2.3.4:5"])),
+            Some("1.2.3.4:5")
+        );
+        assert_eq!(
+            mqtt_in_edge_args(&v(&["--x", "--mqtt-listen=h:1"])),
+            Some("h:1")
+        );
+        assert_eq!(mqtt_in_edge_args(&v(&["--metrics-listen", "h:1"])), None);
     }
 }

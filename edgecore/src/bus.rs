@@ -38,7 +38,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use devicetwin::shadow::DesiredPatch;
 use devicetwin::{DeviceKey, topic};
-use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -225,7 +224,8 @@ pub fn now_ms() -> i64 {
 }
 
 /// Runs the bus until `shutdown`: starts the broker (or connects to the external one), serves
-/// the twin topics, drives the built-in drivers and sends reports to `upstream`.
+/// the twin topics, drives the built-in drivers and sends reports to `upstream`. Counts into
+/// `metrics` (edgecore registers them in its `/metrics`).
 ///
 /// The embedded broker has no shutdown API: its thread (and its listener) stay until the
 /// process exits.
@@ -234,12 +234,11 @@ pub async fn run(
     mut devices: watch::Receiver<DeviceSet>,
     upstream: mpsc::Sender<Upstream>,
     shadows: Arc<dyn ShadowStore>,
-    registry: &mut Registry,
+    metrics: BusMetrics,
     shutdown: CancellationToken,
 ) -> Result<(), BusError> {
     topic::edge_subscriptions(&cfg.prefix, &cfg.node_name)
         .map_err(|e| BusError::Config(e.to_string()))?;
-    let metrics = BusMetrics::register(registry);
 
     let target = match &cfg.external {
         Some(url) => link::parse_broker_url(url)?,
@@ -256,7 +255,7 @@ pub async fn run(
                     cfg.prefix
                 )));
             }
-            broker::start(&cfg).await?;
+            broker::start(&cfg, metrics.clone()).await?;
             link::BrokerAddr::from_listen(cfg.listen)
         }
     };
@@ -278,6 +277,7 @@ pub async fn run(
     let mut effects = twins.sync_devices(&initial, now_ms());
     let started = drivers.sync(twins.driver_inputs());
     effects.extend(twins.desired_drives(&started));
+    effects.extend(twins.driver_problems(&drivers.problems()));
     out.apply(effects, &client, &drivers);
 
     info!(prefix = %cfg.prefix, node = %cfg.node_name, "device bus running");
@@ -299,6 +299,7 @@ pub async fn run(
                 let mut fx = twins.sync_devices(&set, now_ms());
                 let started = drivers.sync(twins.driver_inputs());
                 fx.extend(twins.desired_drives(&started));
+                fx.extend(twins.driver_problems(&drivers.problems()));
                 fx
             },
             ev = drv_rx.recv() => match ev {
@@ -330,6 +331,9 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Topic suffix of delta messages (counted).
+const DELTA_SUFFIX: &str = "/twin/update/delta";
+
 /// Carries out effects: MQTT publishes, driver writes, and the rate-limited upstream queue.
 struct Outflow {
     upstream: mpsc::Sender<Upstream>,
@@ -354,13 +358,22 @@ impl Outflow {
         let now = Instant::now();
         for e in effects {
             match e {
-                Effect::Publish { topic, payload } => client.publish(topic, payload),
+                Effect::Publish { topic, payload } => {
+                    if topic.ends_with(DELTA_SUFFIX) {
+                        self.metrics.deltas_sent.inc();
+                    }
+                    client.publish(topic, payload);
+                }
                 Effect::Drive {
                     device,
                     property,
                     value,
                 } => drivers.write(&device, &property, &value),
-                Effect::Status { device, status } => self.status.offer(device, status),
+                Effect::Status { device, status } => {
+                    if self.status.offer(device, status) {
+                        self.metrics.status_coalesced.inc();
+                    }
+                }
                 Effect::Desired { device, patch } => match self.desired.get_mut(&device) {
                     Some(p) => p.merge(patch),
                     None => {
@@ -507,8 +520,15 @@ mod tests {
             let (_tx, rx) = watch::channel(DeviceSet::default());
             let (up, _up_rx) = mpsc::channel(1);
             let store: Arc<dyn ShadowStore> = Arc::new(MemoryShadowStore::new());
-            let mut reg = Registry::default();
-            let r = run(cfg, rx, up, store, &mut reg, CancellationToken::new()).await;
+            let r = run(
+                cfg,
+                rx,
+                up,
+                store,
+                BusMetrics::default(),
+                CancellationToken::new(),
+            )
+            .await;
             assert!(
                 matches!(r, Err(BusError::Config(_))),
                 "{prefix} {external:?} {port}: {r:?}"

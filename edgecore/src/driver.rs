@@ -321,7 +321,9 @@ impl Drivers {
         devices: impl Iterator<Item = (&'a DeviceKey, &'a Device, Option<&'a DeviceModelSpec>)>,
     ) -> Vec<DeviceKey> {
         let mut wanted = BTreeMap::new();
+        let mut seen = std::collections::BTreeSet::new();
         for (key, device, model) in devices {
+            seen.insert(key.clone());
             match plan(device, model) {
                 Ok(Some(p)) => {
                     self.refused.remove(key);
@@ -338,8 +340,7 @@ impl Drivers {
                 }
             }
         }
-        self.refused
-            .retain(|k, _| wanted.contains_key(k) || self.running.contains_key(k));
+        self.refused.retain(|k, _| seen.contains(k));
         let stale: Vec<DeviceKey> = self
             .running
             .iter()
@@ -382,6 +383,14 @@ impl Drivers {
             started.push(key);
         }
         started
+    }
+
+    /// Devices whose protocol settings are unusable, with the reason.
+    pub fn problems(&self) -> BTreeMap<DeviceKey, String> {
+        self.refused
+            .iter()
+            .map(|(k, e)| (k.clone(), e.to_string()))
+            .collect()
     }
 
     /// Hands a desired value to the device's driver, if it has one.

@@ -136,6 +136,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
                 reader.clone(),
                 outbox.clone(),
                 &store,
+                metrics.bus.clone(),
                 shutdown.clone(),
             )
             .map_err(|e| RunError::Store(crate::hub::conn::chain(&e)))?,

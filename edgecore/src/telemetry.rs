@@ -109,6 +109,8 @@ pub struct Metrics {
     pub runtime_actions: Family<Labels, Counter>,
     /// `edgecore_pods`: pods of this node the runtime manages.
     pub pods: Gauge,
+    /// The device bus's metrics (twin requests, deltas, drivers, broker).
+    pub bus: crate::bus::metrics::BusMetrics,
 }
 
 impl Default for Metrics {
@@ -137,6 +139,7 @@ impl Metrics {
             meta_ignored: Family::default(),
             runtime_actions: Family::default(),
             pods: Gauge::default(),
+            bus: crate::bus::metrics::BusMetrics::default(),
         };
         let mut r = Registry::default();
         r.register(
@@ -210,8 +213,10 @@ impl Metrics {
             m.runtime_actions.clone(),
         );
         r.register("edgecore_pods", "Pods of this node", m.pods.clone());
+        let bus = crate::bus::metrics::BusMetrics::register(&mut r);
         Metrics {
             registry: Arc::new(r),
+            bus,
             ..m
         }
     }

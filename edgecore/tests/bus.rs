@@ -110,8 +110,9 @@ fn start(cfg: BusConfig, set: DeviceSet, dir: tempfile::TempDir) -> Bus {
     let sim_dir = cfg.gpio_sim_dir.clone();
     let task = tokio::spawn(async move {
         let mut registry = Registry::default();
+        let metrics = edgecore::bus::metrics::BusMetrics::register(&mut registry);
         let store = Arc::new(MemoryShadowStore::new());
-        bus::run(cfg, rx, up_tx, store, &mut registry, token).await
+        bus::run(cfg, rx, up_tx, store, metrics, token).await
     });
     Bus {
         devices,

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""A real Modbus RTU slave for edgecore's bus tests (pymodbus==3.16.1, pyserial==3.5).
+"""A real Modbus slave for edgecore's bus tests and kedge's e2e tests (pymodbus==3.16.1,
+pyserial==3.5).
 
-Serves, on the serial device given by --port (one end of a socat PTY pair), any slave id:
+Serves, as RTU on the serial device given by --port (one end of a socat PTY pair), or as
+Modbus TCP on 127.0.0.1:<--tcp>, any slave id:
   - holding registers 0..15: register 0 counts up by itself every 200 ms, the rest hold what
     the master writes;
   - input registers 0..15, coils 0..15, discrete inputs 0..15.
@@ -16,7 +18,7 @@ import asyncio
 import json
 import os
 
-from pymodbus.server import ModbusSerialServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 SIZE = 16
@@ -78,7 +80,9 @@ class Slave:
 
 async def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", required=True, help="serial device (PTY) to serve")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", help="serial device (PTY) to serve as Modbus RTU")
+    where.add_argument("--tcp", type=int, help="TCP port on 127.0.0.1 to serve as Modbus TCP")
     parser.add_argument("--state", required=True, help="JSON file showing the slave's registers")
     parser.add_argument("--baud", type=int, default=19200)
     args = parser.parse_args()
@@ -95,7 +99,10 @@ async def main():
         ),
         action=slave.action,
     )
-    server = ModbusSerialServer(device, port=args.port, baudrate=args.baud, timeout=1)
+    if args.tcp is not None:
+        server = ModbusTcpServer(device, address=("127.0.0.1", args.tcp))
+    else:
+        server = ModbusSerialServer(device, port=args.port, baudrate=args.baud, timeout=1)
     ticker = asyncio.create_task(slave.tick())
     slave.dump()
     try:

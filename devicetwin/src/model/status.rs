@@ -29,6 +29,10 @@ pub struct DeviceStatus {
     /// The edge's reported-section version at the last write.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reported_version: Option<i64>,
+    /// Why the edge cannot serve the device (for example invalid protocol settings), with
+    /// `state: config-error`. Always serialised, as `null` when there is nothing to say, so
+    /// the merge patch the edge sends clears an old message.
+    pub message: Option<String>,
 }
 
 impl DeviceStatus {
@@ -307,5 +311,9 @@ mod tests {
             "1000"
         );
         assert_eq!(json["state"], "offline");
+        assert!(
+            json.get("message").is_some_and(serde_json::Value::is_null),
+            "an absent message is sent as null, clearing an old one: {json}"
+        );
     }
 }

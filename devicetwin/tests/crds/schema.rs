@@ -65,10 +65,13 @@ fn type_ok(ty: &str, v: &Value) -> bool {
     }
 }
 
-/// Validates `v` against `schema`: types, enums, required, items, additionalProperties, and
+/// Validates `v` against `schema`: `nullable`, types, enums, required, items, additionalProperties, and
 /// unknown fields (refused unless the node preserves them). The root `metadata` is opaque, as
 /// in Kubernetes.
 fn validate(v: &Value, schema: &Value, path: &str, errors: &mut Vec<String>) {
+    if v.is_null() && schema["nullable"] == true {
+        return;
+    }
     if let Some(ty) = schema["type"].as_str()
         && !type_ok(ty, v)
     {

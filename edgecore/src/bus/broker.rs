@@ -8,15 +8,22 @@
 //! (256 KiB × 4), where a burst of reports must not overrun the bus client. rumqttd routes no `$`-topics, hence the `kedge` prefix.
 //! With a username, every client must present it (and the password); a wrong password just
 //! drops the socket (rumqttd sends no CONNACK refusal).
+//!
+//! The broker's own meters (connections, routed and failed publishes) are pushed by rumqttd
+//! every second while messages flow and copied into [`BusMetrics`].
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
+use rumqttd::{
+    Broker, Config, ConnectionSettings, Meter, MetricSettings, MetricType, RouterConfig,
+    SegmentConfig, ServerSettings,
+};
 use tokio::sync::oneshot;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
+use super::metrics::BusMetrics;
 use super::{BusConfig, BusError};
 
 /// Largest MQTT payload the broker accepts (the twin payload limit plus headroom).
@@ -62,15 +69,44 @@ pub fn config(cfg: &BusConfig) -> Config {
             ..RouterConfig::default()
         },
         v4: Some(HashMap::from([("1".to_owned(), server)])),
+        metrics: meter_settings(),
         ..Config::default()
     }
+}
+
+/// Meters pushed every second (rumqttd's settings type has private fields, so it is built
+/// through serde). Alerts must be configured too: rumqttd's timer unwraps both intervals.
+fn meter_settings() -> Option<HashMap<MetricType, MetricSettings>> {
+    let every = |s: u64| serde_json::from_value(serde_json::json!({ "push_interval": s })).ok();
+    Some(HashMap::from([
+        (MetricType::Meters, every(1)?),
+        (MetricType::Alerts, every(3600)?),
+    ]))
+}
+
+/// Copies rumqttd's meters into `metrics` until the broker goes away.
+async fn follow_meters(link: rumqttd::meters::MetersLink, metrics: BusMetrics) {
+    while let Ok(meters) = link.next().await {
+        for m in meters {
+            if let Meter::Router(_, r) = m {
+                metrics
+                    .broker_connections
+                    .set(i64::try_from(r.total_connections).unwrap_or(i64::MAX));
+                metrics.broker_publishes.inc_by(r.total_publishes as u64);
+                metrics
+                    .broker_failed_publishes
+                    .inc_by(r.failed_publishes as u64);
+            }
+        }
+    }
+    debug!("the embedded broker's meters ended");
 }
 
 /// Starts the broker on `cfg.listen` and returns once it accepts connections.
 ///
 /// Binds the address first so a taken port (a system Mosquitto on 1883) is a clear error
 /// instead of a log line from the broker thread.
-pub async fn start(cfg: &BusConfig) -> Result<(), BusError> {
+pub async fn start(cfg: &BusConfig, metrics: BusMetrics) -> Result<(), BusError> {
     let addr = cfg.listen;
     match TcpListener::bind(addr) {
         Ok(probe) => drop(probe),
@@ -85,6 +121,12 @@ pub async fn start(cfg: &BusConfig) -> Result<(), BusError> {
         }
     }
     let mut broker = Broker::new(config(cfg));
+    match broker.meters() {
+        Ok(link) => {
+            tokio::spawn(follow_meters(link, metrics));
+        }
+        Err(e) => debug!(error = %e, "no meters from the embedded broker"),
+    }
     let (done_tx, mut done_rx) = oneshot::channel::<String>();
     std::thread::Builder::new()
         .name("mqtt-broker".to_owned())
@@ -151,6 +193,11 @@ mod tests {
         let custom = c.router.custom_segment.clone().unwrap_or_default();
         assert!(custom.contains_key("kedge/events/device/+/+/twin/update"));
         assert!(c.v5.is_none() && c.ws.is_none() && c.prometheus.is_none());
+        let metrics = c.metrics.clone().unwrap_or_default();
+        assert!(
+            metrics.contains_key(&MetricType::Meters) && metrics.contains_key(&MetricType::Alerts),
+            "rumqttd's timer thread panics unless both are set"
+        );
         cfg.username = Some("u".into());
         cfg.password = Some("p".into());
         let c = config(&cfg);

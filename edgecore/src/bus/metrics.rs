@@ -30,6 +30,23 @@ pub struct BusMetrics {
     pub driver_writes: Family<Labels, Counter>,
     /// `edgecore_devices`: devices bound to this node.
     pub devices: Gauge,
+    /// `edgecore_twin_accepted_total{kind}`: requests applied to a shadow.
+    pub accepted: Family<Labels, Counter>,
+    /// `edgecore_twin_deltas_sent_total`: `twin/update/delta` messages published.
+    pub deltas_sent: Counter,
+    /// `edgecore_device_reports_coalesced_total`: status snapshots replaced by a newer one
+    /// before they left (the per-device rate limit at work).
+    pub status_coalesced: Counter,
+    /// `edgecore_driver_config_errors`: devices not driven because their protocol
+    /// settings are invalid.
+    pub driver_config_errors: Gauge,
+    /// `edgecore_broker_connections`: clients connected to the embedded broker (updated
+    /// every second while messages flow).
+    pub broker_connections: Gauge,
+    /// `edgecore_broker_publishes_total`: publishes the embedded broker routed.
+    pub broker_publishes: Counter,
+    /// `edgecore_broker_failed_publishes_total`: publishes the embedded broker refused.
+    pub broker_failed_publishes: Counter,
 }
 
 /// One label.
@@ -93,6 +110,41 @@ impl BusMetrics {
             "edgecore_devices",
             "Devices bound to this node",
             m.devices.clone(),
+        );
+        r.register(
+            "edgecore_twin_accepted",
+            "Twin and state requests applied to a device shadow, by kind",
+            m.accepted.clone(),
+        );
+        r.register(
+            "edgecore_twin_deltas_sent",
+            "twin/update/delta messages published",
+            m.deltas_sent.clone(),
+        );
+        r.register(
+            "edgecore_device_reports_coalesced",
+            "Device status snapshots replaced by a newer one before they were sent",
+            m.status_coalesced.clone(),
+        );
+        r.register(
+            "edgecore_driver_config_errors",
+            "Devices not driven because their protocol settings are invalid",
+            m.driver_config_errors.clone(),
+        );
+        r.register(
+            "edgecore_broker_connections",
+            "Clients connected to the embedded MQTT broker",
+            m.broker_connections.clone(),
+        );
+        r.register(
+            "edgecore_broker_publishes",
+            "Publishes routed by the embedded MQTT broker",
+            m.broker_publishes.clone(),
+        );
+        r.register(
+            "edgecore_broker_failed_publishes",
+            "Publishes the embedded MQTT broker could not route",
+            m.broker_failed_publishes.clone(),
         );
         m
     }

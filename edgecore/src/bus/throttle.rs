@@ -35,13 +35,14 @@ impl<K: Eq + Hash + Clone, V> Throttle<K, V> {
     }
 
     /// Offers a value; it replaces any pending value of the key. It leaves at the next
-    /// [`Throttle::take_due`] at or after its slot's deadline.
-    pub fn offer(&mut self, key: K, value: V) {
+    /// [`Throttle::take_due`] at or after its slot's deadline. Returns whether it replaced
+    /// a pending value (coalesced).
+    pub fn offer(&mut self, key: K, value: V) -> bool {
         let slot = self.slots.entry(key).or_insert(Slot {
             last_sent: None,
             pending: None,
         });
-        slot.pending = Some(value);
+        slot.pending.replace(value).is_some()
     }
 
     /// Puts back a value that could not be handed over (newer offers win over it). It is
@@ -108,10 +109,10 @@ mod tests {
     fn first_value_leaves_at_once_then_latest_wins() {
         let t0 = Instant::now();
         let mut t = Throttle::new(I);
-        t.offer("a", 1);
+        assert!(!t.offer("a", 1));
         assert_eq!(t.take_due(t0), vec![("a", 1)]);
         for v in 2..100 {
-            t.offer("a", v);
+            assert_eq!(t.offer("a", v), v > 2, "coalesced when one is pending");
             assert!(t.take_due(t0 + Duration::from_millis(10)).is_empty());
         }
         assert_eq!(t.next_deadline(), Some(t0 + I));

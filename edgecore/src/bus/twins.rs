@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use devicetwin::model::{DeviceModel, DeviceModelSpec};
+use devicetwin::model::{DeviceModel, DeviceModelSpec, DeviceState};
 use devicetwin::payload::{self, BaseMsg, ErrorCode, ResultMsg};
 use devicetwin::shadow::{DesiredPatch, PropertyWrite};
 use devicetwin::topic::{self, NodeTopic, TopicForm};
@@ -82,6 +82,9 @@ impl ErrorCode for BusReject {
         "unknown_device"
     }
 }
+
+/// `status.state` of a device whose protocol settings cannot be used.
+pub const CONFIG_ERROR: &str = "config-error";
 
 /// One device.
 #[derive(Debug)]
@@ -226,11 +229,12 @@ impl Twins {
         bytes: &[u8],
         now: i64,
     ) -> Vec<Effect> {
-        self.count(match kind {
+        let kind_name = match kind {
             DeviceTopic::TwinUpdate => "twin_update",
             DeviceTopic::TwinGet => "twin_get",
             _ => "state_update",
-        });
+        };
+        self.count(kind_name);
         let Some(reply) = parsed.reply() else {
             return Vec::new();
         };
@@ -246,11 +250,46 @@ impl Twins {
         let event_id = event.stamp().event_id.clone();
         match entry.shadow.apply(event) {
             Ok(actions) => {
+                self.metrics
+                    .accepted
+                    .get_or_create(&label("kind", kind_name))
+                    .inc();
                 save(self.store.as_ref(), &key, &entry.shadow);
                 carry(&self.prefix, &key, entry, actions, true)
             }
             Err(e) => self.reject(&reply, event_id, now, &e),
         }
+    }
+
+    /// Records which devices have unusable protocol settings (`problems`, from
+    /// [`crate::driver::Drivers::problems`]): their status gets `state: config-error` and the
+    /// reason in `message`, cleared once the settings are fixed. Returns the status changes.
+    pub fn driver_problems(&mut self, problems: &BTreeMap<DeviceKey, String>) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        for (key, entry) in &mut self.entries {
+            let want = problems.get(key);
+            if entry.status.message.as_ref() == want {
+                continue;
+            }
+            match want {
+                Some(msg) => {
+                    entry.status.message = Some(msg.clone());
+                    entry.status.state = Some(DeviceState::Other(CONFIG_ERROR.to_owned()));
+                }
+                None => {
+                    entry.status.message = None;
+                    if entry.status.state.as_ref().map(DeviceState::as_str) == Some(CONFIG_ERROR) {
+                        entry.status.state = Some(DeviceState::Unknown);
+                    }
+                }
+            }
+            debug!(device = %key, problem = ?want, "driver settings status changed");
+            fx.extend(status_effect(key, &entry.status));
+        }
+        self.metrics
+            .driver_config_errors
+            .set(i64::try_from(problems.len()).unwrap_or(i64::MAX));
+        fx
     }
 
     /// A built-in driver read values or saw the device come or go.

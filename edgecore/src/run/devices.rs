@@ -15,13 +15,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use prometheus_client::registry::Registry;
 use proto::{Op, ResourceKey};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 
+use crate::bus::metrics::BusMetrics;
 use crate::bus::{self, BusConfig, BusError, DeviceSet, ShadowStore, Upstream as BusUpstream};
 use crate::meta::{MetaReader, MetaSnapshot};
 use crate::outbox::{Outbox, Upstream};
@@ -179,6 +179,7 @@ pub fn spawn(
     reader: MetaReader,
     outbox: Outbox,
     store: &Store,
+    metrics: BusMetrics,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<Result<(), BusError>>, crate::store::StoreError> {
     let shadows: Arc<dyn ShadowStore> = Arc::new(StoreShadows::open(store)?);
@@ -189,13 +190,8 @@ pub fn spawn(
     tokio::spawn(drain_upstream(up_rx, outbox));
     let span = tracing::info_span!("bus", %node);
     Ok(tokio::spawn(
-        async move {
-            // The bus registers its metrics here; they are not exported yet (edgecore's
-            // registry is frozen at start).
-            let mut registry = Registry::default();
-            bus::run(cfg, set_rx, up_tx, shadows, &mut registry, shutdown).await
-        }
-        .instrument(span),
+        async move { bus::run(cfg, set_rx, up_tx, shadows, metrics, shutdown).await }
+            .instrument(span),
     ))
 }
 
