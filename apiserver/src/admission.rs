@@ -363,7 +363,7 @@ pub async fn after_write(api: &Arc<Api>, res: &Resource, ev: &Event) {
 
 /// Register (or unregister) a CRD's resources and write its status.
 pub async fn crd_changed(api: &Arc<Api>, ev: &Event) {
-    let crd = &ev.obj.value;
+    let crd: &Value = &ev.obj.value;
     let name = crd
         .pointer("/metadata/name")
         .and_then(Value::as_str)

@@ -1,6 +1,7 @@
 //! Protocol-buffer request bodies (`application/vnd.kubernetes.protobuf`) of the kinds
-//! kubectl's typed commands create — `create namespace|serviceaccount|configmap|secret`
-//! and `create token` — decoded to the JSON the handlers take. Other kinds stay 415.
+//! kubectl's typed commands create — `create namespace|serviceaccount|configmap|secret`,
+//! `create token`, and (tables in `workloads`) `run` and `create deployment|job|cronjob|
+//! service` — decoded to the JSON the handlers take. Other kinds stay 415.
 //!
 //! The body is Kubernetes' envelope: `k8s\0` then a `runtime.Unknown` message (`typeMeta`
 //! = 1 {`apiVersion` = 1, `kind` = 2}, `raw` = 2) whose `raw` is the object in the field
@@ -25,14 +26,33 @@ pub enum ProtoError {
     Unsupported(String),
 }
 
+mod workloads;
+
 #[derive(Debug, Clone, Copy)]
 enum Ty {
     Str,
+    /// An integer kept even when 0 (Go: a pointer, encoded only when set).
     Int,
+    /// An integer Go always encodes; 0 means unset (`omitempty`) and is left out.
+    Num,
+    /// A bool kept even when false (Go: a pointer).
     Bool,
+    /// A bool Go always encodes; false is left out (`omitempty`).
+    Flag,
+    /// A message; left out when empty (Go: a struct, always encoded).
     Msg(&'static [F]),
+    /// A message kept even when empty (Go: a pointer; `emptyDir: {}` means something).
+    Opt(&'static [F]),
+    /// An embedded Go struct: its fields belong to the enclosing object in JSON.
+    Inline(&'static [F]),
+    /// `intstr.IntOrString` {type = 1, intVal = 2, strVal = 3}: a number or a string.
+    IntOrStr,
+    /// `resource.Quantity` {string = 1}: a string.
+    Quantity,
     MapStr,
     MapBytes,
+    /// `map<string, Quantity>` (resource limits and requests).
+    MapQuantity,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +87,16 @@ const OBJECT_META: &[F] = &[
     f(3, "namespace", Ty::Str),
     f(11, "labels", Ty::MapStr),
     f(12, "annotations", Ty::MapStr),
+    rep(13, "ownerReferences", Ty::Msg(OWNER_REFERENCE)),
     rep(14, "finalizers", Ty::Str),
+];
+const OWNER_REFERENCE: &[F] = &[
+    f(5, "apiVersion", Ty::Str),
+    f(1, "kind", Ty::Str),
+    f(3, "name", Ty::Str),
+    f(4, "uid", Ty::Str),
+    f(6, "controller", Ty::Bool),
+    f(7, "blockOwnerDeletion", Ty::Bool),
 ];
 const META: F = f(1, "metadata", Ty::Msg(OBJECT_META));
 
@@ -129,6 +158,11 @@ fn table(api_version: &str, kind: &str) -> Option<&'static [F]> {
         ("v1", "ConfigMap") => CONFIG_MAP,
         ("v1", "Secret") => SECRET,
         ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
+        ("v1", "Pod") => workloads::POD,
+        ("v1", "Service") => workloads::SERVICE,
+        ("apps/v1", "Deployment") => workloads::DEPLOYMENT,
+        ("batch/v1", "Job") => workloads::JOB,
+        ("batch/v1", "CronJob") => workloads::CRON_JOB,
         _ => return None,
     })
 }
@@ -238,8 +272,39 @@ fn decode_msg(buf: &[u8], fields: &[F]) -> Result<Map<String, Value>, ProtoError
         let value = match (spec.ty, wire) {
             (Ty::Str, Wire::Len(b)) => Value::String(text(b)?),
             (Ty::Int, Wire::Varint(v)) => Value::from(v as i64),
-            (Ty::Bool, Wire::Varint(v)) => Value::Bool(v != 0),
+            (Ty::Num, Wire::Varint(0)) | (Ty::Flag, Wire::Varint(0)) => continue,
+            (Ty::Num, Wire::Varint(v)) => Value::from(v as i64),
+            (Ty::Bool | Ty::Flag, Wire::Varint(v)) => Value::Bool(v != 0),
             (Ty::Msg(sub), Wire::Len(b)) => Value::Object(decode_msg(b, sub)?),
+            (Ty::Opt(sub), Wire::Len(b)) => {
+                out.insert(spec.name.into(), Value::Object(decode_msg(b, sub)?));
+                continue;
+            }
+            (Ty::Inline(sub), Wire::Len(b)) => {
+                out.extend(decode_msg(b, sub)?);
+                continue;
+            }
+            (Ty::IntOrStr, Wire::Len(b)) => int_or_string(b)?,
+            (Ty::Quantity, Wire::Len(b)) => quantity(b)?,
+            (Ty::MapQuantity, Wire::Len(b)) => {
+                let mut key = String::new();
+                let mut val = Value::from("");
+                for field in Fields(b) {
+                    match field? {
+                        (1, Wire::Len(k)) => key = text(k)?,
+                        (2, Wire::Len(v)) => val = quantity(v)?,
+                        _ => {}
+                    }
+                }
+                if let Some(m) = out
+                    .entry(spec.name)
+                    .or_insert_with(|| Value::Object(Map::new()))
+                    .as_object_mut()
+                {
+                    m.insert(key, val);
+                }
+                continue;
+            }
             (Ty::MapStr | Ty::MapBytes, Wire::Len(b)) => {
                 let entry = decode_msg(b, &[f(1, "k", Ty::Str), f(2, "v", Ty::Str)]);
                 let (k, v) = map_entry(b, spec.ty, entry)?;
@@ -272,6 +337,35 @@ fn decode_msg(buf: &[u8], fields: &[F]) -> Result<Map<String, Value>, ProtoError
     Ok(out)
 }
 
+/// An `IntOrString`: `type` 0 is `intVal`, 1 is `strVal`.
+fn int_or_string(b: &[u8]) -> Result<Value, ProtoError> {
+    let (mut ty, mut int, mut s) = (0, 0i64, String::new());
+    for field in Fields(b) {
+        match field? {
+            (1, Wire::Varint(v)) => ty = v,
+            (2, Wire::Varint(v)) => int = i64::from(v as i32),
+            (3, Wire::Len(v)) => s = text(v)?,
+            _ => {}
+        }
+    }
+    Ok(if ty == 1 {
+        Value::String(s)
+    } else {
+        Value::from(int)
+    })
+}
+
+/// A `Quantity`: its canonical string.
+fn quantity(b: &[u8]) -> Result<Value, ProtoError> {
+    let mut s = String::new();
+    for field in Fields(b) {
+        if let (1, Wire::Len(v)) = field? {
+            s = text(v)?;
+        }
+    }
+    Ok(Value::String(s))
+}
+
 /// A map entry (`key` = 1, `value` = 2); bytes values become base64, as in JSON.
 fn map_entry(
     b: &[u8],
@@ -299,79 +393,4 @@ fn map_entry(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn hex(s: &str) -> Vec<u8> {
-        s.split_whitespace()
-            .map(|b| u8::from_str_radix(b, 16).unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn kubectl_create_token_body() {
-        // kubectl create token default --duration=15m --audience=a1 --audience=a2
-        //   --bound-object-kind=Pod --bound-object-name=holder --bound-object-uid=u-1
-        let body = hex(
-            "6b 38 73 00 0a 28 0a 18 61 75 74 68 65 6e 74 69 63 61 74 69 6f 6e 2e 6b 38 73 2e 69 6f 2f 76 31
-             12 0c 54 6f 6b 65 6e 52 65 71 75 65 73 74 12 3d 0a 10 0a 00 12 00 1a 00 22 00 2a 00 32 00 38 00
-             42 00 12 23 0a 02 61 31 0a 02 61 32 1a 16 0a 03 50 6f 64 12 02 76 31 1a 06 68 6f 6c 64 65 72 22
-             03 75 2d 31 20 84 07 1a 04 0a 00 12 00 1a 00 22 00",
-        );
-        assert_eq!(
-            decode(&body).unwrap(),
-            json!({
-                "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                "spec": {"audiences": ["a1", "a2"], "expirationSeconds": 900,
-                    "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "holder", "uid": "u-1"}},
-            })
-        );
-    }
-
-    #[test]
-    fn kubectl_create_namespace_configmap_secret_serviceaccount_bodies() {
-        let ns = hex(
-            "6b 38 73 00 0a 0f 0a 02 76 31 12 09 4e 61 6d 65 73 70 61 63 65 12 1b 0a 13 0a 03 6e 73 78 12 00
-             1a 00 22 00 2a 00 32 00 38 00 42 00 12 00 1a 02 0a 00 1a 00 22 00",
-        );
-        assert_eq!(
-            decode(&ns).unwrap(),
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "nsx"}})
-        );
-        let cm = hex(
-            "6b 38 73 00 0a 0f 0a 02 76 31 12 09 43 6f 6e 66 69 67 4d 61 70 12 1d 0a 13 0a 03 63 6d 78 12 00
-             1a 00 22 00 2a 00 32 00 38 00 42 00 12 06 0a 01 61 12 01 31 1a 00 22 00",
-        );
-        assert_eq!(
-            decode(&cm).unwrap(),
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cmx"}, "data": {"a": "1"}})
-        );
-        let secret = hex(
-            "6b 38 73 00 0a 0c 0a 02 76 31 12 06 53 65 63 72 65 74 12 24 0a 12 0a 02 73 78 12 00 1a 00 22 00
-             2a 00 32 00 38 00 42 00 12 0c 0a 01 70 12 07 68 75 6e 74 65 72 32 1a 00 1a 00 22 00",
-        );
-        assert_eq!(
-            decode(&secret).unwrap(),
-            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sx"}, "data": {"p": "aHVudGVyMg=="}})
-        );
-        let sa = hex(
-            "6b 38 73 00 0a 14 0a 02 76 31 12 0e 53 65 72 76 69 63 65 41 63 63 6f 75 6e 74 12 15 0a 13 0a 03
-             73 61 78 12 00 1a 00 22 00 2a 00 32 00 38 00 42 00 1a 00 22 00",
-        );
-        assert_eq!(
-            decode(&sa).unwrap(),
-            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sax"}})
-        );
-    }
-
-    #[test]
-    fn other_kinds_and_garbage_are_refused() {
-        let pod = hex("6b 38 73 00 0a 09 0a 02 76 31 12 03 50 6f 64 12 00");
-        assert_eq!(decode(&pod), Err(ProtoError::Unsupported("v1 Pod".into())));
-        assert!(decode(b"{}").is_err());
-        assert!(decode(&hex("6b 38 73 00 0a ff")).is_err());
-        assert!(decode(&hex("6b 38 73 00 0a 05 0a")).is_err());
-        assert!(decode(&hex("6b 38 73 00 ff ff ff ff ff ff ff ff ff ff ff")).is_err());
-    }
-}
+mod tests;

@@ -40,8 +40,10 @@ use tokio::sync::{Notify, broadcast, watch};
 use crate::status::ApiError;
 
 mod snapshot;
+mod stored;
 
 pub use snapshot::{ListPage, ListRequest, Snapshot, SnapshotError};
+pub use stored::{LazyValue, Stored, StoredObj};
 
 /// Errors of the storage engine.
 #[derive(Debug, thiserror::Error)]
@@ -64,44 +66,6 @@ pub enum StoreError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::internal(format!("storage error: {e}"))
-    }
-}
-
-/// One stored version of an object: its JSON value and its serialised bytes (lists and
-/// watches copy the bytes instead of serialising again).
-#[derive(Debug, Clone)]
-pub struct Stored(Arc<StoredObj>);
-
-/// The contents of a [`Stored`].
-#[derive(Debug)]
-pub struct StoredObj {
-    /// The object.
-    pub value: Value,
-    /// `serde_json::to_vec(&value)`.
-    pub raw: Bytes,
-    /// Its resourceVersion.
-    pub rv: u64,
-}
-
-impl Stored {
-    fn new(value: Value, rv: u64) -> Self {
-        let raw = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
-        Self(Arc::new(StoredObj { value, raw, rv }))
-    }
-}
-
-impl Stored {
-    /// A version that is not in the store (dry runs): its resourceVersion is set to `rv`.
-    pub fn detached(mut value: Value, rv: u64) -> Self {
-        set_rv(&mut value, rv);
-        Self::new(value, rv)
-    }
-}
-
-impl std::ops::Deref for Stored {
-    type Target = StoredObj;
-    fn deref(&self) -> &StoredObj {
-        &self.0
     }
 }
 
@@ -408,12 +372,14 @@ impl Store {
                 (EventType::Deleted, Stored::new(value, next_rv))
             }
         };
+        // The superseded version, as bytes: for snapshot lists and the event's `prev`.
+        let superseded = current.as_ref().map(Stored::bytes_only);
         let ev = Arc::new(Event {
             rv: next_rv,
             kind,
             key: key.to_string(),
             obj,
-            prev: current.clone(),
+            prev: superseded.clone(),
         });
         let mut batch = sled::Batch::default();
         match kind {
@@ -426,12 +392,13 @@ impl Store {
             .apply_batch(batch)
             .map_err(|e| ApiError::from(StoreError::Write(e)))?;
         inner.rv = next_rv;
-        if let Some(cur) = current {
+        if let (Some(cur), Some(old)) = (current, superseded) {
+            release_parsed(&mut inner.history, &cur, &old);
             inner
                 .past
                 .entry(key.to_string())
                 .or_default()
-                .push_back((next_rv, cur));
+                .push_back((next_rv, old));
         }
         match kind {
             EventType::Deleted => {
@@ -562,6 +529,28 @@ fn set_rv(value: &mut Value, rv: u64) {
     }
 }
 
+/// The event in `history` that wrote `cur` holds it parsed; now that `cur` is superseded,
+/// let that event hold the bytes-only copy `old`, so the parsed value is freed once nothing
+/// else (a watcher sending it, the broadcast queue) holds it.
+fn release_parsed(history: &mut VecDeque<Kept>, cur: &Stored, old: &Stored) {
+    let Ok(i) = history.binary_search_by_key(&cur.rv, |k| k.ev.rv) else {
+        return;
+    };
+    let Some(kept) = history.get_mut(i) else {
+        return;
+    };
+    if Stored::same(&kept.ev.obj, cur) {
+        let ev = &kept.ev;
+        kept.ev = Arc::new(Event {
+            rv: ev.rv,
+            kind: ev.kind,
+            key: ev.key.clone(),
+            obj: old.clone(),
+            prev: ev.prev.clone(),
+        });
+    }
+}
+
 fn encode_event(ev: &Event) -> Vec<u8> {
     let mut out = Vec::with_capacity(ev.obj.raw.len() + ev.key.len() + 32);
     out.extend_from_slice(ev.kind.as_str().as_bytes());
@@ -576,15 +565,35 @@ fn decode_event(v: &[u8]) -> Option<Event> {
     let mut parts = v.splitn(3, |b| *b == b'\n');
     let kind = EventType::parse(std::str::from_utf8(parts.next()?).ok()?)?;
     let key = std::str::from_utf8(parts.next()?).ok()?.to_string();
-    let value: Value = serde_json::from_slice(parts.next()?).ok()?;
-    let rv = rv_of(&value);
+    let raw = parts.next()?;
+    // Only the version is read now (no tree is built); the object is parsed if a watcher
+    // replaying it needs its value.
+    let head: RvOnly = serde_json::from_slice(raw).ok()?;
+    let rv = head
+        .metadata
+        .resource_version
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     Some(Event {
         rv,
         kind,
         key,
-        obj: Stored::new(value, rv),
+        obj: Stored::from_bytes(Bytes::copy_from_slice(raw), rv),
         prev: None,
     })
+}
+
+/// The part of a stored object [`decode_event`] reads.
+#[derive(serde::Deserialize)]
+struct RvOnly {
+    #[serde(default)]
+    metadata: RvMeta,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct RvMeta {
+    #[serde(rename = "resourceVersion")]
+    resource_version: Option<String>,
 }
 
 #[cfg(test)]

@@ -191,45 +191,76 @@ pub fn watch_table(
 
 /// Renders `objects` as a Table with full control over the envelope.
 pub fn table_with(columns: Columns<'_>, objects: &[Value], opts: &TableOptions<'_>) -> Value {
-    let resolved = Resolved::new(columns);
-    let mut metadata = Map::new();
-    if !opts.resource_version.is_empty() {
-        metadata.insert("resourceVersion".into(), json!(opts.resource_version));
+    let (rows, mut envelope) = TableRows::new(columns, opts);
+    let rendered: Vec<Value> = objects.iter().map(|obj| rows.row(obj)).collect();
+    envelope["rows"] = Value::Array(rendered);
+    envelope
+}
+
+/// A Table rendered piecewise, for streamed list responses: the envelope (with empty
+/// `rows`, its last key) from [`TableRows::new`], then each row from [`TableRows::row`].
+pub struct TableRows {
+    resolved: Resolved,
+    include_object: IncludeObject,
+    version: TableVersion,
+    now: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for TableRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableRows").finish_non_exhaustive()
     }
-    if let Some(c) = opts.continue_token.filter(|c| !c.is_empty()) {
-        metadata.insert("continue".into(), json!(c));
+}
+
+impl TableRows {
+    /// The row renderer and the envelope (`rows` is `[]` and comes last).
+    pub fn new(columns: Columns<'_>, opts: &TableOptions<'_>) -> (Self, Value) {
+        let resolved = Resolved::new(columns);
+        let mut metadata = Map::new();
+        if !opts.resource_version.is_empty() {
+            metadata.insert("resourceVersion".into(), json!(opts.resource_version));
+        }
+        if let Some(c) = opts.continue_token.filter(|c| !c.is_empty()) {
+            metadata.insert("continue".into(), json!(c));
+        }
+        if let Some(n) = opts.remaining_item_count {
+            metadata.insert("remainingItemCount".into(), json!(n));
+        }
+        let column_definitions = if opts.headers {
+            resolved.definitions()
+        } else {
+            Value::Null
+        };
+        let envelope = json!({
+            "kind": "Table",
+            "apiVersion": opts.version.api_version(),
+            "metadata": metadata,
+            "columnDefinitions": column_definitions,
+            "rows": [],
+        });
+        let rows = Self {
+            resolved,
+            include_object: opts.include_object,
+            version: opts.version,
+            now: opts.now,
+        };
+        (rows, envelope)
     }
-    if let Some(n) = opts.remaining_item_count {
-        metadata.insert("remainingItemCount".into(), json!(n));
+
+    /// One row: cells, conditions and the object as `includeObject` asks.
+    pub fn row(&self, obj: &Value) -> Value {
+        let row = self.resolved.row(obj, self.now);
+        let mut out = Map::new();
+        out.insert("cells".into(), Value::Array(row.cells));
+        if let Some(c) = row.conditions {
+            out.insert("conditions".into(), c);
+        }
+        out.insert(
+            "object".into(),
+            row_object(obj, self.include_object, self.version),
+        );
+        Value::Object(out)
     }
-    let column_definitions = if opts.headers {
-        resolved.definitions()
-    } else {
-        Value::Null
-    };
-    let rows: Vec<Value> = objects
-        .iter()
-        .map(|obj| {
-            let row = resolved.row(obj, opts.now);
-            let mut out = Map::new();
-            out.insert("cells".into(), Value::Array(row.cells));
-            if let Some(c) = row.conditions {
-                out.insert("conditions".into(), c);
-            }
-            out.insert(
-                "object".into(),
-                row_object(obj, opts.include_object, opts.version),
-            );
-            Value::Object(out)
-        })
-        .collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": opts.version.api_version(),
-        "metadata": metadata,
-        "columnDefinitions": column_definitions,
-        "rows": rows,
-    })
 }
 
 /// The `PartialObjectMetadata` of an object: its whole `metadata`.

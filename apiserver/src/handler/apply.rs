@@ -15,7 +15,7 @@ use super::write::{
     FieldValidation, Managing, check_type_meta, commit, create_object, drop_unknown, dry_run,
     meta_mut, now, place_namespace, run, schema_of,
 };
-use super::{Ctx, Resp, value_resp};
+use super::{Ctx, Resp};
 use crate::fieldmanager;
 use crate::registry::Resource;
 use crate::request::ResourcePath;
@@ -171,6 +171,5 @@ pub async fn apply(
         finish_update(warnings, &w, cur, new)
     })?;
     commit(&api, dry, res, &ev).await?;
-    let out = written(ev, ctx, &key);
-    Ok(value_resp(200, &out))
+    Ok(written(ev, ctx, &key))
 }

@@ -2,7 +2,7 @@
 //! the client asks `as=Table` (kubectl does).
 
 use base64::Engine;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use serde_json::{Value, json};
 
 use super::{Ctx, Resp, json_resp, value_resp};
@@ -12,6 +12,8 @@ use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, ApiResult};
 use crate::store::{ListRequest, Snapshot, SnapshotError, Stored};
 use crate::table::{self, Columns, IncludeObject};
+
+mod stream;
 
 /// Parsed `labelSelector` + `fieldSelector`.
 #[derive(Debug, Default)]
@@ -50,6 +52,11 @@ impl Selectors {
             group: res.group.clone(),
             plural: res.plural.clone(),
         })
+    }
+
+    /// No label and no field selector: everything matches.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_none() && self.fields.is_none()
     }
 
     /// Does `obj` match both selectors?
@@ -107,7 +114,7 @@ pub async fn get(ctx: &Ctx, res: &Resource, rp: &ResourcePath) -> ApiResult<Resp
     if wants_table(ctx) {
         let t = table::table(
             columns(res),
-            std::slice::from_ref(&obj.value),
+            std::slice::from_ref(&*obj.value),
             include_object(ctx)?,
             &obj.rv.to_string(),
             None,
@@ -286,7 +293,7 @@ pub fn select(
     let page = ctx
         .api
         .store
-        .list_page(&req, &mut |o| sel.matches(&o.value))
+        .list_page(&req, &mut |o| unfiltered || sel.matches(&o.value))
         .map_err(|e| match (e, &after) {
             (SnapshotError::Compacted { .. }, Some(start)) => {
                 let mut err = ApiError::gone(EXPIRED_CONTINUE);
@@ -321,28 +328,48 @@ pub fn select(
     })
 }
 
-/// GET of a collection.
+/// GET of a collection: streamed from the stored bytes (see `stream`).
 pub async fn list(ctx: &Ctx, res: &Resource, rp: &ResourcePath) -> ApiResult<Resp> {
     let sel = Selectors::from_ctx(ctx, res)?;
     let s = select(ctx, res, rp.namespace.as_deref(), &sel)?;
     ctx.api.store.durable(s.rv).await?;
     if wants_table(ctx) {
-        let values: Vec<Value> = s.items.iter().map(|o| o.value.clone()).collect();
-        let t = table::table(
-            columns(res),
-            &values,
-            include_object(ctx)?,
-            &s.rv.to_string(),
-            s.next.as_deref(),
-        );
-        return Ok(value_resp(200, &t));
+        let include = include_object(ctx)?;
+        let rv = s.rv.to_string();
+        let mut opts = table::TableOptions::new(include, &rv);
+        opts.continue_token = s.next.as_deref();
+        let (rows, envelope) = table::TableRows::new(columns(res), &opts);
+        let head = open_array(&envelope);
+        let chunks = stream::Chunks::new(&head, s.items, TableItems(rows), b"]}");
+        return Ok(stream::chunked_resp(chunks, "application/json"));
     }
-    Ok(json_resp(200, list_body(res, &s)))
+    let head = open_array(&list_head(res, &s));
+    let chunks = stream::Chunks::new(&head, s.items, stream::RawItems, b"]}");
+    Ok(stream::chunked_resp(chunks, "application/json"))
 }
 
-/// `{"kind":"<Kind>List","apiVersion":..,"metadata":{..},"items":[..]}` from stored bytes.
-pub fn list_body(res: &Resource, s: &Selection) -> Bytes {
-    let items = &s.items;
+/// Table rows, rendered from the parsed objects.
+struct TableItems(table::TableRows);
+
+impl stream::RenderItems for TableItems {
+    fn render(&mut self, item: &Stored, out: &mut BytesMut) {
+        let row = self.0.row(&item.value);
+        let _ = serde_json::to_writer((&mut *out).writer(), &row);
+    }
+}
+
+/// The serialised `envelope` up to and including the `[` of its last key, an empty array
+/// (`…,"items":[` of `…,"items":[]}`).
+fn open_array(envelope: &Value) -> Vec<u8> {
+    let mut head = serde_json::to_vec(envelope).unwrap_or_default();
+    if head.ends_with(b"]}") {
+        head.truncate(head.len() - 2);
+    }
+    head
+}
+
+/// `{"kind":"<Kind>List","apiVersion":..,"metadata":{..},"items":[]}`.
+fn list_head(res: &Resource, s: &Selection) -> Value {
     let mut meta = json!({"resourceVersion": s.rv.to_string()});
     if let Some(n) = &s.next {
         meta["continue"] = Value::String(n.clone());
@@ -350,18 +377,5 @@ pub fn list_body(res: &Resource, s: &Selection) -> Bytes {
     if let Some(r) = s.remaining {
         meta["remainingItemCount"] = json!(r);
     }
-    let head = json!({"kind": res.list_kind, "apiVersion": res.api_version(), "metadata": meta});
-    let head = serde_json::to_vec(&head).unwrap_or_default();
-    let size: usize = items.iter().map(|i| i.raw.len() + 1).sum();
-    let mut out = BytesMut::with_capacity(head.len() + size + 16);
-    out.put_slice(&head[..head.len() - 1]);
-    out.put_slice(b",\"items\":[");
-    for (i, it) in items.iter().enumerate() {
-        if i > 0 {
-            out.put_u8(b',');
-        }
-        out.put_slice(&it.raw);
-    }
-    out.put_slice(b"]}");
-    out.freeze()
+    json!({"kind": res.list_kind, "apiVersion": res.api_version(), "metadata": meta, "items": []})
 }

@@ -10,7 +10,7 @@ use super::write::{
     FieldValidation, Managing, check_type_meta, commit, dry_run, meta_mut, place_namespace,
     record_update, run, str_at, update_manager, validate_meta, validate_schema,
 };
-use super::{Ctx, Resp, decode_body, value_resp};
+use super::{Ctx, Resp, decode_body, json_resp};
 use crate::admission;
 use crate::api::Api;
 use crate::patch::{self, PatchType};
@@ -19,7 +19,7 @@ use crate::registry::{Origin, Resource};
 use crate::request::ResourcePath;
 use crate::schema;
 use crate::status::{ApiError, ApiResult};
-use crate::store::{Event, EventType, Outcome, Stored};
+use crate::store::{Event, Outcome, Stored};
 
 /// Carry what a client cannot change from `cur` into `new`, and bump `generation` when
 /// anything but metadata and status changed.
@@ -95,7 +95,54 @@ pub(super) struct Writing<'a> {
     pub managing: Managing,
 }
 
-/// Shared tail of update, patch and apply, run under the store lock.
+/// Attempts of [`run_optimistic`] before it computes the write under the store lock.
+const OPTIMISTIC_ATTEMPTS: usize = 8;
+
+/// Run a read-modify-write whose computation (patching, validation, admission,
+/// `managedFields`) is too long to hold the store lock for: `f` runs on a snapshot of the
+/// current object, outside the lock, and its outcome is stored only if the object is still
+/// that version — otherwise it is computed again on the newer one (optimistic concurrency,
+/// as kube-apiserver's `GuaranteedUpdate` does). Writes to different objects so no longer
+/// queue behind each other's CPU work. Dry runs store nothing and need no check.
+pub(super) fn run_optimistic<F>(
+    api: &Api,
+    dry: bool,
+    key: &str,
+    warnings: &mut Vec<String>,
+    mut f: F,
+) -> ApiResult<Option<Arc<Event>>>
+where
+    F: FnMut(&mut Vec<String>, Option<&Stored>) -> ApiResult<Outcome>,
+{
+    if !dry {
+        for _ in 0..OPTIMISTIC_ATTEMPTS {
+            let seen = api.store.get(key);
+            let mark = warnings.len();
+            let outcome = f(warnings, seen.as_ref())?;
+            let mut raced = false;
+            let ev = api.store.mutate(key, |now, _| {
+                let same = match (now, &seen) {
+                    (Some(a), Some(b)) => Stored::same(a, b),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if same {
+                    Ok(outcome)
+                } else {
+                    raced = true;
+                    Ok(Outcome::Unchanged)
+                }
+            })?;
+            if !raced {
+                return Ok(ev);
+            }
+            warnings.truncate(mark);
+        }
+    }
+    run(api, dry, key, |cur, _| f(warnings, cur))
+}
+
+/// Shared tail of update, patch and apply: the new object from the current one.
 pub(super) fn finish_update(
     warnings: &mut Vec<String>,
     w: &Writing<'_>,
@@ -137,14 +184,7 @@ pub(super) fn finish_update(
     admission::on_update(api, res, &cur.value, &mut new, sub, user)?;
     record_update(res, sub, Some(&cur.value), &mut new, &w.managing);
     // Unchanged apart from the version: no write, no event (as Kubernetes).
-    let mut a = new.clone();
-    let mut b = cur.value.clone();
-    for v in [&mut a, &mut b] {
-        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-        }
-    }
-    if a == b {
+    if same_but_version(&new, &cur.value) {
         return Ok(Outcome::Unchanged);
     }
     // The last finalizer removed from an object being deleted: it goes now.
@@ -159,18 +199,42 @@ pub(super) fn finish_update(
     Ok(Outcome::Put(new))
 }
 
-/// Answer of a write that may have changed nothing.
-pub(super) fn written(ev: Option<Arc<Event>>, ctx: &Ctx, key: &str) -> Value {
-    match ev {
-        Some(e) if e.kind != EventType::Deleted => e.obj.value.clone(),
-        Some(e) => e.obj.value.clone(),
+/// Answer (200) of a write that may have changed nothing: the stored bytes of the object
+/// as written (no clone of its tree, no second serialisation).
+pub(super) fn written(ev: Option<Arc<Event>>, ctx: &Ctx, key: &str) -> Resp {
+    let raw = match ev {
+        Some(e) => e.obj.raw.clone(),
         None => ctx
             .api
             .store
             .get(key)
-            .map(|s| s.value.clone())
-            .unwrap_or(Value::Null),
-    }
+            .map(|s| s.raw.clone())
+            .unwrap_or_else(|| bytes::Bytes::from_static(b"null")),
+    };
+    json_resp(200, raw)
+}
+
+/// `a == b` but for `metadata.resourceVersion` (without copying either object).
+fn same_but_version(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let meta_eq = |x: Option<&Value>, y: Option<&Value>| match (x, y) {
+        (Some(Value::Object(x)), Some(Value::Object(y))) => {
+            let rv = "resourceVersion";
+            x.len() - usize::from(x.contains_key(rv)) == y.len() - usize::from(y.contains_key(rv))
+                && x.iter().all(|(k, v)| k == rv || y.get(k) == Some(v))
+        }
+        (x, y) => x == y,
+    };
+    a.len() == b.len()
+        && a.iter().all(|(k, v)| {
+            if k == "metadata" {
+                meta_eq(Some(v), b.get(k))
+            } else {
+                b.get(k) == Some(v)
+            }
+        })
 }
 
 /// PUT of an object or its status.
@@ -200,16 +264,14 @@ pub async fn update(
         user: &user,
         managing,
     };
-    let warnings = &mut ctx.warnings;
-    let ev = run(&api, dry, &key, |cur, _| {
+    let ev = run_optimistic(&api, dry, &key, &mut ctx.warnings, |warnings, cur| {
         let Some(cur) = cur else {
             return Err(ApiError::not_found(&res.group, &res.plural, &name));
         };
-        finish_update(warnings, &w, cur, new)
+        finish_update(warnings, &w, cur, new.clone())
     })?;
     commit(&api, dry, res, &ev).await?;
-    let out = written(ev, ctx, &key);
-    Ok(value_resp(200, &out))
+    Ok(written(ev, ctx, &key))
 }
 
 /// PATCH of an object or its status (JSON, merge, strategic merge; apply is server-side
@@ -244,8 +306,7 @@ pub async fn patch(
         user: &user,
         managing,
     };
-    let warnings = &mut ctx.warnings;
-    let ev = run(&api, dry, &key, |cur, _| {
+    let ev = run_optimistic(&api, dry, &key, &mut ctx.warnings, |warnings, cur| {
         let Some(cur) = cur else {
             return Err(ApiError::not_found(&res.group, &res.plural, &name));
         };
@@ -253,8 +314,7 @@ pub async fn patch(
         finish_update(warnings, &w, cur, new)
     })?;
     commit(&api, dry, res, &ev).await?;
-    let out = written(ev, ctx, &key);
-    Ok(value_resp(200, &out))
+    Ok(written(ev, ctx, &key))
 }
 
 /// Apply a JSON, merge or strategic merge patch with the resource's patch metadata.

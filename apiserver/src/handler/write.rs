@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, Resp, decode_body, value_resp};
+use super::{Ctx, Resp, decode_body, json_resp, value_resp};
 use crate::admission;
 use crate::api::Api;
 use crate::fieldmanager;
@@ -413,6 +413,9 @@ pub(super) async fn create_object(
         None => Ok(Outcome::Put(obj)),
     })?;
     commit(&ctx.api, dry, res, &ev).await?;
-    let obj = ev.map(|e| e.obj.value.clone()).unwrap_or(Value::Null);
-    Ok(value_resp(201, &obj))
+    // The stored bytes as they are: no clone of the tree, no second serialisation.
+    Ok(match ev {
+        Some(e) => json_resp(201, e.obj.raw.clone()),
+        None => value_resp(201, &Value::Null),
+    })
 }

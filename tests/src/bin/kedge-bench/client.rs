@@ -200,6 +200,35 @@ impl Conn {
         Ok(body)
     }
 
+    /// GET that must answer 200, reading the body frame by frame without joining it: the
+    /// body's length and its last (up to 16) bytes (timed lists: what the server delivers, without
+    /// the client's cost of assembling 60 MB in one buffer).
+    pub async fn get_len(&self, path: &str) -> Result<(usize, Bytes)> {
+        let resp = self.send(Method::GET, path, None, Bytes::new()).await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        let read = async {
+            let mut len = 0usize;
+            let mut last: Vec<u8> = Vec::with_capacity(32);
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame?.into_data() {
+                    len += data.len();
+                    last.extend_from_slice(&data[data.len().saturating_sub(16)..]);
+                    last.drain(..last.len().saturating_sub(16));
+                }
+            }
+            Ok::<_, hyper::Error>((len, Bytes::from(last)))
+        };
+        let (len, last) = tokio::time::timeout(REQUEST_TIMEOUT, read)
+            .await
+            .with_context(|| format!("{path}: body not read within {REQUEST_TIMEOUT:?}"))?
+            .with_context(|| format!("{path}: reading the body"))?;
+        if status != StatusCode::OK {
+            bail!("GET {path}: {status}: {}", String::from_utf8_lossy(&last));
+        }
+        Ok((len, last))
+    }
+
     /// Create a namespace (already existing is fine).
     pub async fn create_namespace(&self, name: &str) -> Result<()> {
         let body = serde_json::to_vec(&serde_json::json!({
