@@ -251,7 +251,7 @@ impl Store {
             .flush_every_ms(Some(1000));
         // sled has known panics on some damaged files; a panic here must turn
         // into "broken store", never into a crashed edgecore.
-        let opened = catch_unwind(AssertUnwindSafe(|| sled_config.open()));
+        let opened = open_sled(&sled_config);
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(e)) => return Err(open_error(dir, e)),
@@ -407,6 +407,26 @@ fn take_lock(dir: &Path) -> Result<File, StoreError> {
             lock,
         }),
         Err(std::fs::TryLockError::Error(e)) => Err(prepare(e)),
+    }
+}
+
+/// Opens sled, catching its panics. We already hold the store's own lock, so no other
+/// process uses these files; if sled still finds its file lock taken, the holder is a
+/// background IO thread of a store this process just dropped, which lets go within
+/// milliseconds. Retry for up to two seconds instead of failing a restart-in-place.
+fn open_sled(config: &sled::Config) -> std::thread::Result<sled::Result<sled::Db>> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let opened = catch_unwind(AssertUnwindSafe(|| config.open()));
+        match &opened {
+            Ok(Err(sled::Error::Io(io)))
+                if io.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            _ => return opened,
+        }
     }
 }
 

@@ -16,8 +16,8 @@ pub mod containerd;
 use anyhow::{Context, Result, bail};
 
 pub mod helm;
-pub mod rbac;
 pub mod proxy;
+pub mod rbac;
 
 /// The directory holding the workspace's built binaries (`target/<profile>`), seen from a
 /// test (`target/<profile>/deps/<test>`) or from a binary of this crate
