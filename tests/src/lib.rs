@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod containerd;
+pub mod edge;
 
 use anyhow::{Context, Result, bail};
 

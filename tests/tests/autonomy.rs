@@ -17,26 +17,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tests::edge::{Edge, condition, wait_until};
 use tests::{Standalone, bin};
 
 const NOT_READY: &str = "node.kubernetes.io/not-ready";
 const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
-
-/// An edge process that is killed when dropped.
-struct Edge(Child);
-
-impl Edge {
-    fn kill9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 fn start_cloud(dir: &Path, autonomy: bool) -> Standalone {
     std::fs::create_dir_all(dir).unwrap();
@@ -50,98 +35,6 @@ fn start_cloud(dir: &Path, autonomy: bool) -> Standalone {
     )
     .unwrap();
     Standalone::start(dir, &["--config", cfg.to_str().unwrap()]).unwrap()
-}
-
-/// `cloudcore token create` → `edgecore join --no-start` → `edgecore run`; waits for Ready.
-fn join_edge(s: &Standalone, node: &str, root: &Path) -> Edge {
-    let out = Command::new(bin("cloudcore"))
-        .args(["token", "create", "--ttl", "1h", "--kubeconfig"])
-        .arg(&s.kubeconfig)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let out = Command::new(bin("edgecore"))
-        .args([
-            "join",
-            "--server",
-            &s.hub,
-            "--token",
-            &token,
-            "--node-name",
-            node,
-        ])
-        .arg("--root")
-        .arg(root)
-        .args(["--mqtt-listen", "127.0.0.1:0", "--metrics-listen"])
-        .arg(metrics.to_string())
-        .arg("--no-start")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "join: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(root.join("edge.log"))
-        .unwrap();
-    let edge = Edge(
-        Command::new(bin("edgecore"))
-            .arg("run")
-            .arg("--config")
-            .arg(root.join("etc/kedge/edgecore.toml"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(
-        &format!("node {node} Ready"),
-        Duration::from_secs(30),
-        || get(s, &["node", node]).is_some_and(|n| ready(&n) == "True"),
-    );
-    edge
-}
-
-fn get(s: &Standalone, what: &[&str]) -> Option<Value> {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    args.extend(["-o", "json"]);
-    let out = s.kubectl(&args);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).unwrap())
-}
-
-fn ready(n: &Value) -> String {
-    n["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-        .and_then(|c| c["status"].as_str())
-        .unwrap_or("")
-        .to_string()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Create a pod bound to `node`; returns it as stored.
@@ -173,12 +66,12 @@ fn seconds(pod: &Value, key: &str) -> Vec<Option<i64>> {
 /// kill -9 the edge and wait for Ready=Unknown plus the NoExecute unreachable taint.
 fn go_offline(s: &Standalone, edge: &mut Edge, node: &str) -> Instant {
     edge.kill9();
-    wait_for(
+    wait_until(
         &format!("{node} Unknown with the unreachable NoExecute taint"),
         Duration::from_secs(40),
         || {
-            get(s, &["node", node]).is_some_and(|n| {
-                ready(&n) == "Unknown"
+            s.get_json(&["node", node]).is_some_and(|n| {
+                condition(&n, "Ready") == "Unknown"
                     && n["spec"]["taints"].as_array().is_some_and(|ts| {
                         ts.iter()
                             .any(|t| t["key"] == UNREACHABLE && t["effect"] == "NoExecute")
@@ -191,7 +84,7 @@ fn go_offline(s: &Standalone, edge: &mut Edge, node: &str) -> Instant {
 
 /// Evicted: gone, or deleted and waiting for its (offline) node to confirm.
 fn evicted(s: &Standalone, name: &str) -> bool {
-    get(s, &["pod", name, "-n", "default"])
+    s.get_json(&["pod", name, "-n", "default"])
         .is_none_or(|p| !p["metadata"]["deletionTimestamp"].is_null())
 }
 
@@ -199,11 +92,11 @@ fn evicted(s: &Standalone, name: &str) -> bool {
 fn autonomy_on_edge_pods_survive_an_outage_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let s = start_cloud(&dir.path().join("cloud"), true);
-    let mut edge = join_edge(&s, "gw-on", &dir.path().join("edge"));
+    let mut edge = Edge::join_ready(&s, "gw-on", &dir.path().join("edge"), &[]);
 
     let kept = create_pod(&s, "kept", "gw-on", json!({"app": "kept"}));
     // The admission's result as kubectl shows it: untimed, the pod's own toleration kept.
-    let shown = get(&s, &["pod", "kept", "-n", "default"]).unwrap();
+    let shown = s.get_json(&["pod", "kept", "-n", "default"]).unwrap();
     assert_eq!(
         seconds(&shown, NOT_READY),
         vec![None],
@@ -225,7 +118,7 @@ fn autonomy_on_edge_pods_survive_an_outage_untouched() {
     );
     // An update of the pod (a patch, run under the API's store lock) keeps them.
     s.kubectl_ok(&["label", "pod", "kept", "-n", "default", "tier=edge"]);
-    let shown = get(&s, &["pod", "kept", "-n", "default"]).unwrap();
+    let shown = s.get_json(&["pod", "kept", "-n", "default"]).unwrap();
     assert_eq!(shown["metadata"]["labels"]["tier"], "edge");
     assert_eq!(
         seconds(&shown, UNREACHABLE),
@@ -243,7 +136,7 @@ fn autonomy_on_edge_pods_survive_an_outage_untouched() {
     );
 
     let offline = go_offline(&s, &mut edge, "gw-on");
-    wait_for(
+    wait_until(
         "the opted-out twin evicted",
         Duration::from_secs(40),
         || evicted(&s, "twin"),
@@ -253,7 +146,9 @@ fn autonomy_on_edge_pods_survive_an_outage_untouched() {
     while offline.elapsed() < Duration::from_secs(12) {
         std::thread::sleep(Duration::from_millis(500));
     }
-    let after = get(&s, &["pod", "kept", "-n", "default"]).expect("pod kept still exists");
+    let after = s
+        .get_json(&["pod", "kept", "-n", "default"])
+        .expect("pod kept still exists");
     assert_eq!(
         after["metadata"]["uid"], kept["metadata"]["uid"],
         "same pod"
@@ -268,7 +163,7 @@ fn autonomy_on_edge_pods_survive_an_outage_untouched() {
 fn autonomy_off_edge_pods_are_evicted_after_toleration_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let s = start_cloud(&dir.path().join("cloud"), false);
-    let mut edge = join_edge(&s, "gw-off", &dir.path().join("edge"));
+    let mut edge = Edge::join_ready(&s, "gw-off", &dir.path().join("edge"), &[]);
 
     let pod = create_pod(&s, "doomed", "gw-off", json!({}));
     assert_eq!(
@@ -285,12 +180,12 @@ fn autonomy_off_edge_pods_are_evicted_after_toleration_seconds() {
     );
 
     let offline = go_offline(&s, &mut edge, "gw-off");
-    wait_for("the pod evicted", Duration::from_secs(40), || {
+    wait_until("the pod evicted", Duration::from_secs(40), || {
         evicted(&s, "doomed")
     });
     // Not before its tolerationSeconds ran out (counted from the taint's timeAdded, which
     // is at most a lifecycle round before we saw it).
-    let node = get(&s, &["node", "gw-off"]).unwrap();
+    let node = s.get_json(&["node", "gw-off"]).unwrap();
     let added = node["spec"]["taints"]
         .as_array()
         .unwrap()
@@ -298,11 +193,13 @@ fn autonomy_off_edge_pods_are_evicted_after_toleration_seconds() {
         .find(|t| t["key"] == UNREACHABLE && t["effect"] == "NoExecute")
         .and_then(|t| t["timeAdded"].as_str().map(str::to_string))
         .unwrap();
-    let deleted = get(&s, &["pod", "doomed", "-n", "default"]).and_then(|p| {
-        p["metadata"]["deletionTimestamp"]
-            .as_str()
-            .map(str::to_string)
-    });
+    let deleted = s
+        .get_json(&["pod", "doomed", "-n", "default"])
+        .and_then(|p| {
+            p["metadata"]["deletionTimestamp"]
+                .as_str()
+                .map(str::to_string)
+        });
     if let Some(deleted) = deleted {
         let t = |s: &str| {
             s.parse::<k8s_openapi::jiff::Timestamp>()
@@ -384,7 +281,7 @@ fn cloudcore_run_serves_the_autonomy_webhook_over_https() {
             .unwrap(),
     );
     let mut addr = String::new();
-    wait_for(
+    wait_until(
         "cloudcore run's webhook listening",
         Duration::from_secs(30),
         || {

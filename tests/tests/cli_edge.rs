@@ -7,10 +7,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
+use tests::edge::{Edge, join, wait_for};
 use tests::{Standalone, bin};
 
 fn start_cloud(dir: &Path) -> Standalone {
@@ -20,61 +21,8 @@ fn start_cloud(dir: &Path) -> Standalone {
     Standalone::start(dir, &["--config", cfg.to_str().unwrap()]).unwrap()
 }
 
-fn token(s: &Standalone) -> String {
-    let out = Command::new(bin("cloudcore"))
-        .args(["token", "create", "--kubeconfig"])
-        .arg(&s.kubeconfig)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    text(&out.stdout).trim().to_string()
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn free_addr() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string()
-}
-
-fn join(s: &Standalone, node: &str, root: &Path, extra: &[&str]) -> Output {
-    Command::new(bin("edgecore"))
-        .args(["join", "--server", &s.hub, "--token", &token(s)])
-        .args(["--node-name", node, "--mqtt-listen", "127.0.0.1:0"])
-        .args(["--metrics-listen", &free_addr()])
-        .arg("--root")
-        .arg(root)
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
-struct Edge(Child);
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run_edge(root: &Path) -> Edge {
-    let log = std::fs::File::create(root.join("edge.log")).unwrap();
-    Edge(
-        Command::new(bin("edgecore"))
-            .arg("run")
-            .arg("--config")
-            .arg(root.join("etc/kedge/edgecore.toml"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
 }
 
 fn nodes(s: &Standalone, args: &[&str]) -> Output {
@@ -96,20 +44,6 @@ fn nodes_json(s: &Standalone) -> Vec<Value> {
     serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
 }
 
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn cloudcore_nodes_shows_status_connection_and_facts() {
     let dir = tempfile::tempdir().unwrap();
@@ -122,9 +56,8 @@ fn cloudcore_nodes_shows_status_connection_and_facts() {
     assert_eq!(nodes_json(&s), Vec::<Value>::new());
 
     let root = dir.path().join("edge");
-    let out = join(&s, "edge-n", &root, &["--no-start"]);
-    assert!(out.status.success(), "join: {}", text(&out.stderr));
-    let edge = run_edge(&root);
+    let mut edge = Edge::join(&s, "edge-n", &root, &[]);
+    edge.start();
 
     let row = wait_for(
         "cloudcore nodes: edge-n Ready and connected",

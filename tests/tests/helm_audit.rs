@@ -22,64 +22,16 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use tests::edge::{Edge, wait_until};
 use tests::helm::{NS, render};
 use tests::rbac::{self, CLOUDCORE_USER, Req};
 use tests::{Standalone, bin};
 
 const NODE: &str = "edge-audit";
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-struct Edge(Child);
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run_edge(root: &Path) -> Edge {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(root.join("edge.log"))
-        .unwrap();
-    Edge(
-        Command::new(bin("edgecore"))
-            .arg("run")
-            .arg("--config")
-            .arg(root.join("etc/kedge/edgecore.toml"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn ready(s: &Standalone) -> String {
-    let out = s.kubectl(&[
-        "get",
-        "node",
-        NODE,
-        "-o",
-        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-    ]);
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 fn edge_objects(root: &Path) -> u64 {
     let out = Command::new(bin("edgecore"))
@@ -148,51 +100,15 @@ fn run_workload(dir: &Path) -> (BTreeSet<Req>, usize) {
     std::fs::write(&cfg, "[lifecycle]\ngrace_seconds = 4\n").unwrap();
     let mut s = Standalone::start(&cloud, &["--config", cfg.to_str().unwrap()]).unwrap();
 
-    let out = Command::new(bin("cloudcore"))
-        .args(["token", "create", "--kubeconfig"])
-        .arg(&s.kubeconfig)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let root = dir.join("edge");
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
-    let out = Command::new(bin("edgecore"))
-        .args([
-            "join",
-            "--server",
-            &s.hub,
-            "--token",
-            &token,
-            "--node-name",
-            NODE,
-        ])
-        .args(["--mqtt-listen", "127.0.0.1:0", "--metrics-listen", &metrics])
-        .arg("--no-start")
-        .arg("--root")
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "join: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let edge = run_edge(&root);
-    wait_for("the edge Ready", Duration::from_secs(60), || {
-        ready(&s) == "True"
+    let mut edge = Edge::join(&s, NODE, &root, &[]);
+    edge.start();
+    wait_until("the edge Ready", Duration::from_secs(60), || {
+        s.node_ready(NODE) == "True"
     });
 
     s.apply(&workload(NODE));
-    wait_for(
+    wait_until(
         "the edge holding the pod, its ConfigMap and Secret, the Device and its model",
         Duration::from_secs(60),
         || edge_objects(&root) >= 5,
@@ -202,17 +118,17 @@ fn run_workload(dir: &Path) -> (BTreeSet<Req>, usize) {
     s.kubectl_ok(&["delete", "pod", "audit-pod", "--wait=false"]);
 
     // Node lifecycle: kill -9 → Unknown (node-controller), restart → Ready (cloudcore).
-    drop(edge);
-    wait_for(
+    edge.kill9();
+    wait_until(
         "Ready=Unknown after kill -9",
         Duration::from_secs(60),
-        || ready(&s) == "Unknown",
+        || s.node_ready(NODE) == "Unknown",
     );
-    let edge = run_edge(&root);
-    wait_for(
+    edge.start();
+    wait_until(
         "Ready again after the restart",
         Duration::from_secs(60),
-        || ready(&s) == "True",
+        || s.node_ready(NODE) == "True",
     );
     drop(edge);
     let status = s.stop().unwrap();

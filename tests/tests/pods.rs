@@ -7,125 +7,27 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tests::containerd::{Containerd, IMAGE};
+use tests::edge::{Edge, wait_for};
 use tests::{Standalone, bin};
 
-/// A joined edge with its own root and containerd.
-struct Edge {
-    root: PathBuf,
-    child: Option<Child>,
-}
-
-impl Edge {
-    fn join(s: &Standalone, node: &str, root: &Path, ctd: &Containerd) -> Edge {
-        let out = Command::new(bin("cloudcore"))
-            .args(["token", "create", "--kubeconfig"])
-            .arg(&s.kubeconfig)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let out = Command::new(bin("edgecore"))
-            .args([
-                "join",
-                "--server",
-                &s.hub,
-                "--token",
-                &token,
-                "--node-name",
-                node,
-            ])
-            .arg("--root")
-            .arg(root)
-            .args(["--cri-endpoint", &ctd.endpoint])
-            .args([
-                "--mqtt-listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--no-start")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "join: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // Short crash back-off so restarts are observable in a test.
-        let cfg = root.join("etc/kedge/edgecore.toml");
-        let text = std::fs::read_to_string(&cfg).unwrap();
-        let text = text
-            .replace("backoff_base_secs = 10", "backoff_base_secs = 1")
-            .replace("backoff_max_secs = 300", "backoff_max_secs = 4");
-        assert!(text.contains("backoff_base_secs = 1\n"), "{text}");
-        std::fs::write(&cfg, text).unwrap();
-        let mut e = Edge {
-            root: root.to_path_buf(),
-            child: None,
-        };
-        e.start();
-        e
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.root.join("edge.log"))
-            .unwrap();
-        self.child = Some(
-            Command::new(bin("edgecore"))
-                .arg("run")
-                .arg("--config")
-                .arg(self.root.join("etc/kedge/edgecore.toml"))
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.root.join("edge.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// Joins `node` with `ctd` as its runtime and a short crash back-off (so restarts are
+/// observable in a test), and starts it.
+fn join_edge(s: &Standalone, node: &str, root: &Path, ctd: &Containerd) -> Edge {
+    let mut edge = Edge::join(s, node, root, &["--cri-endpoint", &ctd.endpoint]);
+    let text = std::fs::read_to_string(edge.config()).unwrap();
+    let text = text
+        .replace("backoff_base_secs = 10", "backoff_base_secs = 1")
+        .replace("backoff_max_secs = 300", "backoff_max_secs = 4");
+    assert!(text.contains("backoff_base_secs = 1\n"), "{text}");
+    std::fs::write(edge.config(), text).unwrap();
+    edge.start();
+    edge
 }
 
 fn pod(s: &Standalone, name: &str) -> Option<Value> {
@@ -156,7 +58,7 @@ fn setup(name: &str) -> (tempfile::TempDir, Containerd, Standalone, Edge) {
     let dir = tempfile::tempdir().unwrap();
     let ctd = Containerd::start().unwrap();
     let s = start_cloud(&dir.path().join("cloud"), None);
-    let edge = Edge::join(&s, name, &dir.path().join("edge"), &ctd);
+    let edge = join_edge(&s, name, &dir.path().join("edge"), &ctd);
     wait_for("the edge Node is Ready", Duration::from_secs(60), || {
         let out = s.kubectl(&[
             "get",
@@ -280,7 +182,7 @@ spec:
         "task {short} runs in containerd"
     );
     // Logs in the kubelet layout.
-    let logs = edge.root.join(format!(
+    let logs = edge.root().join(format!(
         "var/lib/kedge-runtime/logs/pods/default_web_{uid}/app/0.log"
     ));
     assert!(logs.exists(), "{} exists", logs.display());
@@ -505,7 +407,7 @@ fn offline_cold_boot_brings_pods_back_with_the_same_uid() {
     let cloud_dir = dir.path().join("cloud");
     let mut s = start_cloud(&cloud_dir, Some(hub_port));
     let node = "edge-cold";
-    let mut edge = Edge::join(&s, node, &dir.path().join("edge"), &ctd);
+    let mut edge = join_edge(&s, node, &dir.path().join("edge"), &ctd);
     s.apply(&simple_pod(
         "cold",
         node,
@@ -610,7 +512,7 @@ fn missing_runtime_is_a_node_condition_not_not_ready() {
     let root = dir.path().join("edge");
     // A containerd that is not there.
     let ghost = Containerd::ghost(&dir.path().join("nothing.sock"));
-    let edge = Edge::join(&s, "edge-noruntime", &root, &ghost);
+    let edge = join_edge(&s, "edge-noruntime", &root, &ghost);
     let cond = |kind: &str| {
         let path = format!("jsonpath={{.status.conditions[?(@.type==\"{kind}\")].status}}");
         let out = s.kubectl(&["get", "node", "edge-noruntime", "-o", &path]);

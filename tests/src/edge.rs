@@ -1,0 +1,191 @@
+//! Joined edges for end-to-end tests: a join token from the standalone cloud,
+//! `edgecore join --no-start`, an `edgecore run` child that logs to `<root>/edge.log` and is
+//! killed with the test, and the small readers and waits every edge test needs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{Standalone, bin};
+
+/// A free loopback address (`127.0.0.1:port`) for a listener the child binds itself.
+pub fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.to_string())
+        .expect("bind a free loopback port")
+}
+
+/// Polls `f` every 200 ms until it yields a value; panics naming `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// [`wait_for`] for a condition.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    wait_for(what, timeout, || f().then_some(()))
+}
+
+/// The `status` of condition `kind` in `obj.status.conditions`, or "" when absent.
+pub fn condition(obj: &Value, kind: &str) -> String {
+    obj["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+impl Standalone {
+    /// `cloudcore token create` against this cloud; panics with its stderr on failure.
+    pub fn token(&self) -> String {
+        let out = Command::new(bin("cloudcore"))
+            .args(["token", "create", "--kubeconfig"])
+            .arg(&self.kubeconfig)
+            .output()
+            .expect("run cloudcore token create");
+        assert!(
+            out.status.success(),
+            "cloudcore token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `kubectl get <what> -o json`, or `None` when kubectl fails (e.g. NotFound).
+    pub fn get_json(&self, what: &[&str]) -> Option<Value> {
+        let mut args = vec!["get"];
+        args.extend_from_slice(what);
+        args.extend(["-o", "json"]);
+        let out = self.kubectl(&args);
+        if !out.status.success() {
+            return None;
+        }
+        Some(serde_json::from_slice(&out.stdout).expect("kubectl -o json prints JSON"))
+    }
+
+    /// The Ready condition's status of `node` ("True", "Unknown", …; "" if none yet).
+    pub fn node_ready(&self, node: &str) -> String {
+        self.get_json(&["node", node])
+            .map(|n| condition(&n, "Ready"))
+            .unwrap_or_default()
+    }
+}
+
+/// `edgecore join` of `node` to `s` with a fresh token, into `root`, with free MQTT and
+/// metrics ports and `extra` arguments; the raw output, for tests of join itself.
+pub fn join(s: &Standalone, node: &str, root: &Path, extra: &[&str]) -> Output {
+    Command::new(bin("edgecore"))
+        .args(["join", "--server", &s.hub, "--token", &s.token()])
+        .args(["--node-name", node, "--mqtt-listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", &free_addr()])
+        .arg("--root")
+        .arg(root)
+        .args(extra)
+        .output()
+        .expect("run edgecore join")
+}
+
+/// An `edgecore run` child of a joined root; killed (SIGKILL) when dropped.
+pub struct Edge {
+    root: PathBuf,
+    child: Option<Child>,
+}
+
+impl Edge {
+    /// Joins `node` (`--no-start` plus `extra`) and leaves it stopped, so a test can edit
+    /// [`Edge::config`] before [`Edge::start`].
+    pub fn join(s: &Standalone, node: &str, root: &Path, extra: &[&str]) -> Edge {
+        let mut args = vec!["--no-start"];
+        args.extend_from_slice(extra);
+        let out = join(s, node, root, &args);
+        assert!(
+            out.status.success(),
+            "edgecore join {node}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Edge {
+            root: root.to_path_buf(),
+            child: None,
+        }
+    }
+
+    /// Joins `node`, starts it and waits until its Node is Ready.
+    pub fn join_ready(s: &Standalone, node: &str, root: &Path, extra: &[&str]) -> Edge {
+        let mut edge = Edge::join(s, node, root, extra);
+        edge.start();
+        wait_until(
+            &format!("node {node} Ready"),
+            Duration::from_secs(60),
+            || s.node_ready(node) == "True",
+        );
+        edge
+    }
+
+    /// The joined root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The config file `join` wrote.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("etc/kedge/edgecore.toml")
+    }
+
+    /// Starts `edgecore run` (appending to `edge.log`); a running child is killed first.
+    pub fn start(&mut self) {
+        self.kill9();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join("edge.log"))
+            .expect("open edge.log");
+        self.child = Some(
+            Command::new(bin("edgecore"))
+                .arg("run")
+                .arg("--config")
+                .arg(self.config())
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn edgecore run"),
+        );
+    }
+
+    /// Is `edgecore run` running?
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILL, as a crash or power cut would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Everything edgecore logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.join("edge.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
