@@ -29,6 +29,7 @@ pub mod outbox;
 pub mod pki;
 pub mod run;
 pub mod runtime;
+pub mod satoken;
 pub mod service;
 pub mod status;
 pub mod store;

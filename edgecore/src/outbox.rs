@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use proto::{Frame, Op, ResourceKey, Response};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
@@ -149,12 +149,17 @@ pub struct Outbox {
     inner: Arc<Inner>,
 }
 
+/// A key prefix and where its RESPONSEs go.
+type Listener = (String, mpsc::UnboundedSender<(String, Response)>);
+
 #[derive(Debug)]
 struct Inner {
     state: Mutex<State>,
     store: Store,
     notify: Notify,
     metrics: Metrics,
+    /// Who wants the RESPONSEs of which key prefix ([`Outbox::subscribe_responses`]).
+    listeners: Mutex<Vec<Listener>>,
 }
 
 #[derive(Debug)]
@@ -198,6 +203,7 @@ impl Outbox {
                 store,
                 notify: Notify::new(),
                 metrics,
+                listeners: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -304,6 +310,7 @@ impl Outbox {
         response: &Response,
         now: Instant,
     ) -> Result<Option<Dropped>, OutboxError> {
+        self.forward_response(key, response);
         let mut state = self.lock();
         let State {
             queue,
@@ -344,6 +351,29 @@ impl Outbox {
         }
         self.inner.metrics.outbox_depth.set(queue.len() as i64);
         Ok(None)
+    }
+
+    /// RESPONSEs to entries whose key starts with `prefix`, as `(key, response)`, for a
+    /// writer that needs the answer (a TokenRequest's token) and not only the outcome.
+    pub fn subscribe_responses(&self, prefix: &str) -> mpsc::UnboundedReceiver<(String, Response)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((prefix.to_owned(), tx));
+        rx
+    }
+
+    fn forward_response(&self, key: &str, response: &Response) {
+        let mut listeners = self
+            .inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        listeners.retain(|(prefix, tx)| {
+            !key.starts_with(prefix.as_str()) || tx.send((key.to_owned(), response.clone())).is_ok()
+        });
     }
 
     /// Queues the Event reporting a dropped write as `node` (see

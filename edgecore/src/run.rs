@@ -183,15 +183,16 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         shutdown.clone(),
     ));
     let cond_tx = Arc::new(cond_tx);
-    spawn_runtime(
-        &cfg,
-        &runtime_info,
-        reader.clone(),
-        outbox.clone(),
-        cond_tx.clone(),
-        metrics.clone(),
-        &shutdown,
-    );
+    let tokens = crate::satoken::SaTokens::open(&store)
+        .map_err(|e| RunError::Store(crate::hub::conn::chain(&e)))?;
+    let shared = RuntimeShared {
+        reader: reader.clone(),
+        outbox: outbox.clone(),
+        tokens,
+        conditions: cond_tx.clone(),
+        metrics: metrics.clone(),
+    };
+    spawn_runtime(&cfg, &runtime_info, shared, &shutdown);
     if recovery.is_some() {
         tokio::spawn(clear_recovery_when_synced(
             store.clone(),
@@ -238,17 +239,30 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     }
 }
 
+/// What the pod runtime shares with the rest of edgecore.
+struct RuntimeShared {
+    reader: crate::meta::MetaReader,
+    outbox: Outbox,
+    tokens: crate::satoken::SaTokens,
+    conditions: Arc<watch::Sender<Vec<Condition>>>,
+    metrics: Metrics,
+}
+
 /// Starts the pod runtime (unless `[runtime] enabled = false`). A bad endpoint is a config
 /// error caught by validation; an unreachable runtime is the runtime node condition.
 fn spawn_runtime(
     cfg: &Config,
     info: &proto::NodeInfo,
-    reader: crate::meta::MetaReader,
-    outbox: Outbox,
-    conditions: Arc<watch::Sender<Vec<Condition>>>,
-    metrics: Metrics,
+    shared: RuntimeShared,
     shutdown: &CancellationToken,
 ) {
+    let RuntimeShared {
+        reader,
+        outbox,
+        tokens,
+        conditions,
+        metrics,
+    } = shared;
     if !cfg.runtime.enabled {
         tracing::info!("pod runtime off ([runtime] enabled = false)");
         return;
@@ -274,12 +288,23 @@ fn spawn_runtime(
         logs_dir: crate::runtime::runtime_root(&cfg.data_dir).join("logs/pods"),
         settings: cfg.runtime.clone(),
     };
+    tokio::spawn(
+        crate::satoken::run(
+            cfg.node_name.clone(),
+            reader.clone(),
+            outbox.clone(),
+            tokens.clone(),
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("satokens")),
+    );
     let deps = crate::runtime::exec::Deps {
         cri,
         reader,
         outbox,
         conditions,
         metrics,
+        tokens,
     };
     let span = tracing::info_span!("runtime", node = %cfg.node_name);
     tokio::spawn(crate::runtime::exec::run(rcfg, deps, shutdown.clone()).instrument(span));

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tests::containerd::{Containerd, IMAGE};
 use tests::edge::{Edge, wait_for};
-use tests::{Standalone, bin};
+use tests::{Standalone, bin, curl};
 
 /// Joins `node` with `ctd` as its runtime and a short crash back-off (so restarts are
 /// observable in a test), and starts it.
@@ -132,7 +132,7 @@ spec:
     image: {IMAGE}
     command: ["sh", "-c"]
     args:
-    - 'echo "$GREETING $POD_NAME $NODE" > /host/env.txt; cat /secret/password > /host/secret.txt; trap "echo term > /host/term.txt; exit 0" TERM; while true; do cat /cfg/file.txt > /host/cfg.tmp; mv /host/cfg.tmp /host/cfg.txt; sleep 0.2; done'
+    - 'echo "$GREETING $POD_NAME $NODE" > /host/env.txt; cat /secret/password > /host/secret.txt; trap "echo term > /host/term.txt; exit 0" TERM; while true; do cat /cfg/file.txt > /host/cfg.tmp; mv /host/cfg.tmp /host/cfg.txt; cat /var/run/secrets/kubernetes.io/serviceaccount/token > /host/token.tmp 2>/dev/null && mv /host/token.tmp /host/token.txt; sleep 0.2; done'
     env:
     - {{name: GREETING, valueFrom: {{configMapKeyRef: {{name: app-config, key: greeting}}}}}}
     - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
@@ -176,6 +176,24 @@ spec:
     assert_eq!(read("init.txt"), "initialized\n");
     assert_eq!(read("env.txt"), "hello web edge-pods\n");
     assert_eq!(read("secret.txt"), "hunter2");
+    // The projected ServiceAccount token the API server's admission added (kube-api-access)
+    // was requested through the link, bound to this pod, and authenticates as its account.
+    let token = wait_for(
+        "the projected token reached the container",
+        Duration::from_secs(30),
+        || Some(read("token.txt")).filter(|t| t.split('.').count() == 3),
+    );
+    let with_token = |path: &str| {
+        curl(&[
+            "--cacert",
+            s.ca_file().to_str().unwrap(),
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            &format!("{}{path}", s.url),
+        ])
+    };
+    let api = with_token("/api");
+    assert_eq!(api.0, 200, "the token authenticates: {api:?}");
     let short = id.trim_start_matches("containerd://");
     assert!(
         ctd.tasks().iter().any(|t| t == short),
@@ -246,6 +264,8 @@ spec:
         t.elapsed()
     );
     assert_eq!(read("term.txt"), "term\n", "the container got SIGTERM");
+    let after = with_token("/api");
+    assert_eq!(after.0, 401, "the token died with its pod: {after:?}");
     wait_for(
         "the task is gone from containerd",
         Duration::from_secs(20),

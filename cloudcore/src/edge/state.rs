@@ -568,6 +568,7 @@ impl State {
         match key.kind.as_str() {
             "node" => key.namespace.is_none() && key.name == node && self.node_exists(node),
             "pod" | "device" => self.holder(key) == Some(node),
+            "serviceaccount" => self.uses_service_account(node, key),
             "lease" => {
                 key.namespace.as_deref() == Some(crate::lifecycle::LEASE_NAMESPACE)
                     && key.name == node
@@ -578,6 +579,28 @@ impl State {
                 .get(node)
                 .is_some_and(|m| m.refs.contains_key(key)),
         }
+    }
+
+    /// Whether a pod of `node` runs as the ServiceAccount `key` (as the Kubernetes node
+    /// authorizer: a node may read, and request tokens for, its pods' accounts).
+    fn uses_service_account(&self, node: &str, key: &ResourceKey) -> bool {
+        let Some(members) = self.members.get(node) else {
+            return false;
+        };
+        members
+            .held
+            .iter()
+            .filter(|k| k.kind == "pod" && k.namespace == key.namespace)
+            .filter_map(|k| self.held.get(k))
+            .any(|h| {
+                let v: serde_json::Value = serde_json::from_slice(&h.obj.json).unwrap_or_default();
+                let sa = v
+                    .pointer("/spec/serviceAccountName")
+                    .and_then(serde_json::Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("default");
+                sa == key.name
+            })
     }
 
     /// Objects held, for metrics: (nodes, pods + devices, referenced objects).

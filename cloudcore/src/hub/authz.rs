@@ -141,10 +141,19 @@ pub fn authorize(node: &str, frame: &Frame, facts: &dyn Facts) -> Result<(), Ref
         (Op::Create, SERVICE_ACCOUNT_TOKEN) => {
             let sa = ResourceKey::namespaced(ns, "serviceaccount", key.name.clone())
                 .map_err(|e| Refusal::bad_request(e.to_string()))?;
-            if facts.node_may_read(node, &sa) {
-                Ok(())
-            } else {
-                deny("no pod of this node uses that ServiceAccount")
+            if !facts.node_may_read(node, &sa) {
+                return deny("no pod of this node uses that ServiceAccount");
+            }
+            // As Kubernetes' NodeRestriction: a node's tokens are bound to its own pods,
+            // so they die with the pod.
+            let body = parse(&frame.payload)?;
+            let bound = body.pointer("/spec/boundObjectRef");
+            let kind = bound.and_then(|b| b.get("kind")).and_then(Value::as_str);
+            let pod = bound.and_then(|b| b.get("name")).and_then(Value::as_str);
+            match (kind, pod) {
+                (Some("Pod"), Some(pod)) if is_mine(facts.pod_node(ns, pod), node) => Ok(()),
+                (Some("Pod"), Some(_)) => deny("the token is bound to a pod of another node"),
+                _ => deny("a node's tokens must be bound to one of its pods"),
             }
         }
         (Op::Create | Op::Update, "lease") | (Op::Patch, "lease") if own_lease => {

@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use serde_json::Value;
 
-use super::spec::{Container, Pod};
+use super::spec::{Container, Pod, TokenProjection};
 use crate::meta::MetaSnapshot;
+use crate::satoken::SaTokens;
 
 /// The data of a ConfigMap or Secret: key -> bytes.
 pub type Data = BTreeMap<String, Vec<u8>>;
@@ -23,10 +24,33 @@ pub trait Sources {
     fn config_map(&self, namespace: &str, name: &str) -> Option<Data>;
     /// The Secret `namespace/name` (data decoded, stringData).
     fn secret(&self, namespace: &str, name: &str) -> Option<Data>;
-    /// A token for the ServiceAccount, if the cloud sent one.
-    fn service_account_token(&self, namespace: &str, name: &str) -> Option<String> {
-        let _ = (namespace, name);
+    /// The ServiceAccount token for `projection` of `pod`, if one was issued.
+    fn service_account_token(&self, pod: &Pod, projection: &TokenProjection) -> Option<String> {
+        let _ = (pod, projection);
         None
+    }
+}
+
+/// The node's sources: the cache, and the tokens issued for its pods.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeSources<'a> {
+    /// ConfigMaps and Secrets.
+    pub meta: &'a MetaSnapshot,
+    /// Projected ServiceAccount tokens.
+    pub tokens: &'a SaTokens,
+}
+
+impl Sources for NodeSources<'_> {
+    fn config_map(&self, namespace: &str, name: &str) -> Option<Data> {
+        self.meta.config_map(namespace, name)
+    }
+
+    fn secret(&self, namespace: &str, name: &str) -> Option<Data> {
+        self.meta.secret(namespace, name)
+    }
+
+    fn service_account_token(&self, pod: &Pod, projection: &TokenProjection) -> Option<String> {
+        self.tokens.get(pod, projection)
     }
 }
 
@@ -64,14 +88,6 @@ impl Sources for MetaSnapshot {
         let mut data = decode_map(v.get("data"), true);
         data.extend(decode_map(v.get("stringData"), false));
         Some(data)
-    }
-
-    fn service_account_token(&self, namespace: &str, name: &str) -> Option<String> {
-        let o = self.get(&format!("{namespace}/serviceaccounttoken/{name}"))?;
-        let v: Value = serde_json::from_slice(&o.json).ok()?;
-        v.pointer("/status/token")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
     }
 }
 

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cri::{Cri, CriError, api};
 use super::decide::{Action, Actual, CState, Ctr, Failure, Memory, Sandbox, decide};
-use super::env::PodFacts;
+use super::env::{NodeSources, PodFacts};
 use super::podconfig::{CONTAINER_NAME, MANAGED, POD_UID};
 use super::probe::{Kind, Prober, Verdict};
 use super::spec::Pod;
@@ -45,6 +45,8 @@ pub struct Deps {
     pub conditions: Arc<watch::Sender<Vec<Condition>>>,
     /// Metrics.
     pub metrics: crate::telemetry::Metrics,
+    /// Projected ServiceAccount tokens of the node's pods.
+    pub tokens: crate::satoken::SaTokens,
 }
 
 /// A background job that finished.
@@ -79,6 +81,8 @@ struct Loop {
     not_ready: BTreeSet<String>,
     healthy: Option<bool>,
     generation: u64,
+    /// [`crate::satoken::SaTokens::generation`] at the last volume refresh.
+    tokens_generation: u64,
     done_tx: mpsc::Sender<Done>,
     /// Containers seen exited for the first time this pass: `(uid, name, exit code)`.
     exited: Vec<(String, String, i32)>,
@@ -89,6 +93,7 @@ struct Loop {
 pub async fn run(cfg: RuntimeConfig, deps: Deps, shutdown: CancellationToken) {
     let (done_tx, mut done_rx) = mpsc::channel(256);
     let mut reader = deps.reader.clone();
+    let tokens = deps.tokens.clone();
     let resync = Duration::from_secs(cfg.settings.resync_secs);
     let mut l = Loop {
         cfg,
@@ -102,6 +107,7 @@ pub async fn run(cfg: RuntimeConfig, deps: Deps, shutdown: CancellationToken) {
         not_ready: BTreeSet::new(),
         healthy: None,
         generation: u64::MAX,
+        tokens_generation: 0,
         done_tx,
         exited: Vec::new(),
     };
@@ -131,6 +137,7 @@ pub async fn run(cfg: RuntimeConfig, deps: Deps, shutdown: CancellationToken) {
         tokio::select! {
             () = shutdown.cancelled() => return,
             changed = reader.changed() => if !changed { return },
+            () = tokens.changed() => {}
             Some(done) = done_rx.recv() => l.on_done(done),
             () = tokio::time::sleep(resync) => {}
         }
@@ -457,7 +464,11 @@ impl Loop {
             );
         }
         let effects: Vec<Effect> = {
-            let (cri, cfg, snap_ref) = (&self.deps.cri, &self.cfg, &*snap);
+            let sources = NodeSources {
+                meta: &snap,
+                tokens: &self.deps.tokens,
+            };
+            let (cri, cfg, snap_ref) = (&self.deps.cri, &self.cfg, &sources);
             let jobs = groups.iter().filter_map(|(uid, acts)| {
                 let pod = *pods.get(uid.as_str())?;
                 let facts = facts.get(uid).cloned().unwrap_or_default();
@@ -510,8 +521,10 @@ impl Loop {
         for e in effects {
             self.fold(e, &pods).await;
         }
-        if snap.generation != self.generation {
+        let tokens = self.deps.tokens.generation();
+        if snap.generation != self.generation || tokens != self.tokens_generation {
             self.generation = snap.generation;
+            self.tokens_generation = tokens;
             self.refresh_volumes(&desired, &actual, &snap).await;
         }
         self.run_probes(&desired, &actual, now);

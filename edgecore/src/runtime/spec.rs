@@ -400,6 +400,10 @@ pub struct DownwardItem {
 pub struct TokenProjection {
     /// Relative path.
     pub path: String,
+    /// Intended audience ("" = the API server's).
+    pub audience: String,
+    /// Requested lifetime (default 3600, at least 600).
+    pub expiration_seconds: Option<i64>,
 }
 
 /// `hostPath`.

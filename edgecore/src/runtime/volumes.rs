@@ -9,9 +9,10 @@
 //! is not restarted ([`refresh`] runs on every cache change). emptyDir is a directory;
 //! hostPath is checked/created per its `type`.
 //!
-//! ServiceAccount tokens: a projected `serviceAccountToken` is written when the cloud sent
-//! a token for the pod's ServiceAccount (cache key `<ns>/serviceaccounttoken/<sa>`);
-//! otherwise the file is left out and the rest of the volume is still written.
+//! ServiceAccount tokens: a projected `serviceAccountToken` is written once the cloud issued
+//! a token bound to the pod ([`crate::satoken`] requests and renews them; a renewal swaps the
+//! file like any other change); until then the file is left out and the rest of the volume
+//! is still written.
 //! Secrets land on the data dir's disk (Kubernetes uses a tmpfs).
 
 use std::collections::BTreeMap;
@@ -121,15 +122,10 @@ pub fn content(
                     }
                 }
             }
-            if let Some(t) = &source.service_account_token {
-                let sa = pod
-                    .spec
-                    .service_account_name
-                    .as_deref()
-                    .unwrap_or("default");
-                if let Some(token) = sources.service_account_token(ns, sa) {
-                    files.insert(t.path.clone(), (token.into_bytes(), 0o600));
-                }
+            if let Some(t) = &source.service_account_token
+                && let Some(token) = sources.service_account_token(pod, t)
+            {
+                files.insert(t.path.clone(), (token.into_bytes(), 0o600));
             }
         }
     } else {

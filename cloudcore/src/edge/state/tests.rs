@@ -322,4 +322,18 @@ fn read_permissions_follow_membership() {
     assert!(s.may_read("e1", &k("kube-node-lease/lease/e1")));
     assert!(!s.may_read("e1", &k("kube-node-lease/lease/e2")));
     assert_eq!(s.holder(&k("default/pod/a")), Some("e1"));
+    // ServiceAccounts: the ones its pods run as ("default" when the spec names none).
+    assert!(s.may_read("e1", &k("default/serviceaccount/default")));
+    assert!(!s.may_read("e2", &k("default/serviceaccount/default")));
+    assert!(!s.may_read("e1", &k("other/serviceaccount/default")));
+    let mut robot = obj("default/pod/r", "uid-r", "7");
+    robot.json = Bytes::from_static(br#"{"spec":{"serviceAccountName":"robot"}}"#);
+    s.apply(Item::Member {
+        obj: robot,
+        node: Some("e2".to_owned()),
+        refs: BTreeSet::new(),
+    });
+    assert!(s.may_read("e2", &k("default/serviceaccount/robot")));
+    assert!(!s.may_read("e2", &k("default/serviceaccount/default")));
+    assert!(!s.may_read("e1", &k("default/serviceaccount/robot")));
 }

@@ -327,8 +327,8 @@ fn device_status_and_desired_values_only() {
 }
 
 #[test]
-fn service_account_tokens_only_for_used_accounts() {
-    let body = r#"{"spec":{"audiences":["x"]}}"#;
+fn service_account_tokens_only_for_used_accounts_bound_to_own_pods() {
+    let body = r#"{"spec":{"audiences":["x"],"boundObjectRef":{"kind":"Pod","name":"pa"}}}"#;
     assert!(
         check(
             "a",
@@ -346,6 +346,29 @@ fn service_account_tokens_only_for_used_accounts() {
     assert_eq!(
         forbidden("a", &req(Op::Create, "default/serviceaccount/sa-a", body)),
         "forbidden_create"
+    );
+    // Unbound, bound to another node's pod, to an unknown pod or to a non-pod: refused.
+    for other in [
+        r#"{"spec":{"audiences":["x"]}}"#,
+        r#"{"spec":{"boundObjectRef":{"kind":"Pod","name":"pb"}}}"#,
+        r#"{"spec":{"boundObjectRef":{"kind":"Pod","name":"ghost"}}}"#,
+        r#"{"spec":{"boundObjectRef":{"kind":"Secret","name":"pa"}}}"#,
+    ] {
+        assert_eq!(
+            forbidden(
+                "a",
+                &req(Op::Create, "default/serviceaccounttoken/sa-a", other)
+            ),
+            "forbidden_create",
+            "{other}"
+        );
+    }
+    assert!(
+        check(
+            "a",
+            &req(Op::Create, "default/serviceaccounttoken/sa-a", "garbage")
+        )
+        .is_err()
     );
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use super::super::env::PodFacts;
+use super::super::env::{NodeSources, PodFacts};
 use super::super::spec::Pod;
 use super::super::{probe, volumes};
 use super::{Actual, CState, Ctr, Done, Loop, MetaSnapshot};
@@ -89,7 +89,11 @@ impl Loop {
                 pod_ip: self.pod_ip(pod, sb).await,
                 host_ip: self.cfg.host_ip.clone(),
             };
-            let n = volumes::refresh(&self.cfg.pods_dir, pod, snap, &facts);
+            let sources = NodeSources {
+                meta: snap,
+                tokens: &self.deps.tokens,
+            };
+            let n = volumes::refresh(&self.cfg.pods_dir, pod, &sources, &facts);
             if n > 0 {
                 tracing::info!(pod = %pod.metadata.name, volumes = n, "updated mounted volumes in place");
             }
