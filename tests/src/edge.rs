@@ -131,6 +131,13 @@ impl Edge {
             Duration::from_secs(60),
             || s.node_ready(node) == "True",
         );
+        // Registering races the edge's first Lease renewal; the cloud must make the edge
+        // retry it, not drop it as gone for good.
+        let log = edge.log();
+        assert!(
+            !log.contains("refused an upstream write for good"),
+            "a fresh edge lost a write:\n{log}"
+        );
         edge
     }
 

@@ -4,6 +4,7 @@
 //! not acked, so the edge sends them again).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use proto::{CertRenewRequest, CertRenewResponse, Frame, Kind, Receipt, Response};
 use tokio::time::Instant;
@@ -109,8 +110,18 @@ impl Session {
             let client = self.shared.client.clone();
             let facts: Arc<dyn Facts + Send + Sync> = self.shared.cache.clone();
             let node = self.node.clone();
+            let registered = self.registered.clone();
             self.running = Some(Box::pin(async move {
-                let outcome = upstream::execute(&client, facts, &node, &frame).await;
+                let mut outcome = upstream::execute(&client, facts, &node, &frame).await;
+                if let Outcome::Final(response, _) = &outcome
+                    && response.code == 404
+                    && !registered.load(Ordering::Acquire)
+                    && registers(&node, &frame)
+                {
+                    // A first connect: the edge renewed its Lease (or Node status) before
+                    // the session created them. Retried, not dropped as gone for good.
+                    outcome = Outcome::Transient("the node is still being registered".into());
+                }
                 Done {
                     id: frame.id,
                     kind,
@@ -230,6 +241,19 @@ impl Session {
             ),
         }
     }
+}
+
+/// Whether `frame` writes an object the session creates at registration: the node's own
+/// Lease or Node.
+fn registers(node: &str, frame: &Frame) -> bool {
+    frame.key().is_ok_and(|key| {
+        key.name == node
+            && match key.kind.as_str() {
+                "lease" => key.namespace.as_deref() == Some(crate::lifecycle::LEASE_NAMESPACE),
+                "node" => key.is_cluster_scoped(),
+                _ => false,
+            }
+    })
 }
 
 fn op_label(frame: &Frame) -> &'static str {
