@@ -148,6 +148,24 @@ impl Replica {
         }
     }
 
+    /// SIGSTOP: the process hangs (alive, sockets open, nothing answered), as a replica
+    /// stuck on a lock or starved of CPU would.
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Replica::pause`].
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Some(c) = &self.child {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, sig);
+        }
+    }
+
     /// Everything the replica logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -217,6 +217,101 @@ fn sample(
     })
 }
 
+/// A standalone cluster, two replicas (a, b) behind a balancer, and edges joined through it.
+struct Fleet {
+    cloud: Cloud,
+    replicas: [Replica; 2],
+    proxy: Proxy,
+    names: Vec<String>,
+    edges: Vec<Edge>,
+    /// Each edge's MQTT broker address.
+    mqtt: Vec<String>,
+    /// Which replica (0 = a, 1 = b) each edge's session landed on.
+    holder: Vec<usize>,
+}
+
+impl Fleet {
+    /// Starts everything; the `n` edges are started one at a time, each once the previous is
+    /// Ready and counted on a replica, so least connections alternates a, b, a, b. `edge_cfg`:
+    /// extra `(key, value)` lines to set in each edge's config.
+    async fn start(dir: &std::path::Path, n: usize, edge_cfg: &[(&str, &str)]) -> Fleet {
+        let cloud = Cloud::start_with_grace(&dir.join("cloud"), None, 2, 6, GRACE);
+        let kubeconfig = service_account_kubeconfig(&cloud.s, dir).unwrap();
+        let replica_cfg = "[hub]\nping_seconds = 2\nidle_seconds = 6\n";
+        let replicas = [
+            Replica::start(&dir.join("replica-a"), &kubeconfig, replica_cfg).unwrap(),
+            Replica::start(&dir.join("replica-b"), &kubeconfig, replica_cfg).unwrap(),
+        ];
+        let proxy = Proxy::balance(&[replicas[0].hub_addr, replicas[1].hub_addr]).unwrap();
+        let names: Vec<String> = (0..n).map(|i| format!("rep-{i}")).collect();
+        let mut edges = Vec::new();
+        let mut mqtt = Vec::new();
+        let mut holder = Vec::new();
+        let mut prev = vec![0u64; 2];
+        for (i, name) in names.iter().enumerate() {
+            let mut edge = Edge::join_via(
+                &cloud,
+                &proxy.wss_url(),
+                name,
+                &dir.join(format!("edge-{i}")),
+            );
+            let broker = free_addr();
+            set_config(&edge, "mqtt_listen", &format!("\"{broker}\""));
+            set_config(&edge, "interval_secs", &STATUS_INTERVAL.to_string());
+            for (k, v) in edge_cfg {
+                set_config(&edge, k, v);
+            }
+            edge.start();
+            cloud
+                .wait_ready(name, "True", Duration::from_secs(60))
+                .await;
+            let counts = tests::eventually(
+                &format!("{name} counted on a replica"),
+                Duration::from_secs(20),
+                || async {
+                    let counts: Vec<u64> = replicas
+                        .iter()
+                        .map(|r| r.connected_nodes().unwrap_or(0))
+                        .collect();
+                    (counts.iter().sum::<u64>() == i as u64 + 1).then_some(counts)
+                },
+            )
+            .await;
+            holder.push((0..2).find(|r| counts[*r] > prev[*r]).unwrap());
+            prev = counts;
+            edges.push(edge);
+            mqtt.push(broker);
+        }
+        Fleet {
+            cloud,
+            replicas,
+            proxy,
+            names,
+            edges,
+            mqtt,
+            holder,
+        }
+    }
+}
+
+/// Waits until `edge` is live in a session after its first, and returns when (its own
+/// clock, ms) it went live (its status endpoint refreshes every few seconds).
+async fn live_again_at(edge: &Edge) -> i64 {
+    let since = tests::eventually(
+        &format!("{} live in a second session", edge.name),
+        Duration::from_secs(60),
+        || async {
+            let st = edge.status();
+            (st["link"] == "live" && st["sessions"].as_u64() >= Some(2))
+                .then(|| st["since"].as_str().map(str::to_owned))
+                .flatten()
+        },
+    )
+    .await;
+    let since: k8s_openapi::jiff::Timestamp = since.parse().unwrap();
+    since.as_millisecond()
+}
+
 /// Two replicas, four edges (two on each, through the balancer), kill -9 of one replica:
 /// its edges reconnect to the other, and
 /// - no node's Ready condition leaves True at any sample (the Lease keeps being renewed
@@ -229,55 +324,16 @@ fn sample(
 async fn kill9_of_a_replica_moves_its_edges_to_the_other_and_nothing_is_lost() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let cloud = Cloud::start_with_grace(&dir.path().join("cloud"), None, 2, 6, GRACE);
-    let kubeconfig = service_account_kubeconfig(&cloud.s, dir.path()).unwrap();
-    let replica_cfg = "[hub]\nping_seconds = 2\nidle_seconds = 6\n";
-    let mut replicas = [
-        Replica::start(&dir.path().join("replica-a"), &kubeconfig, replica_cfg).unwrap(),
-        Replica::start(&dir.path().join("replica-b"), &kubeconfig, replica_cfg).unwrap(),
-    ];
-    let proxy = Proxy::balance(&[replicas[0].hub_addr, replicas[1].hub_addr]).unwrap();
+    let Fleet {
+        cloud,
+        mut replicas,
+        proxy,
+        names,
+        edges,
+        mqtt,
+        holder,
+    } = Fleet::start(dir.path(), 4, &[]).await;
     let client = cloud.client().await;
-
-    // Four edges joined through the balancer, started one at a time: least connections
-    // puts them on a, b, a, b. Which replica holds whom is read from the replicas.
-    let names: Vec<String> = (0..4).map(|i| format!("rep-{i}")).collect();
-    let mut edges = Vec::new();
-    let mut mqtt = Vec::new();
-    let mut holder = Vec::new();
-    let mut prev = vec![0u64; 2];
-    for (i, name) in names.iter().enumerate() {
-        let mut edge = Edge::join_via(
-            &cloud,
-            &proxy.wss_url(),
-            name,
-            &dir.path().join(format!("edge-{i}")),
-        );
-        let broker = free_addr();
-        set_config(&edge, "mqtt_listen", &format!("\"{broker}\""));
-        set_config(&edge, "interval_secs", &STATUS_INTERVAL.to_string());
-        edge.start();
-        cloud
-            .wait_ready(name, "True", Duration::from_secs(60))
-            .await;
-        let counts = tests::eventually(
-            &format!("{name} counted on a replica"),
-            Duration::from_secs(20),
-            || async {
-                let counts: Vec<u64> = replicas
-                    .iter()
-                    .map(|r| r.connected_nodes().unwrap_or(0))
-                    .collect();
-                (counts.iter().sum::<u64>() == i as u64 + 1).then_some(counts)
-            },
-        )
-        .await;
-        let on = (0..2).find(|r| counts[*r] > prev[*r]).unwrap();
-        prev = counts;
-        holder.push(on);
-        edges.push(edge);
-        mqtt.push(broker);
-    }
     assert_eq!(holder, [0, 1, 0, 1], "least connections alternates");
     assert_eq!(proxy.open_per_backend(), [2, 2]);
 
@@ -359,23 +415,10 @@ async fn kill9_of_a_replica_moves_its_edges_to_the_other_and_nothing_is_lost() {
         edge.assert_journal_clean();
     }
     let converged = kill.elapsed();
-    // Reconnect + resync of the moved edges, by their own clocks: when they went live again
-    // (their status endpoint refreshes every few seconds).
+    // Reconnect + resync of the moved edges, by their own clocks: when they went live again.
     let mut resynced_ms = 0;
     for (edge, _) in edges.iter().zip(&holder).filter(|(_, on)| **on == 0) {
-        let since = tests::eventually(
-            &format!("{} live in a second session", edge.name),
-            Duration::from_secs(30),
-            || async {
-                let st = edge.status();
-                (st["link"] == "live" && st["sessions"].as_u64() >= Some(2))
-                    .then(|| st["since"].as_str().map(str::to_owned))
-                    .flatten()
-            },
-        )
-        .await;
-        let since: k8s_openapi::jiff::Timestamp = since.parse().unwrap();
-        resynced_ms = resynced_ms.max(since.as_millisecond() - killed_at);
+        resynced_ms = resynced_ms.max(live_again_at(edge).await - killed_at);
     }
     for n in &names {
         let dev = format!("{n}-dev");
@@ -422,6 +465,70 @@ async fn kill9_of_a_replica_moves_its_edges_to_the_other_and_nothing_is_lost() {
         samples.rounds,
         started.elapsed()
     );
+}
+
+/// A hung replica (SIGSTOP: alive, sockets open, nothing answered) keeps its edges until they
+/// notice the silence — after the idle timeout the replica announced (6 s here, 45 s by
+/// default) — then they move to the other replica. Resumed, the stale replica drops its dead
+/// sessions and does not fight over the nodes: Ready stays True, the edge on b is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_replica_keeps_its_edges_until_the_idle_timeout_then_they_move() {
+    const IDLE_MS: i64 = 6_000;
+    let dir = tempfile::tempdir().unwrap();
+    let Fleet {
+        cloud,
+        replicas,
+        proxy: _proxy,
+        names,
+        edges,
+        holder,
+        ..
+    } = Fleet::start(dir.path(), 2, &[("connect_timeout_secs", "3")]).await;
+    assert_eq!(holder, [0, 1], "least connections alternates");
+
+    let paused_at = now_ms();
+    replicas[0].pause();
+    let took = live_again_at(&edges[0]).await - paused_at;
+    assert!(
+        took >= IDLE_MS - 1_000,
+        "the edge left the hung replica after {took} ms, before the {IDLE_MS} ms idle timeout"
+    );
+    // Idle timeout, back-off, possibly one handshake into the hung replica (3 s timeout).
+    assert!(
+        took < 30_000,
+        "the edge took {took} ms to leave a hung replica"
+    );
+    cloud
+        .wait_ready(&names[0], "True", Duration::from_secs(30))
+        .await;
+    assert_eq!(replicas[1].connected_nodes(), Some(2));
+
+    // Resumed: a's sessions find their connections closed; nobody writes anything but True.
+    let client = cloud.client().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample(client, names.clone(), stop.clone());
+    replicas[0].resume();
+    tests::eventually(
+        "the resumed replica dropping its dead sessions",
+        Duration::from_secs(30),
+        || async { (replicas[0].connected_nodes() == Some(0)).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2 * STATUS_INTERVAL + 1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.await.unwrap();
+    assert!(
+        samples.not_ready.is_empty(),
+        "Ready left True after the hung replica resumed:\n{}",
+        samples.not_ready.join("\n")
+    );
+    assert_eq!(replicas[1].connected_nodes(), Some(2));
+    assert_eq!(
+        edges[1].status()["sessions"],
+        1,
+        "the edge on b kept its one session"
+    );
+    eprintln!("hung replica: its edge moved {took} ms after SIGSTOP (idle timeout {IDLE_MS} ms)");
 }
 
 /// Both replicas started at once against a cluster without a node CA end up with one: each
