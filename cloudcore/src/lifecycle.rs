@@ -2,15 +2,17 @@
 //! of Kubernetes' node-lifecycle controller.
 //!
 //! - [`node_connected`]: on every (re)connect, create the Node if absent (edge role,
-//!   hostname/os/arch and join labels), give it a pod CIDR, post its status (addresses,
-//!   capacity, nodeInfo, Ready=True `KedgeReady`) and renew its Lease.
+//!   hostname/os/arch and join labels), give it a pod CIDR, renew its Lease, then post its
+//!   status (addresses, capacity, nodeInfo, Ready=True `KedgeReady`).
 //! - [`heartbeat`]: while connected, renew the Lease (and put Ready back to True if the
 //!   controller marked it Unknown during a stall).
 //! - [`run_node_lifecycle`]: Ready=Unknown and `unreachable` taints once a Lease is older than
 //!   the grace period, taint-based eviction honouring `tolerationSeconds`.
 //!
 //! Liveness is only ever the Lease's `renewTime`, never "connected to me", so replicas
-//! never fight over a node's Ready condition. Decisions are pure (`decide`, `status`,
+//! never fight over a node's Ready condition: `cloudcore run` runs no lifecycle controller
+//! (kube-controller-manager owns NotReady/Unknown and the taints in a cluster) and writes
+//! Ready=True only right after a Lease renewal of a node whose session it holds. Decisions are pure (`decide`, `status`,
 //! `cidr`) and unit-tested there.
 
 pub mod cidr;
@@ -130,7 +132,10 @@ pub async fn node_connected_with(
             .map_err(api_err("setting the pod CIDR", node))?;
     }
 
+    // The Lease first: Ready=True is only ever written after a successful renewal, so a
+    // replica whose API calls fail never claims a node it cannot keep alive.
     let uid = current.metadata.uid.clone();
+    renew_lease_for(client, node, uid.as_deref()).await?;
     update_status(&nodes, node, current, |conditions| {
         Some(status::connected_status(
             node,
@@ -139,13 +144,18 @@ pub async fn node_connected_with(
             &now_secs(),
         ))
     })
-    .await?;
-    renew_lease_for(client, node, uid.as_deref()).await
+    .await
 }
 
-/// Renews the node's Lease and, if its Ready condition is not True (the lifecycle
+/// Renews the node's Lease and then, if its Ready condition is not True (the lifecycle
 /// controller marked it Unknown during a stall), sets it back to True. Call periodically
 /// (e.g. every 10 s) while the node is connected.
+///
+/// This and [`node_connected`] are the only places cloudcore writes Ready, always True and
+/// always right after renewing the Lease: with several replicas, whichever holds the
+/// node's session keeps it alive, and a replica that lost the session simply stops
+/// renewing — none ever writes NotReady/Unknown (that is the node-lifecycle controller's
+/// job, judged by the Lease's age).
 pub async fn heartbeat(client: &Client, node: &str) -> Result<(), LifecycleError> {
     let nodes: Api<Node> = Api::all(client.clone());
     let Some(current) = nodes
@@ -156,6 +166,7 @@ pub async fn heartbeat(client: &Client, node: &str) -> Result<(), LifecycleError
         return renew_lease_for(client, node, None).await;
     };
     let uid = current.metadata.uid.clone();
+    renew_lease_for(client, node, uid.as_deref()).await?;
     if ready_status(&current) != Some("True") {
         update_status(&nodes, node, current, |conditions| {
             let ready = status::ready_condition(
@@ -168,7 +179,7 @@ pub async fn heartbeat(client: &Client, node: &str) -> Result<(), LifecycleError
         })
         .await?;
     }
-    renew_lease_for(client, node, uid.as_deref()).await
+    Ok(())
 }
 
 /// Creates or renews `kube-node-lease/<node>` (holder = node, 40 s, renewTime now).

@@ -198,6 +198,7 @@ pub async fn run_cluster(
     let shutdown = CancellationToken::new();
     stop_on_signals(shutdown.clone());
     let metrics_listener = crate::telemetry::bind(cfg.metrics.listen).await?;
+    let metrics_addr = metrics_listener.local_addr()?;
     let registry = Arc::new(Mutex::new(prometheus_client::registry::Registry::default()));
     let client = crate::control::client(kubeconfig.as_deref()).await?;
     crate::webhook::start(&cfg.autonomy, client.clone(), &registry, shutdown.clone()).await?;
@@ -209,7 +210,19 @@ pub async fn run_cluster(
         Arc::new(move || hub.ready()),
         shutdown.clone(),
     ));
-    tracing::info!(hub = %control.hub_addr, "cloudcore running");
+    // The bound addresses, so a supervisor (or a test) that asked for port 0 learns them;
+    // written with errors ignored, like standalone's banner.
+    let banner = format!(
+        "hub: {}\nmetrics: http://{metrics_addr}/metrics\n",
+        control.local_hub_url()
+    );
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes());
+        let _ = out.flush();
+    }
+    tracing::info!(hub = %control.hub_addr, metrics = %metrics_addr, "cloudcore running");
     shutdown.cancelled().await;
     // Give sessions a moment to close.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -19,6 +19,7 @@ use anyhow::{Context, Result, bail};
 pub mod helm;
 pub mod proxy;
 pub mod rbac;
+pub mod replica;
 
 /// The directory holding the workspace's built binaries (`target/<profile>`), seen from a
 /// test (`target/<profile>/deps/<test>`) or from a binary of this crate

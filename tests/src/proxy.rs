@@ -17,12 +17,17 @@
 //! [`Proxy::reset`] aborts every open connection with a TCP RST (a crash of
 //! a middlebox); the fault mode stays as it is.
 //!
+//! [`Proxy::balance`] puts one proxy in front of several backends (the
+//! cloudcore replicas behind a Service): each new connection goes to the
+//! backend with the fewest open connections, and a backend that refuses the
+//! connection (a dead replica) is skipped for the next one.
+//!
 //! The proxy runs on its own thread and tokio runtime, so sync tests can use
 //! it; dropping it closes the listener and every connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -62,6 +67,60 @@ pub struct Stats {
     pub dropped: AtomicU64,
 }
 
+/// The backends of a proxy and their open connections (least-connections
+/// balancing; one backend for [`Proxy::start`]).
+#[derive(Debug)]
+struct Backends {
+    addrs: Vec<SocketAddr>,
+    open: Vec<AtomicUsize>,
+}
+
+impl Backends {
+    fn new(addrs: &[SocketAddr]) -> Backends {
+        Backends {
+            addrs: addrs.to_vec(),
+            open: addrs.iter().map(|_| AtomicUsize::new(0)).collect(),
+        }
+    }
+
+    /// Backend indices, fewest open connections first (ties: list order).
+    fn by_load(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.addrs.len()).collect();
+        order.sort_by_key(|&i| self.open[i].load(Ordering::Relaxed));
+        order
+    }
+
+    /// Connects to the least loaded backend that accepts; counts the
+    /// connection as open on it until the returned guard drops.
+    async fn connect(self: &Arc<Self>) -> Option<(TcpStream, OpenGuard)> {
+        for i in self.by_load() {
+            if let Ok(s) = TcpStream::connect(self.addrs[i]).await {
+                self.open[i].fetch_add(1, Ordering::Relaxed);
+                return Some((
+                    s,
+                    OpenGuard {
+                        backends: self.clone(),
+                        index: i,
+                    },
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// One open connection to backend `index`.
+struct OpenGuard {
+    backends: Arc<Backends>,
+    index: usize,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.backends.open[self.index].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A running proxy; see the module docs.
 #[derive(Debug)]
 pub struct Proxy {
@@ -70,6 +129,7 @@ pub struct Proxy {
     reset: watch::Sender<u64>,
     stop: watch::Sender<bool>,
     stats: Arc<Stats>,
+    backends: Arc<Backends>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -86,6 +146,16 @@ impl Proxy {
     /// Listens on `127.0.0.1:0` and forwards to `upstream`, starting in
     /// [`Fault::Pass`].
     pub fn start(upstream: SocketAddr) -> Result<Proxy> {
+        Self::balance(&[upstream])
+    }
+
+    /// Listens on `127.0.0.1:0` and spreads connections over `backends`:
+    /// each goes to the backend with the fewest open connections through
+    /// this proxy; one that refuses is skipped (the next least loaded is
+    /// tried), and a client whom no backend accepts gets a RST.
+    pub fn balance(backends: &[SocketAddr]) -> Result<Proxy> {
+        anyhow::ensure!(!backends.is_empty(), "a proxy needs a backend");
+        let backends = Arc::new(Backends::new(backends));
         let std_listener =
             std::net::TcpListener::bind("127.0.0.1:0").context("binding the proxy")?;
         std_listener.set_nonblocking(true)?;
@@ -100,6 +170,7 @@ impl Proxy {
             stop: stop_rx,
             stats: stats.clone(),
         };
+        let upstream_set = backends.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -109,7 +180,7 @@ impl Proxy {
             .spawn(move || {
                 rt.block_on(async move {
                     match TcpListener::from_std(std_listener) {
-                        Ok(listener) => accept_loop(listener, upstream, control).await,
+                        Ok(listener) => accept_loop(listener, upstream_set, control).await,
                         Err(e) => eprintln!("proxy listener: {e}"),
                     }
                 });
@@ -121,8 +192,19 @@ impl Proxy {
             reset,
             stop,
             stats,
+            backends,
             thread: Some(thread),
         })
+    }
+
+    /// Open connections per backend (in the order given to
+    /// [`Proxy::balance`]).
+    pub fn open_per_backend(&self) -> Vec<usize> {
+        self.backends
+            .open
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// Where clients connect.
@@ -170,7 +252,7 @@ impl Drop for Proxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, upstream: SocketAddr, control: Control) {
+async fn accept_loop(listener: TcpListener, upstream: Arc<Backends>, control: Control) {
     let mut stop = control.stop.clone();
     loop {
         let (client, _) = tokio::select! {
@@ -185,12 +267,12 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, control: Contr
         };
         control.stats.accepted.fetch_add(1, Ordering::Relaxed);
         let _ = client.set_nodelay(true);
-        tokio::spawn(connection(client, upstream, control.clone()));
+        tokio::spawn(connection(client, upstream.clone(), control.clone()));
     }
 }
 
 /// One proxied connection until either side closes, a reset, or stop.
-async fn connection(client: TcpStream, upstream: SocketAddr, control: Control) {
+async fn connection(client: TcpStream, upstream: Arc<Backends>, control: Control) {
     let mut reset = control.reset.clone();
     reset.mark_unchanged();
     // A connection arriving during a blackhole never reaches the server.
@@ -204,10 +286,10 @@ async fn connection(client: TcpStream, upstream: SocketAddr, control: Control) {
         }
         return;
     }
-    let server = tokio::select! {
-        r = TcpStream::connect(upstream) => match r {
-            Ok(s) => s,
-            Err(_) => {
+    let (server, _open) = tokio::select! {
+        r = upstream.connect() => match r {
+            Some(s) => s,
+            None => {
                 rst(client, &control.stats);
                 return;
             }
@@ -415,8 +497,128 @@ mod tests {
             matches!(r, Ok(0)) || r.is_err(),
             "the connection must be closed: {r:?}"
         );
-        assert!(p.stats().resets.load(Ordering::Relaxed) >= 1);
+        // The other direction's FIN may reach the client before the pump that
+        // sent the RST counted it: wait for the count.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while p.stats().resets.load(Ordering::Relaxed) < 1 {
+            assert!(std::time::Instant::now() < deadline, "no reset counted");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(p.accepted(), 2);
+    }
+
+    /// A backend that greets every connection with `tag` and keeps it open
+    /// until `stop` is set; then it closes its listener and connections, as
+    /// a killed process would.
+    fn tagged(tag: u8, stop: Arc<std::sync::atomic::AtomicBool>) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((mut s, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    s.set_nonblocking(false).unwrap();
+                    s.write_all(&[tag]).unwrap();
+                    s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+                    let mut buf = [0u8; 64];
+                    // Until the client closes, or the backend "dies".
+                    while !stop.load(Ordering::Relaxed) {
+                        match s.read(&mut buf) {
+                            Ok(0) => return,
+                            Ok(_) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                            Err(_) => return,
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// The tag of the backend a new connection through `p` reached.
+    fn reached(p: &Proxy) -> (TcpStream, u8) {
+        let mut s = client(p);
+        let mut tag = [0u8; 1];
+        s.read_exact(&mut tag).unwrap();
+        (s, tag[0])
+    }
+
+    fn wait_open(p: &Proxy, want: &[usize]) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while p.open_per_backend() != want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "open connections per backend {:?}, want {want:?}",
+                p.open_per_backend()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn balance_spreads_by_least_connections_and_skips_dead_backends() {
+        // A port nobody listens on: connecting is refused.
+        let dead = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let stop_a = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop_b = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let a = tagged(b'a', stop_a.clone());
+        let b = tagged(b'b', stop_b.clone());
+        let p = Proxy::balance(&[dead, a, b]).unwrap();
+
+        // The dead backend has no connections, so it is tried first every
+        // time and skipped; the live ones alternate by load.
+        let mut conns = Vec::new();
+        let mut tags = Vec::new();
+        for open in [[0, 1, 0], [0, 1, 1], [0, 2, 1], [0, 2, 2]] {
+            let (s, tag) = reached(&p);
+            wait_open(&p, &open);
+            conns.push(s);
+            tags.push(tag);
+        }
+        assert_eq!(tags, b"abab", "least connections, ties in list order");
+
+        // Closing both connections to `a` makes it the least loaded again.
+        conns.remove(2);
+        conns.remove(0);
+        wait_open(&p, &[0, 0, 2]);
+        assert_eq!(reached(&p).1, b'a');
+
+        // `a` dies with a connection open: the connection ends with it, and
+        // new ones all go to `b`, though `a` would be the least loaded.
+        let (mut on_a, tag) = reached(&p);
+        assert_eq!(tag, b'a');
+        stop_a.store(true, Ordering::Relaxed);
+        assert!(
+            matches!(on_a.read(&mut [0u8; 1]), Ok(0) | Err(_)),
+            "the connection to a dead backend is closed"
+        );
+        drop(on_a);
+        wait_open(&p, &[0, 0, 2]);
+        for _ in 0..3 {
+            let (s, tag) = reached(&p);
+            assert_eq!(tag, b'b', "a dead backend is skipped");
+            conns.push(s);
+        }
+        wait_open(&p, &[0, 0, 5]);
+
+        // No backend left: the client is refused, not hung.
+        stop_b.store(true, Ordering::Relaxed);
+        drop(conns);
+        wait_open(&p, &[0, 0, 0]);
+        let mut s = client(&p);
+        let mut one = [0u8; 1];
+        let r = s.read(&mut one);
+        assert!(matches!(r, Ok(0)) || r.is_err(), "refused: {r:?}");
     }
 
     #[test]

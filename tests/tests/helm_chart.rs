@@ -522,3 +522,43 @@ fn rendered_manifests_apply_to_standalone() {
     assert_eq!(svc, "LoadBalancer");
     s.kubectl_ok(&["get", "mutatingwebhookconfiguration", "cloudcore-autonomy"]);
 }
+
+/// Several replicas get a PodDisruptionBudget keeping one serving through drains (its
+/// selector is the Deployment's, so it counts the replicas); one replica gets none, since a
+/// PDB of one would block every drain; a negative count is refused.
+#[test]
+fn replicas_get_a_pod_disruption_budget() {
+    let Some(one) = render(&json!({})) else {
+        return;
+    };
+    assert_eq!(count(&one.docs(), "PodDisruptionBudget"), 0);
+
+    let Some(three) = render(&json!({"replicas": 3})) else {
+        return;
+    };
+    three.assert_lint_clean();
+    let docs = three.docs();
+    let dep = find(&docs, "Deployment", "cloudcore");
+    assert_eq!(dep["spec"]["replicas"], 3);
+    let pdb = find(&docs, "PodDisruptionBudget", "cloudcore");
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+    assert_eq!(pdb["metadata"]["namespace"], NS);
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        dep["spec"]["selector"]["matchLabels"]
+    );
+    let pod_labels = &dep["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in pdb["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(
+            &pod_labels[k], v,
+            "the PDB selects the cloudcore pods ({k})"
+        );
+    }
+
+    match try_render(&json!({"replicas": -1})) {
+        RenderResult::Skip(why) => eprintln!("SKIP helm_chart: {why}"),
+        RenderResult::Ok(_) => panic!("replicas -1 rendered"),
+        RenderResult::Failed(e) => assert!(e.contains("replicas must be 0 or more"), "{e}"),
+    }
+}

@@ -31,12 +31,24 @@ pub struct Cloud {
 impl Cloud {
     /// Starts on `dir`; `hub_port` pins the hub port (so a restart keeps it).
     pub fn start(dir: &Path, hub_port: Option<u16>, ping: u64, idle: u64) -> Cloud {
+        Self::start_with_grace(dir, hub_port, ping, idle, 4)
+    }
+
+    /// [`Cloud::start`] with the lifecycle grace (seconds without a Lease renewal before
+    /// the node turns Unknown).
+    pub fn start_with_grace(
+        dir: &Path,
+        hub_port: Option<u16>,
+        ping: u64,
+        idle: u64,
+        grace: u64,
+    ) -> Cloud {
         std::fs::create_dir_all(dir).unwrap();
         let cfg = dir.join("cloud.toml");
         std::fs::write(
             &cfg,
             format!(
-                "[lifecycle]\ngrace_seconds = 4\n[hub]\nping_seconds = {ping}\nidle_seconds = {idle}\n"
+                "[lifecycle]\ngrace_seconds = {grace}\n[hub]\nping_seconds = {ping}\nidle_seconds = {idle}\n"
             ),
         )
         .unwrap();
@@ -112,13 +124,19 @@ pub struct Edge {
 impl Edge {
     /// `edgecore join --no-start` against `cloud` with a fresh token.
     pub fn join(cloud: &Cloud, name: &str, root: &Path) -> Edge {
+        Self::join_via(cloud, &cloud.s.hub, name, root)
+    }
+
+    /// `edgecore join --no-start` through the hub at `server` (another replica, a proxy)
+    /// with a fresh token of `cloud`.
+    pub fn join_via(cloud: &Cloud, server: &str, name: &str, root: &Path) -> Edge {
         let token = cloud.token();
         let metrics = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap();
         let out = Command::new(bin("edgecore"))
-            .args(["join", "--server", &cloud.s.hub, "--token", &token])
+            .args(["join", "--server", server, "--token", &token])
             .args(["--node-name", name, "--no-start"])
             .args(["--mqtt-listen", "127.0.0.1:0", "--metrics-listen"])
             .arg(metrics.to_string())
@@ -138,7 +156,7 @@ impl Edge {
         }
     }
 
-    fn config(&self) -> PathBuf {
+    pub fn config(&self) -> PathBuf {
         self.root.join("etc/kedge/edgecore.toml")
     }
 

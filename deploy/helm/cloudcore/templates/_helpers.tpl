@@ -70,6 +70,9 @@ app.kubernetes.io/part-of: kedge
 {{- if and .Values.nodeCA.existingSecret (ne .Values.nodeCA.existingSecret "kedge-node-ca") }}
 {{- fail (printf "nodeCA.existingSecret is %q, but cloudcore reads the node CA from the fixed Secret kedge-system/kedge-node-ca: create (or copy) your CA under that name" .Values.nodeCA.existingSecret) }}
 {{- end }}
+{{- if lt (int .Values.replicas) 0 }}
+{{- fail (printf "replicas must be 0 or more, not %v" .Values.replicas) }}
+{{- end }}
 {{- if not (has .Values.service.type (list "LoadBalancer" "NodePort")) }}
 {{- fail (printf "service.type must be LoadBalancer or NodePort (edges connect from outside the cluster), not %q" .Values.service.type) }}
 {{- end }}
