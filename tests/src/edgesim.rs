@@ -131,6 +131,8 @@ pub struct Fleet {
     pub edges: Vec<Arc<SimEdge>>,
     /// Fleet-wide counters.
     pub stats: Arc<Stats>,
+    /// Joins that failed and were retried (see [`JOIN_ATTEMPTS`]).
+    pub join_retries: u64,
     kicks: watch::Sender<u64>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -140,7 +142,8 @@ impl Fleet {
     /// Joins every edge (`join_parallel` at a time), then starts them over `ramp`.
     pub async fn start(config: &SimConfig) -> Result<Fleet> {
         let server = ServerUrl::parse(&config.server).map_err(anyhow::Error::msg)?;
-        let edges = join_all(config).await?;
+        let retries = AtomicU64::new(0);
+        let edges = join_all(config, &retries).await?;
         let stats = Arc::new(Stats::default());
         let (kicks, _) = watch::channel(0u64);
         let shutdown = CancellationToken::new();
@@ -163,6 +166,7 @@ impl Fleet {
         Ok(Fleet {
             edges,
             stats,
+            join_retries: retries.into_inner(),
             kicks,
             shutdown,
             tasks,
@@ -237,15 +241,40 @@ pub fn source_addr(i: usize, sources: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
 }
 
-async fn join_all(config: &SimConfig) -> Result<Vec<Arc<SimEdge>>> {
+/// How often one edge's join is tried. Concurrent joins can fail with HTTP 500 when
+/// cloudcore's record of issued certificates (one Secret) hits an update conflict; a
+/// real `edgecore join` would fail and be rerun, so the simulator retries.
+pub const JOIN_ATTEMPTS: u32 = 8;
+
+async fn join_all(config: &SimConfig, retries: &AtomicU64) -> Result<Vec<Arc<SimEdge>>> {
     std::fs::create_dir_all(&config.dir)
         .with_context(|| format!("creating {}", config.dir.display()))?;
     let results: Vec<Result<Arc<SimEdge>>> = futures::stream::iter(0..config.edges)
-        .map(|i| join_one(config, i))
+        .map(|i| join_retrying(config, i, retries))
         .buffered(config.join_parallel.max(1))
         .collect()
         .await;
     results.into_iter().collect()
+}
+
+async fn join_retrying(
+    config: &SimConfig,
+    index: usize,
+    retries: &AtomicU64,
+) -> Result<Arc<SimEdge>> {
+    let mut attempt = 1;
+    loop {
+        match join_one(config, index).await {
+            Ok(e) => return Ok(e),
+            Err(e) if attempt >= JOIN_ATTEMPTS => return Err(e),
+            Err(_) => {
+                retries.fetch_add(1, Ordering::Relaxed);
+                let jitter = 50 * (index % 7) as u64;
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt) + jitter)).await;
+                attempt += 1;
+            }
+        }
+    }
 }
 
 async fn join_one(config: &SimConfig, index: usize) -> Result<Arc<SimEdge>> {
