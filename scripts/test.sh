@@ -43,3 +43,6 @@ cargo build --workspace --bins
 
 step "unit, integration and end-to-end tests"
 cargo test --workspace --no-fail-fast -- --test-threads "${KEDGE_TEST_THREADS:-4}"
+
+step "benchmark smoke: kedge-bench edges --smoke (200 simulated edges, ≤ 60 s)"
+"$CARGO_TARGET_DIR/debug/kedge-bench" edges --smoke

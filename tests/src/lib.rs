@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub mod containerd;
 pub mod edge;
+pub mod edgesim;
 
 use anyhow::{Context, Result, bail};
 

@@ -6,6 +6,7 @@
 //! kedge-bench api [--smoke] [--creates N] [--pods N] [--watchers N] [--paged N] ...
 //! kedge-bench pods [--smoke] [--pods N]   (pods on one edge through containerd)
 //! kedge-bench link [--smoke] [--objects N] [--edges N]   (see kedge-bench/link.rs)
+//! kedge-bench edges [--smoke] [--edges N]   (simulated edges, see kedge-bench/edges.rs)
 //! ```
 //!
 //! Phases (each on a fresh server and data directory): `durable` (creates/s, then kill -9
@@ -19,6 +20,8 @@
 mod client;
 #[path = "kedge-bench/durable.rs"]
 mod durable;
+#[path = "kedge-bench/edges.rs"]
+mod edges;
 #[path = "kedge-bench/fixtures.rs"]
 mod fixtures;
 #[path = "kedge-bench/link.rs"]
@@ -50,6 +53,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "link") {
         return link::main(&args[1..]);
+    }
+    if args.first().is_some_and(|a| a == "edges") {
+        return edges::main(&args[1..]);
     }
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{}", opts::USAGE);

@@ -1,0 +1,420 @@
+//! `kedge-bench edges`: many simulated edges (`tests::edgesim`) against the real `cloudcore
+//! standalone`, which runs as a child so its memory is read from /proc alone.
+//!
+//! - connected: N edges join through `/join` and connect; counted as Ready Nodes in the API;
+//! - RSS per edge: cloudcore's resident memory after all are live minus before any joined,
+//!   each edge holding one pod that references one ConfigMap shared by all (the fan-out
+//!   object) — so the cache's per-edge pods are counted too;
+//! - Lease renewals per second acked by the cloud (each one an API write) over a window;
+//! - fan-out: one ConfigMap update → held by every edge (p50 / p99 / max);
+//! - reconnect storm: kill -9 of cloudcore, restart on the same hub port, the ConfigMap
+//!   updated again; time from the kill until every edge is live in a new session and holds
+//!   exactly the API's objects (a stale or missing one is a correctness failure).
+//!
+//! The soft RLIMIT_NOFILE is raised to the hard limit first (inherited by cloudcore): one
+//! socket per edge on each side.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tests::Standalone;
+use tests::edgesim::{Fleet, SimConfig};
+
+use crate::report::{Mem, Pcts, Report, count, ms};
+
+const NS: &str = "bench";
+const SHARED: &str = "fanout";
+
+/// What `kedge-bench edges` runs.
+#[derive(Debug, Clone)]
+pub struct EdgesOpts {
+    /// Simulated edges.
+    pub edges: usize,
+    /// Where the data and certificates go.
+    pub dir: Option<PathBuf>,
+    /// The ≤ 60 s variant (200 edges).
+    pub smoke: bool,
+}
+
+pub const USAGE: &str = "usage: kedge-bench edges [--smoke] [--edges N] [--dir DIR]";
+
+impl EdgesOpts {
+    /// Parses the arguments after `edges`.
+    pub fn parse(args: &[String]) -> Result<Self> {
+        let smoke = args.iter().any(|a| a == "--smoke");
+        let mut o = EdgesOpts {
+            edges: if smoke { 200 } else { 10_000 },
+            dir: None,
+            smoke,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if a == "--smoke" {
+                continue;
+            }
+            let v = it.next().with_context(|| format!("{a} needs a value"))?;
+            match a.as_str() {
+                "--edges" => {
+                    o.edges = v
+                        .replace(['_', ','], "")
+                        .parse::<usize>()
+                        .with_context(|| format!("--edges: {v:?} is not a count"))?
+                        .max(1);
+                }
+                "--dir" => o.dir = Some(PathBuf::from(v)),
+                other => bail!("unknown argument {other:?}"),
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// `kedge-bench edges ...`: parse, run, print the table.
+pub fn main(args: &[String]) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let opts = match EdgesOpts::parse(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("kedge-bench edges: {e:#}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kedge-bench edges: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(&opts)) {
+        Ok(report) => {
+            println!("{}", report.markdown());
+            if report.broken.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "kedge-bench edges: correctness failures: {:#?}",
+                    report.broken
+                );
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("kedge-bench edges: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn ready_nodes(client: &kube::Client, prefix: &str) -> Result<usize> {
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
+    Ok(nodes
+        .items
+        .iter()
+        .filter(|n| {
+            n.metadata
+                .name
+                .as_deref()
+                .is_some_and(|m| m.starts_with(prefix))
+        })
+        .filter(|n| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count())
+}
+
+async fn wait(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> Result<Duration> {
+    let t0 = Instant::now();
+    while !f().await {
+        if t0.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(t0.elapsed())
+}
+
+/// The resourceVersion of the shared ConfigMap and of each edge's pod.
+async fn api_rvs(client: &kube::Client) -> Result<(String, BTreeMap<String, String>)> {
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .get(SHARED)
+        .await?;
+    let pods = Api::<Pod>::namespaced(client.clone(), NS)
+        .list(&ListParams::default())
+        .await?;
+    let pods = pods
+        .items
+        .into_iter()
+        .map(|p| {
+            (
+                format!("{NS}/pod/{}", p.metadata.name.unwrap_or_default()),
+                p.metadata.resource_version.unwrap_or_default(),
+            )
+        })
+        .collect();
+    Ok((cm.metadata.resource_version.unwrap_or_default(), pods))
+}
+
+/// Edges not holding the shared ConfigMap at `cm_rv` or their own pod at its API rv.
+fn stale(fleet: &Fleet, cm_rv: &str, pods: &BTreeMap<String, String>) -> usize {
+    let cm_key = format!("{NS}/configmap/{SHARED}");
+    fleet
+        .edges
+        .iter()
+        .filter(|e| {
+            let pod_key = format!("{NS}/pod/p-{}", e.name);
+            e.get(&cm_key).is_none_or(|h| h.rv != cm_rv)
+                || e.get(&pod_key).map(|h| h.rv) != pods.get(&pod_key).cloned()
+        })
+        .count()
+}
+
+async fn patch_shared(client: &kube::Client, v: &str) -> Result<()> {
+    Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .patch(
+            SHARED,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"data": {"v": v}})),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn setup(client: &kube::Client, cfg: &SimConfig) -> Result<()> {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}}))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await?;
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": SHARED, "namespace": NS}, "data": {"v": "0"}
+    }))?;
+    Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &cm)
+        .await?;
+    let pods = Api::<Pod>::namespaced(client.clone(), NS);
+    let results: Vec<Result<()>> = futures::stream::iter(0..cfg.edges)
+        .map(|i| {
+            let pods = pods.clone();
+            let node = cfg.node_name(i);
+            async move {
+                let pod: Pod = serde_json::from_value(json!({
+                    "metadata": {"name": format!("p-{node}"), "namespace": NS},
+                    "spec": {"nodeName": node,
+                             "containers": [{"name": "c", "image": "busybox"}],
+                             "volumes": [{"name": "v", "configMap": {"name": SHARED}}]}
+                }))?;
+                pods.create(&PostParams::default(), &pod).await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<Vec<()>>>().map(drop)
+}
+
+/// Runs the edges benchmark.
+pub async fn run(opts: &EdgesOpts) -> Result<Report> {
+    tests::init_crypto();
+    let nofile = tests::edgesim::raise_nofile().context("raising RLIMIT_NOFILE")?;
+    if nofile < 2 * opts.edges as u64 + 1000 {
+        bail!(
+            "RLIMIT_NOFILE hard limit {nofile} is too low for {} edges",
+            opts.edges
+        );
+    }
+    let tmp = match &opts.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            tempfile::tempdir_in(d)?
+        }
+        None => tempfile::tempdir_in("/var/tmp").or_else(|_| tempfile::tempdir())?,
+    };
+    let started = Instant::now();
+    let mut report = Report::default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    report.info(
+        &format!("load average (1 min) before the run, {cpus} CPUs"),
+        crate::report::load_average(),
+    );
+    report.info(
+        "RLIMIT_NOFILE (raised to the hard limit)",
+        nofile.to_string(),
+    );
+    let data = tmp.path().join("cloud");
+    let hub_listen = tests::edge::free_addr();
+    let mut cloud = Standalone::start(&data, &["--hub-listen", &hub_listen])?;
+    let client = cloud.client().await?;
+    let mut cfg = SimConfig::new(
+        &cloud.hub,
+        &cloud.token(),
+        opts.edges,
+        tmp.path().join("edges"),
+    );
+    cfg.join_parallel = 16;
+    eprintln!(
+        "kedge-bench edges{}: {} edges; data under {}",
+        if opts.smoke { " --smoke" } else { "" },
+        opts.edges,
+        tmp.path().display()
+    );
+    setup(&client, &cfg).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = Mem::of(cloud.child.id())?.rss_kib;
+
+    // Connect.
+    let t0 = Instant::now();
+    let fleet = Fleet::start(&cfg).await?;
+    let joined = t0.elapsed();
+    let budget = Duration::from_secs(120 + opts.edges as u64 / 10);
+    let live = wait("every edge live", budget, async || {
+        fleet.live() == opts.edges
+    })
+    .await;
+    let connected = t0.elapsed();
+    if let Err(e) = live {
+        report.broken(format!("{e}: {:?}", fleet.summary()));
+    }
+    let ready = wait("every Node Ready in the API", budget, async || {
+        ready_nodes(&client, &cfg.prefix).await.unwrap_or(0) == opts.edges
+    })
+    .await;
+    let ready_n = ready_nodes(&client, &cfg.prefix).await.unwrap_or(0);
+    report.info(
+        "join (/join bootstrap, 16 in parallel) of all edges; retried joins",
+        format!("{}; {}", ms(joined), fleet.join_retries),
+    );
+    report.info("first edge started → all live (in sync)", ms(connected));
+    report.check(
+        "connected edges, counted as Ready Nodes in the API",
+        count(ready_n),
+        "10,000 (issue 5)",
+        ready_n >= 10_000,
+    );
+    if ready.is_err() {
+        report.broken(format!("only {ready_n} of {} Nodes Ready", opts.edges));
+    }
+
+    // Memory, after a renewal round.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let after = Mem::of(cloud.child.id())?.rss_kib;
+    let per = after.saturating_sub(before) as f64 / opts.edges as f64;
+    report.info(
+        &format!("cloudcore RSS before / after {} edges", count(opts.edges)),
+        format!("{} / {} KiB", count(before as usize), count(after as usize)),
+    );
+    report.check(
+        "cloudcore RSS per connected edge (1 pod each, 1 shared ConfigMap)",
+        format!("{per:.1} KiB"),
+        "≤ 100 KB (issue 5)",
+        per <= 100.0,
+    );
+
+    // Sustained Lease renewals.
+    let window = if opts.smoke { 10 } else { 30 };
+    let r0 = fleet.summary().lease_renewals;
+    tokio::time::sleep(Duration::from_secs(window)).await;
+    let renewals = fleet.summary().lease_renewals - r0;
+    report.info(
+        &format!("Lease renewals acked per second ({window} s window, ~10 s interval)"),
+        format!("{:.0}/s", renewals as f64 / window as f64),
+    );
+
+    // Fan-out of one update to every edge.
+    let wall0 = SystemTime::now();
+    patch_shared(&client, "1").await?;
+    let (cm_rv, pods) = api_rvs(&client).await?;
+    let fan = wait("the fan-out", Duration::from_secs(120), async || {
+        stale(&fleet, &cm_rv, &pods) == 0
+    })
+    .await;
+    if let Err(e) = fan {
+        report.broken(format!("{e}: {} edges stale", stale(&fleet, &cm_rv, &pods)));
+    }
+    let key = format!("{NS}/configmap/{SHARED}");
+    let lat: Vec<Duration> = fleet
+        .edges
+        .iter()
+        .filter_map(|e| e.get(&key))
+        .filter(|h| h.rv == cm_rv)
+        .filter_map(|h| h.at.duration_since(wall0).ok())
+        .collect();
+    report.info(
+        &format!(
+            "fan-out of one ConfigMap update to {} edges: p50 / p99 / max",
+            count(lat.len())
+        ),
+        Pcts::of(lat).show(),
+    );
+
+    // Reconnect storm: kill -9, restart on the same hub port, one more update.
+    let sessions0 = fleet.summary().sessions;
+    let t0 = Instant::now();
+    cloud.kill9();
+    let mut cloud = Standalone::start(&data, &["--hub-listen", &hub_listen])?;
+    let client = cloud.client().await?;
+    patch_shared(&client, "2").await?;
+    let (cm_rv, pods) = api_rvs(&client).await?;
+    let budget = Duration::from_secs(60 + opts.edges as u64 / 20);
+    let storm = wait("the storm resync", budget, async || {
+        fleet.live_after(2) == opts.edges && stale(&fleet, &cm_rv, &pods) == 0
+    })
+    .await;
+    let storm_time = t0.elapsed();
+    let lost = stale(&fleet, &cm_rv, &pods);
+    if storm.is_err() {
+        report.broken(format!(
+            "storm: {lost} edges stale, {} of {} live again after {budget:?}",
+            fleet.live_after(2),
+            opts.edges
+        ));
+    }
+    report.check(
+        &format!(
+            "reconnect storm (cloudcore kill -9 + restart) until all {} edges resynced",
+            count(opts.edges)
+        ),
+        ms(storm_time),
+        "≤ 60 s, zero loss (issue 5)",
+        storm.is_ok() && storm_time <= Duration::from_secs(60),
+    );
+    report.info(
+        "storm: sessions opened / edges stale at the end",
+        format!("{} / {lost}", fleet.summary().sessions - sessions0),
+    );
+    let s = fleet.summary();
+    report.info(
+        "edgesim: failed dials / upstream errors / Lease 404 before registration",
+        format!(
+            "{} / {} / {}",
+            s.dial_failures, s.upstream_errors, s.lease_not_found
+        ),
+    );
+    fleet.stop().await;
+    let _ = cloud.stop();
+    report.info(
+        "load average (1 min) after the run",
+        crate::report::load_average(),
+    );
+    report.info("benchmark wall time", ms(started.elapsed()));
+    Ok(report)
+}
