@@ -66,6 +66,10 @@ pub struct RunArgs {
     /// Listen address of /metrics, /healthz, /readyz (default 127.0.0.1:9100).
     #[arg(long, env = "KEDGE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Lifetime of issued node certificates (e.g. 90s, 30m, 24h, 365d; 10 s … 10 years);
+    /// edges renew at about 80% of it. Overrides `hub.node_cert_validity_seconds`.
+    #[arg(long, env = "KEDGE_NODE_CERT_VALIDITY", value_parser = parse_duration)]
+    pub node_cert_validity: Option<std::time::Duration>,
     /// Only validate the configuration, then exit.
     #[arg(long)]
     pub check: bool,
@@ -177,6 +181,10 @@ pub struct StandaloneArgs {
     /// Listen address of the hub (edge WebSocket + join), default 0.0.0.0:10000.
     #[arg(long, env = "KEDGE_HUB_LISTEN")]
     pub hub_listen: Option<SocketAddr>,
+    /// Lifetime of issued node certificates (e.g. 90s, 30m, 24h, 365d; 10 s … 10 years);
+    /// edges renew at about 80% of it. Overrides `hub.node_cert_validity_seconds`.
+    #[arg(long, env = "KEDGE_NODE_CERT_VALIDITY", value_parser = parse_duration)]
+    pub node_cert_validity: Option<std::time::Duration>,
     /// Also join a local edgecore (own process, state under DATA_DIR/edge).
     #[arg(long)]
     pub with_local_edge: bool,
@@ -210,6 +218,9 @@ impl StandaloneArgs {
         }
         if let Some(a) = self.hub_listen {
             cfg.hub.listen = a;
+        }
+        if let Some(v) = self.node_cert_validity {
+            cfg.hub.node_cert_validity_seconds = v.as_secs();
         }
         let origin = self
             .config
@@ -247,6 +258,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if let Some(a) = args.metrics_listen {
                 cfg.metrics.listen = a;
+            }
+            if let Some(v) = args.node_cert_validity {
+                cfg.hub.node_cert_validity_seconds = v.as_secs();
+            }
+            let origin = args
+                .config
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "flags".into());
+            if let Err(e) = cfg.validate(&origin) {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
             }
             if args.check {
                 println!("configuration ok");

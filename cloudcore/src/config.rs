@@ -156,7 +156,15 @@ pub struct HubSection {
     pub ping_seconds: u64,
     /// Seconds of silence after which a session is dropped.
     pub idle_seconds: u64,
+    /// Lifetime of the node certificates the hub issues (join and renewal), in seconds.
+    /// Edges renew over the link at about 80% of it. Between 10 s and 10 years.
+    pub node_cert_validity_seconds: u64,
 }
+
+/// Shortest accepted `hub.node_cert_validity_seconds` (tests use tens of seconds).
+pub const MIN_NODE_CERT_VALIDITY_SECONDS: u64 = 10;
+/// Longest accepted `hub.node_cert_validity_seconds`: the node CA's own lifetime.
+pub const MAX_NODE_CERT_VALIDITY_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
 /// `[metrics]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -187,6 +195,7 @@ impl Default for HubSection {
             max_frame_bytes: 4 * 1024 * 1024,
             ping_seconds: 15,
             idle_seconds: 45,
+            node_cert_validity_seconds: crate::nodeca::DEFAULT_NODE_CERT_VALIDITY.as_secs(),
         }
     }
 }
@@ -257,6 +266,17 @@ impl Config {
                 "must be greater than hub.ping_seconds (> 0)",
             ));
         }
+        if !(MIN_NODE_CERT_VALIDITY_SECONDS..=MAX_NODE_CERT_VALIDITY_SECONDS)
+            .contains(&self.hub.node_cert_validity_seconds)
+        {
+            return Err(bad(
+                "hub.node_cert_validity_seconds",
+                &format!(
+                    "must be between {MIN_NODE_CERT_VALIDITY_SECONDS} (10 s) and {MAX_NODE_CERT_VALIDITY_SECONDS} (10 years), got {}",
+                    self.hub.node_cert_validity_seconds
+                ),
+            ));
+        }
         if self.lifecycle.grace_seconds == 0 {
             return Err(bad("lifecycle.grace_seconds", "must be at least 1"));
         }
@@ -325,6 +345,35 @@ mod tests {
         assert_eq!(Config::default().autonomy.webhook_addr(), None);
         let err = Config::parse("[autonomy]\nwebhook_listen = \"nope\"\n", "f.toml").unwrap_err();
         assert!(err.to_string().contains("autonomy.webhook_listen"), "{err}");
+    }
+
+    #[test]
+    fn node_cert_validity_is_bounded() {
+        assert_eq!(
+            Config::default().hub.node_cert_validity_seconds,
+            365 * 24 * 3600
+        );
+        let ok = Config::parse("[hub]\nnode_cert_validity_seconds = 10\n", "f.toml").unwrap();
+        assert_eq!(ok.hub.node_cert_validity_seconds, 10);
+        for bad in ["9", "0", "315360001"] {
+            let err = Config::parse(
+                &format!("[hub]\nnode_cert_validity_seconds = {bad}\n"),
+                "f.toml",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.starts_with("f.toml: hub.node_cert_validity_seconds: must be between 10"),
+                "{err}"
+            );
+        }
+        let err = Config::parse("[hub]\nnode_cert_validity_seconds = \"1y\"\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("node_cert_validity_seconds") || err.starts_with("f.toml:2:"),
+            "{err}"
+        );
     }
 
     #[test]

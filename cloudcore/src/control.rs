@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::edge::EdgeCache;
 use crate::hub::{Hub, HubConfig};
-use crate::join::Bootstrap;
+use crate::join::{Bootstrap, JoinConfig};
 
 /// A running control plane.
 #[derive(Debug)]
@@ -63,7 +63,11 @@ pub async fn start(
     if !hub_addr.ip().is_unspecified() {
         sans.push(hub_addr.ip().to_string());
     }
-    let bootstrap = Bootstrap::new(client.clone(), &sans)
+    let join_cfg = JoinConfig {
+        node_cert_validity: Duration::from_secs(cfg.hub.node_cert_validity_seconds),
+        ..JoinConfig::default()
+    };
+    let bootstrap = Bootstrap::with_config(client.clone(), &sans, join_cfg)
         .await
         .context("loading the node CA")?;
     let cache = EdgeCache::start(client.clone(), shutdown.clone()).await;

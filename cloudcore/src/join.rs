@@ -134,6 +134,21 @@ pub enum JoinError {
     /// The CSR was refused.
     #[error("invalid CSR: {0}")]
     InvalidCsr(String),
+    /// A renewal CSR asks for another identity than the session's node.
+    #[error(
+        "the CSR's subject {subject:?} is not this node's identity (CN system:node:{node}, O system:nodes)"
+    )]
+    CsrIdentityMismatch {
+        /// The session's node.
+        node: String,
+        /// The subject the CSR asked for.
+        subject: String,
+    },
+    /// A renewal for a node whose Node object is gone or whose certificate was revoked.
+    #[error(
+        "node {0:?} was deleted (its certificates are revoked); join it again with a new token"
+    )]
+    NodeRevoked(String),
     /// Signing failed.
     #[error("signing the certificate: {0}")]
     Sign(String),
@@ -162,6 +177,8 @@ impl JoinError {
             JoinError::InvalidLabels(_) => (400, "InvalidLabels"),
             JoinError::NodeNameInUse(_) => (409, "NodeNameInUse"),
             JoinError::InvalidCsr(_) => (400, "InvalidCSR"),
+            JoinError::CsrIdentityMismatch { .. } => (403, "CSRIdentityMismatch"),
+            JoinError::NodeRevoked(_) => (403, "NodeRevoked"),
             JoinError::Sign(_) | JoinError::Api { .. } => (500, "InternalError"),
         }
     }
@@ -342,12 +359,42 @@ impl Bootstrap {
     }
 
     /// Signs a renewal CSR for a connected node (the hub's `CERT_RENEW_REQUEST`) and
-    /// records the new serial under the node's current UID.
+    /// records the new serial under the node's current UID. `serial` is the certificate the
+    /// session authenticated with. Refused: a CSR that does not parse (`InvalidCSR`), one
+    /// naming another identity (`CSRIdentityMismatch`), a revoked certificate or a deleted
+    /// Node (`NodeRevoked`: deleting the Node is how an operator evicts an edge, and a
+    /// renewal must not outlive that).
     pub async fn renew_certificate(
         &self,
         node: &str,
+        serial: &str,
         csr_pem: &str,
     ) -> Result<IssuedCert, JoinError> {
+        let mismatch =
+            crate::nodeca::csr_identity_mismatch(csr_pem, node).map_err(|e| match e {
+                crate::nodeca::NodeCaError::InvalidCsr(m) => JoinError::InvalidCsr(m),
+                other => JoinError::Sign(other.to_string()),
+            })?;
+        if let Some(subject) = mismatch {
+            return Err(JoinError::CsrIdentityMismatch {
+                node: node.to_owned(),
+                subject,
+            });
+        }
+        if self.is_revoked(serial) {
+            return Err(JoinError::NodeRevoked(node.to_owned()));
+        }
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let existing = nodes.get_opt(node).await.map_err(|source| JoinError::Api {
+            action: "reading the Node",
+            source,
+        })?;
+        let Some(uid) = existing
+            .filter(|n| n.metadata.deletion_timestamp.is_none())
+            .and_then(|n| n.metadata.uid)
+        else {
+            return Err(JoinError::NodeRevoked(node.to_owned()));
+        };
         let issued = self
             .ca
             .sign_csr(
@@ -360,16 +407,6 @@ impl Bootstrap {
                 crate::nodeca::NodeCaError::InvalidCsr(m) => JoinError::InvalidCsr(m),
                 other => JoinError::Sign(other.to_string()),
             })?;
-        let nodes: Api<Node> = Api::all(self.client.clone());
-        let uid = nodes
-            .get_opt(node)
-            .await
-            .map_err(|source| JoinError::Api {
-                action: "reading the Node",
-                source,
-            })?
-            .and_then(|n| n.metadata.uid)
-            .unwrap_or_default();
         self.record(node, &uid, &issued).await?;
         Ok(issued)
     }

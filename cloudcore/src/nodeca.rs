@@ -49,8 +49,15 @@ pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 pub const DEFAULT_NODE_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Lifetime of CloudHub's serving certificate (re-minted at every start).
 const SERVING_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
-/// Certificates start this far in the past so peers with a slightly slow clock accept them.
+/// Certificates start this far in the past so peers with a slightly slow clock accept them
+/// (node certificates: at most this, see [`backdate`]).
 const BACKDATE: Duration = Duration::from_secs(3600);
+
+/// How far a node certificate of lifetime `validity` is backdated for clock skew:
+/// min(1 h, 10% of the lifetime), so a short-lived certificate is not mostly in the past.
+pub fn backdate(validity: Duration) -> Duration {
+    BACKDATE.min(validity / 10)
+}
 
 /// Errors of the node CA.
 #[derive(Debug, thiserror::Error)]
@@ -295,7 +302,7 @@ impl NodeCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(serial);
-        set_validity(&mut params, now - secs(BACKDATE), not_after)?;
+        set_validity(&mut params, now - secs(backdate(validity)), not_after)?;
         csr.params = params;
         let cert = csr
             .signed_by(&self.issuer()?)
@@ -388,6 +395,39 @@ pub fn normalize_serial_hex(s: &str) -> String {
         .to_ascii_lowercase();
     let t = t.trim_start_matches('0');
     if t.is_empty() { "0".into() } else { t.into() }
+}
+
+/// Checks that a PEM CSR asks for exactly `node`'s identity: CN `system:node:<node>` and
+/// every O `system:nodes` (at least one). A renewal must not be a way to obtain another
+/// node's (or another group's) certificate even though [`NodeCa::sign_csr`] only takes the
+/// public key: a CSR naming someone else is refused rather than silently rewritten.
+/// `Err(InvalidCsr)` when it does not parse, `Ok(Some(subject))` naming the mismatch.
+pub fn csr_identity_mismatch(csr_pem: &str, node: &str) -> Result<Option<String>, NodeCaError> {
+    use x509_parser::prelude::FromDer;
+    let invalid = |m: String| NodeCaError::InvalidCsr(m);
+    let (_, pem) = x509_parser::pem::parse_x509_pem(csr_pem.as_bytes())
+        .map_err(|e| invalid(format!("not PEM: {e}")))?;
+    if pem.label != "CERTIFICATE REQUEST" {
+        return Err(invalid(format!(
+            "expected a CERTIFICATE REQUEST PEM block, got {:?}",
+            pem.label
+        )));
+    }
+    let (_, csr) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&pem.contents)
+            .map_err(|e| invalid(format!("not a PKCS#10 request: {e}")))?;
+    let subject = &csr.certification_request_info.subject;
+    let cns: Vec<&str> = subject
+        .iter_common_name()
+        .filter_map(|a| a.as_str().ok())
+        .collect();
+    let orgs: Vec<&str> = subject
+        .iter_organization()
+        .filter_map(|a| a.as_str().ok())
+        .collect();
+    let want_cn = format!("{NODE_CN_PREFIX}{node}");
+    let ok = cns == [want_cn.as_str()] && !orgs.is_empty() && orgs.iter().all(|o| *o == NODE_GROUP);
+    Ok((!ok).then(|| subject.to_string().chars().take(256).collect()))
 }
 
 fn serial_hex_of(bytes: &[u8]) -> String {

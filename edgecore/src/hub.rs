@@ -15,6 +15,7 @@
 pub mod conn;
 pub mod journal;
 pub mod link;
+pub mod renew;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -67,8 +68,12 @@ impl Default for HubStatus {
 pub struct HubConfig {
     /// cloudcore's hub.
     pub server: ServerUrl,
-    /// Mutual-TLS client config (node cert, node CA).
+    /// Mutual-TLS client config (node cert, node CA): used as is when `pki` is `None`,
+    /// else only when the files cannot be read at a dial.
     pub tls: Arc<rustls::ClientConfig>,
+    /// The node's PKI files: read again at every dial and rotated over the link
+    /// ([`renew`]). `None` (tests with in-memory credentials): no rotation.
+    pub pki: Option<crate::config::PkiConfig>,
     /// Protocol tuning.
     pub link: LinkConfig,
     /// The HELLO this node announces.
@@ -104,7 +109,15 @@ struct Conn {
 /// `config.grace`.
 pub async fn run(config: HubConfig, deps: HubDeps, shutdown: CancellationToken) {
     let backoff = Backoff::new(config.link.backoff_initial, config.link.backoff_max);
+    let renewer = config.pki.clone().map(|pki| {
+        let hint = format!(
+            "edgecore join --server {} --token <fresh token> --node-name {}",
+            config.server, config.hello.node_name
+        );
+        renew::Renewer::new(pki, config.hello.node_name.clone(), hint)
+    });
     let mut hub = Hub {
+        renewer,
         state: LinkState::new(config.link.clone(), config.hello.clone(), backoff),
         limits: Limits::with_max_frame(config.link.max_frame),
         config,
@@ -118,10 +131,12 @@ pub async fn run(config: HubConfig, deps: HubDeps, shutdown: CancellationToken) 
     loop {
         hub.process_events().await;
         hub.drain_outbox().await;
+        hub.maybe_renew().await;
         if !hub.events.is_empty() {
             continue;
         }
         let deadline = earliest(hub.state.next_deadline(), hub.deps.outbox.next_wakeup());
+        let deadline = earliest(deadline, hub.renew_deadline());
         tokio::select! {
             () = shutdown.cancelled() => break,
             res = join_opt(&mut hub.apply) => {
@@ -141,6 +156,7 @@ pub async fn run(config: HubConfig, deps: HubDeps, shutdown: CancellationToken) 
 }
 
 struct Hub {
+    renewer: Option<renew::Renewer>,
     state: LinkState,
     config: HubConfig,
     deps: HubDeps,
@@ -213,6 +229,11 @@ impl Hub {
                     }
                 }
             }
+            Action::CertRenewed(response) => self.on_renewed(&response),
+            Action::CertRenewRefused(info) => {
+                self.renew_failed("refused", &info.reason, 60);
+            }
+            Action::CertRenewAbandoned => self.renew_failed("failed", "session ended", 5),
             Action::CloudError(info) => {
                 self.deps
                     .metrics
@@ -261,6 +282,124 @@ impl Hub {
         }
     }
 
+    /// The TLS configuration for the next dial: the PKI files read again (finishing an
+    /// interrupted rotation, picking up a re-join), else the one edgecore started with.
+    fn link_tls(&mut self) -> Arc<rustls::ClientConfig> {
+        let now = unix_now();
+        let Some(renewer) = self.renewer.as_mut() else {
+            return self.config.tls.clone();
+        };
+        let tls = match renewer.load(now) {
+            Ok(tls) => tls,
+            Err(e) => {
+                tracing::warn!(error = %conn::chain(&e), "cannot read the node certificate files; dialing with the ones loaded at start");
+                self.config.tls.clone()
+            }
+        };
+        self.update_expiry_gauge();
+        tls
+    }
+
+    fn update_expiry_gauge(&self) {
+        if let Some(secs) = self.renewer.as_ref().and_then(|r| r.expires_in(unix_now())) {
+            self.deps.metrics.cert_expiry_seconds.set(secs);
+        }
+    }
+
+    /// When the loop must wake for the renewal: its due time while live; while backing
+    /// off, a short poll for credentials a re-join wrote.
+    fn renew_deadline(&self) -> Option<Instant> {
+        let renewer = self.renewer.as_ref()?;
+        match self.state.link() {
+            Link::Live => {
+                let due = renewer.due()?;
+                let wait = u64::try_from(due - unix_now()).unwrap_or(0);
+                Some(Instant::now() + Duration::from_secs(wait))
+            }
+            Link::Backoff => Some(Instant::now() + REJOIN_POLL),
+            _ => None,
+        }
+    }
+
+    /// Starts a due renewal on a live link; in back-off, dials at once when a re-join
+    /// replaced the certificate on disk.
+    async fn maybe_renew(&mut self) {
+        let now = unix_now();
+        let link = self.state.link();
+        let Some(renewer) = self.renewer.as_mut() else {
+            return;
+        };
+        if link == Link::Backoff {
+            if renewer.files_changed() {
+                tracing::info!("new node certificate on disk (re-join?): reconnecting now");
+                self.events.push_back(Event::RetryNow);
+            }
+            return;
+        }
+        if link != Link::Live || renewer.due().is_none_or(|due| now < due) {
+            return;
+        }
+        let csr = match renewer.begin() {
+            Ok(csr) => csr,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a certificate renewal");
+                renewer.abandon(now, 60);
+                return;
+            }
+        };
+        match self.state.send_cert_renew(&csr, Instant::now()) {
+            Some(frame) => {
+                tracing::info!(id = frame.id, "renewing the node certificate");
+                self.send(&frame).await;
+            }
+            // Window full: try again shortly.
+            None => renewer.abandon(now, 1),
+        }
+    }
+
+    fn on_renewed(&mut self, response: &proto::CertRenewResponse) {
+        let Some(renewer) = self.renewer.as_mut() else {
+            return;
+        };
+        match renewer.complete(&response.cert_chain_pem) {
+            Ok(info) => {
+                self.deps
+                    .metrics
+                    .cert_renewals
+                    .get_or_create(&label("result", "renewed"))
+                    .inc();
+                tracing::info!(serial = %info.serial_hex, not_after = info.not_after,
+                    "node certificate renewed; reconnecting with it");
+                // The session keeps the old certificate; a new one authenticates with the
+                // new certificate (and the cloud ends sessions whose certificate expired).
+                self.events.push_back(Event::Closed(
+                    "node certificate renewed: reconnecting with the new certificate".to_owned(),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %conn::chain(&e), "the renewed certificate cannot be used");
+                self.renew_failed("failed", "unusable answer", 60);
+            }
+        }
+    }
+
+    fn renew_failed(&mut self, result: &str, why: &str, retry_after: i64) {
+        self.deps
+            .metrics
+            .cert_renewals
+            .get_or_create(&label("result", result))
+            .inc();
+        if let Some(renewer) = self.renewer.as_mut() {
+            tracing::warn!(
+                result,
+                why,
+                retry_after,
+                "node certificate renewal did not complete; will retry"
+            );
+            renewer.abandon(unix_now(), retry_after);
+        }
+    }
+
     fn set_state_gauge(&self, link: Link) {
         for l in Link::ALL {
             self.deps
@@ -272,11 +411,8 @@ impl Hub {
     }
 
     async fn dial(&mut self) {
-        let dial = conn::dial(
-            &self.config.server,
-            self.config.tls.clone(),
-            self.config.link.max_frame,
-        );
+        let tls = self.link_tls();
+        let dial = conn::dial(&self.config.server, tls, self.config.link.max_frame);
         let res = tokio::select! {
             r = tokio::time::timeout(self.config.connect_timeout, dial) => r,
             () = self.shutdown.cancelled() => {
@@ -435,6 +571,13 @@ impl Hub {
         self.deps.meta.end_session().await;
         tracing::info!("link closed");
     }
+}
+
+/// How often a backing-off link looks for credentials written by a re-join.
+const REJOIN_POLL: Duration = Duration::from_secs(2);
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
 }
 
 fn truncate(s: &str, max: usize) -> String {

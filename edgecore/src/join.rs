@@ -317,8 +317,16 @@ pub async fn join(req: &JoinRequest, out: &mut dyn Write) -> Result<Joined, Join
     // The pinned CA is what the link trusts; the answer's `ca` is only
     // informative here (rotation happens over the live link).
     write_file(&config.pki.ca, ca_pem.as_bytes(), 0o644)?;
-    write_file(&config.pki.key, key_pem.as_bytes(), 0o600)?;
-    write_file(&config.pki.cert, answer.certificate.as_bytes(), 0o644)?;
+    // Key and certificate as one pair: a running edgecore (re-join after the certificate
+    // expired offline) picks them up at its next dial and must never see a mismatch.
+    crate::hub::renew::write_pair(&config.pki, &key_pem, &answer.certificate).map_err(
+        |e| match e {
+            crate::hub::renew::RenewError::Write { path, source } => {
+                JoinError::Write { path, source }
+            }
+            other => JoinError::Crypto(other.to_string()),
+        },
+    )?;
     write_file(&layout.config, config.to_toml().as_bytes(), 0o644)?;
     Ok(Joined {
         config_path: layout.config,

@@ -56,6 +56,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     let metrics = Metrics::new();
     let stopping = shutdown.clone();
     let server = ServerUrl::parse(&cfg.server).map_err(RunError::Start)?;
+    // A rotation interrupted by a crash is finished before the files are used.
+    if let Err(e) = crate::hub::renew::recover_pair(&cfg.pki) {
+        tracing::warn!(error = %e, "cannot finish an interrupted certificate write");
+    }
     let tls = crate::pki::link_client_config_from(&cfg.pki)
         .map_err(|e| RunError::Pki(crate::hub::conn::chain(&e)))?;
     let listener = crate::telemetry::bind(cfg.metrics_listen)
@@ -90,6 +94,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     let hub_config = HubConfig {
         server: server.clone(),
         tls: Arc::new(tls),
+        pki: Some(cfg.pki.clone()),
         link: LinkConfig {
             ping_interval: Duration::from_secs(cfg.hub.ping_interval_secs),
             idle_timeout: Duration::from_secs(cfg.hub.idle_timeout_secs),

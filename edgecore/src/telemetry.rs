@@ -109,6 +109,12 @@ pub struct Metrics {
     pub runtime_actions: Family<Labels, Counter>,
     /// `edgecore_pods`: pods of this node the runtime manages.
     pub pods: Gauge,
+    /// `edgecore_cert_renewals_total{result}`: node certificate renewals over the link
+    /// (`renewed`, `refused`, `failed`).
+    pub cert_renewals: Family<Labels, Counter>,
+    /// `edgecore_cert_expiry_seconds`: seconds until the node certificate's notAfter
+    /// (negative once expired).
+    pub cert_expiry_seconds: Gauge,
     /// The device bus's metrics (twin requests, deltas, drivers, broker).
     pub bus: crate::bus::metrics::BusMetrics,
 }
@@ -139,6 +145,8 @@ impl Metrics {
             meta_ignored: Family::default(),
             runtime_actions: Family::default(),
             pods: Gauge::default(),
+            cert_renewals: Family::default(),
+            cert_expiry_seconds: Gauge::default(),
             bus: crate::bus::metrics::BusMetrics::default(),
         };
         let mut r = Registry::default();
@@ -213,6 +221,16 @@ impl Metrics {
             m.runtime_actions.clone(),
         );
         r.register("edgecore_pods", "Pods of this node", m.pods.clone());
+        r.register(
+            "edgecore_cert_renewals",
+            "Node certificate renewals over the link, by result",
+            m.cert_renewals.clone(),
+        );
+        r.register(
+            "edgecore_cert_expiry_seconds",
+            "Seconds until the node certificate expires (negative once expired)",
+            m.cert_expiry_seconds.clone(),
+        );
         let bus = crate::bus::metrics::BusMetrics::register(&mut r);
         Metrics {
             registry: Arc::new(r),

@@ -54,6 +54,7 @@ async fn start_edge(dir: &std::path::Path, pki: &PkiConfig, server: &str) -> Edg
     let config = HubConfig {
         server: ServerUrl::parse(server).unwrap(),
         tls: Arc::new(tls),
+        pki: None,
         link: LinkConfig {
             backoff_initial: Duration::from_millis(50),
             ..LinkConfig::default()

@@ -24,7 +24,8 @@ fn custom_values() -> Value {
         "image": {"repository": "registry.example.com/kedge/cloudcore", "tag": "1.2.3",
                   "pullPolicy": "Always"},
         "service": {"type": "LoadBalancer", "loadBalancerIP": "203.0.113.10"},
-        "hub": {"advertise": ["cloudcore.example.com", "203.0.113.10"]},
+        "hub": {"advertise": ["cloudcore.example.com", "203.0.113.10"],
+                "nodeCertValiditySeconds": 2_592_000},
         "nodeCA": {"existingSecret": "kedge-node-ca"},
         "autonomy": {"webhook": {
             "enabled": true, "certgen": "manual",
@@ -370,6 +371,10 @@ fn custom_values_render() {
         toml.contains(r#"advertise = ["cloudcore.example.com","203.0.113.10","cloudcore","#),
         "{toml}"
     );
+    assert!(
+        toml.contains("node_cert_validity_seconds = 2592000"),
+        "{toml}"
+    );
     let svc = find(&docs, "Service", "cloudcore");
     assert_eq!(svc["spec"]["loadBalancerIP"], "203.0.113.10");
 
@@ -419,6 +424,10 @@ fn bad_values_fail_with_a_clear_message() {
         (
             json!({"autonomy": {"webhook": {"enabled": true, "certgen": "manual"}}}),
             "caBundle",
+        ),
+        (
+            json!({"hub": {"nodeCertValiditySeconds": 5}}),
+            "hub.nodeCertValiditySeconds must be between 10",
         ),
     ] {
         match try_render(&values) {

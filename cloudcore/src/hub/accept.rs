@@ -172,6 +172,15 @@ fn connect(
             return text(status, &e.to_string());
         }
     };
+    if id.expired_at(crate::join::unix_now()) {
+        shared.metrics.refuse("expired_certificate");
+        tracing::warn!(%peer, node = %id.node, serial = %id.serial_hex, not_after = id.not_after,
+            "expired node certificate refused (resumed TLS session)");
+        return text(
+            StatusCode::FORBIDDEN,
+            "this node certificate has expired; join the node again with a fresh token (`edgecore join --server ... --token ...`)",
+        );
+    }
     if shared.bootstrap.is_revoked(&id.serial_hex) {
         shared.metrics.refuse("revoked");
         tracing::info!(%peer, node = %id.node, serial = %id.serial_hex, "revoked certificate refused");

@@ -18,6 +18,17 @@ pub struct PeerIdentity {
     /// The serial number, lower-case hex without separators or leading
     /// zero bytes (`"0a1b..."`).
     pub serial_hex: String,
+    /// The certificate's notAfter, Unix seconds. rustls checks it in a full handshake, but
+    /// a resumed TLS 1.3 session carries the certificate of the original handshake without
+    /// checking it again: the hub checks this at the upgrade and while the session runs.
+    pub not_after: i64,
+}
+
+impl PeerIdentity {
+    /// Whether the certificate expired at `now` (Unix seconds).
+    pub fn expired_at(&self, now: i64) -> bool {
+        now > self.not_after
+    }
 }
 
 /// Why a connection has no usable node identity.
@@ -71,6 +82,7 @@ pub fn peer_identity(chain: Option<&[CertificateDer<'_>]>) -> Result<PeerIdentit
     Ok(PeerIdentity {
         node: node.to_owned(),
         serial_hex: serial_hex(cert.raw_serial()),
+        not_after: cert.validity().not_after.timestamp(),
     })
 }
 
@@ -120,6 +132,9 @@ mod tests {
         let id = peer_identity(Some(&[der])).unwrap();
         assert_eq!(id.node, "edge-1");
         assert_eq!(id.serial_hex, "8f01");
+        // rcgen's default validity ends in 4096.
+        assert!(!id.expired_at(chrono::Utc::now().timestamp()));
+        assert!(id.expired_at(id.not_after + 1));
     }
 
     #[test]

@@ -76,6 +76,16 @@ pub struct HubMetrics {
     pub upstream: Family<UpstreamLabel, Counter>,
     /// Sessions closed per reason.
     pub closed: Family<ReasonLabel, Counter>,
+    /// Certificate renewals over the link per result (`issued`, or the refusal reason:
+    /// `InvalidCSR`, `CSRIdentityMismatch`, `NodeRevoked`, `InternalError`).
+    pub cert_renewals: Family<ResultLabel, Counter>,
+}
+
+/// `{result}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `issued` or a refusal reason.
+    pub result: String,
 }
 
 impl HubMetrics {
@@ -123,6 +133,11 @@ impl HubMetrics {
             "Closed sessions by reason",
             m.closed.clone(),
         );
+        reg.register(
+            "cert_renewals",
+            "Node certificate renewals over the link by result",
+            m.cert_renewals.clone(),
+        );
         for phase in Phase::ALL {
             let _ = m.sessions.get_or_create(&StateLabel {
                 state: phase.label(),
@@ -136,6 +151,15 @@ impl HubMetrics {
         self.refused
             .get_or_create(&ReasonLabel {
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a certificate renewal by result.
+    pub fn cert_renewal(&self, result: &str) {
+        self.cert_renewals
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
             })
             .inc();
     }

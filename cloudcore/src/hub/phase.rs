@@ -87,6 +87,8 @@ pub enum CloseReason {
     NodeDeleted,
     /// The node's certificate was revoked.
     Revoked,
+    /// The certificate the session authenticated with expired (the edge did not renew).
+    CertificateExpired,
     /// The caches do not know the node (no edge Node object).
     UnknownNode,
     /// Nothing heard from the edge for the idle timeout.
@@ -113,6 +115,7 @@ impl CloseReason {
             CloseReason::Replaced => "replaced",
             CloseReason::NodeDeleted => "node_deleted",
             CloseReason::Revoked => "revoked",
+            CloseReason::CertificateExpired => "certificate_expired",
             CloseReason::UnknownNode => "unknown_node",
             CloseReason::Idle => "idle",
             CloseReason::PeerClosed => "peer_closed",
@@ -130,6 +133,10 @@ impl CloseReason {
             CloseReason::Replaced => (409, "a newer session of this node replaced this one"),
             CloseReason::NodeDeleted => (403, "the Node object was deleted"),
             CloseReason::Revoked => (403, "the node certificate was revoked; join again"),
+            CloseReason::CertificateExpired => (
+                403,
+                "the node certificate expired; it should have been renewed over the link — join again with a fresh token",
+            ),
             CloseReason::UnknownNode => (
                 403,
                 "no edge Node object of this name exists (deleted, or not labelled as an edge); join again",

@@ -265,6 +265,8 @@ struct Session {
     nonce: u64,
     /// Serial of the client certificate (revocation is checked while live).
     serial: String,
+    /// notAfter (Unix seconds) of the client certificate: the session ends with it.
+    not_after: i64,
     /// Consecutive checks that found no Node object.
     node_missing: u8,
     /// Set once the Node and Lease were created for this session.
@@ -302,6 +304,7 @@ impl Session {
             next_ping: now + shared.cfg.ping,
             nonce: 0,
             serial: peer.serial_hex.clone(),
+            not_after: peer.not_after,
             node_missing: 0,
             registered: Arc::new(AtomicBool::new(false)),
             beating: Arc::new(AtomicBool::new(false)),
@@ -395,13 +398,16 @@ impl Session {
     }
 
     /// Whether the node may keep its session: its certificate must not be
-    /// revoked, and its Node must exist once it was created (two checks in
+    /// revoked nor expired, and its Node must exist once it was created (two checks in
     /// a row, so a Node the cache has not seen yet is not mistaken for a
     /// deleted one). The change feed reports a deletion sooner; this also
     /// covers a lagged feed.
     fn still_admitted(&mut self) -> Option<CloseReason> {
         if self.shared.bootstrap.is_revoked(&self.serial) {
             return Some(CloseReason::Revoked);
+        }
+        if crate::join::unix_now() > self.not_after {
+            return Some(CloseReason::CertificateExpired);
         }
         let cache = &self.shared.cache;
         if !self.registered.load(Ordering::Acquire) || !cache.is_synced() {

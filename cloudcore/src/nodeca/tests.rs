@@ -141,3 +141,75 @@ fn serial_hex_is_normalised() {
     assert_eq!(normalize_serial_hex("0x00ff"), "ff");
     assert_eq!(normalize_serial_hex("000"), "0");
 }
+
+fn node_csr(cn: &str, org: Option<&str>) -> String {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    if let Some(org) = org {
+        dn.push(DnType::OrganizationName, org);
+    }
+    params.distinguished_name = dn;
+    params
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem")
+}
+
+#[test]
+fn short_lived_certificates_are_backdated_by_a_tenth() {
+    assert_eq!(backdate(Duration::from_secs(20)), Duration::from_secs(2));
+    assert_eq!(
+        backdate(Duration::from_secs(36_000)),
+        Duration::from_secs(3600)
+    );
+    assert_eq!(
+        backdate(DEFAULT_NODE_CERT_VALIDITY),
+        Duration::from_secs(3600)
+    );
+    let ca = NodeCa::generate(SystemTime::now()).expect("ca");
+    let now = SystemTime::now();
+    let issued = ca
+        .sign_csr(&csr("x"), "n", Duration::from_secs(20), now)
+        .expect("sign");
+    let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("der");
+    let (_, x509) = x509_parser::parse_x509_certificate(&der).expect("x509");
+    let v = x509.validity();
+    assert_eq!(v.not_before.timestamp(), unix_secs(now) - 2);
+    assert_eq!(v.not_after.timestamp(), unix_secs(now) + 20);
+}
+
+#[test]
+fn renewal_csr_must_name_exactly_the_node() {
+    let ok = node_csr("system:node:edge-1", Some("system:nodes"));
+    assert_eq!(csr_identity_mismatch(&ok, "edge-1").expect("parse"), None);
+    for (cn, org) in [
+        ("system:node:edge-2", Some("system:nodes")),
+        ("system:node:edge-1", Some("system:masters")),
+        ("system:node:edge-1", None),
+        ("system:admin", Some("system:nodes")),
+    ] {
+        let bad = node_csr(cn, org);
+        let subject = csr_identity_mismatch(&bad, "edge-1")
+            .expect("parse")
+            .unwrap_or_else(|| panic!("{cn} {org:?} accepted"));
+        assert!(subject.contains(cn), "{subject}");
+    }
+    for garbage in [
+        "garbage",
+        "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+    ] {
+        assert!(matches!(
+            csr_identity_mismatch(garbage, "edge-1"),
+            Err(NodeCaError::InvalidCsr(_))
+        ));
+    }
+    // A certificate is not a CSR.
+    let ca = NodeCa::generate(SystemTime::now()).expect("ca");
+    assert!(matches!(
+        csr_identity_mismatch(ca.cert_pem(), "edge-1"),
+        Err(NodeCaError::InvalidCsr(_))
+    ));
+}

@@ -121,7 +121,13 @@ struct Session {
     /// Upstream frames acked recently (id, key, seq), for a RESPONSE that
     /// arrives after the ACK covering its request.
     recent: VecDeque<(u64, String, u64)>,
+    /// Id of the CERT_RENEW_REQUEST in flight, until answered.
+    renew_id: Option<u64>,
 }
+
+/// The send-window key of a CERT_RENEW_REQUEST (never an outbox key: those are resource
+/// keys with slashes).
+pub const RENEW_KEY: &str = "cert-renew";
 
 /// How many acked upstream frames are remembered for late RESPONSEs.
 const RECENT: usize = 256;
@@ -190,6 +196,29 @@ impl LinkState {
         Some(frame)
     }
 
+    /// Sends a CERT_RENEW_REQUEST through the send window (sequenced, retransmitted like
+    /// any upstream frame). `None` unless the link is live, the window has room and no
+    /// renewal is in flight.
+    pub fn send_cert_renew(&mut self, csr_pem: &str, now: Instant) -> Option<Frame> {
+        if self.link != Link::Live {
+            return None;
+        }
+        let s = self.session.as_mut()?;
+        if s.renew_id.is_some() || s.window.is_full() {
+            return None;
+        }
+        let id = s.window.next_id()?;
+        let frame = Frame::cert_renew_request(id, csr_pem);
+        let out = Outbound {
+            key: RENEW_KEY.to_owned(),
+            seq: 0,
+            frame: frame.clone(),
+        };
+        s.window.push(out, now).ok()?;
+        s.renew_id = Some(id);
+        Some(frame)
+    }
+
     /// The earliest moment a [`Event::Tick`] has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
         match (self.link, &self.session) {
@@ -229,6 +258,11 @@ impl LinkState {
             }
             Event::Closed(reason) => self.fail(reason, now, &mut out),
             Event::Tick => self.on_tick(now, &mut out),
+            Event::RetryNow => {
+                if self.link == Link::Backoff {
+                    self.dial(&mut out);
+                }
+            }
         }
         out
     }
@@ -269,6 +303,7 @@ impl LinkState {
             idle_timeout: self.config.idle_timeout,
             max_frame: self.config.max_frame,
             recent: VecDeque::new(),
+            renew_id: None,
         });
         let mut hello = self.hello.clone();
         hello.min_version = proto::MIN_PROTOCOL_VERSION;
@@ -283,6 +318,9 @@ impl LinkState {
             return;
         }
         let began = matches!(self.link, Link::Syncing | Link::Live);
+        if self.session.as_ref().is_some_and(|s| s.renew_id.is_some()) {
+            out.push(Action::CertRenewAbandoned);
+        }
         if began {
             // A session that got through HELLO counts as a success for the
             // back-off: the next failure starts from the initial delay again.
@@ -388,9 +426,14 @@ impl LinkState {
                             }
                             s.recent.push_back((*id, o.key.clone(), o.seq));
                         }
-                        out.push(Action::Acked(
-                            released.into_iter().map(|(_, o)| o).collect(),
-                        ));
+                        let acked: Vec<Outbound> = released
+                            .into_iter()
+                            .map(|(_, o)| o)
+                            .filter(|o| o.key != RENEW_KEY)
+                            .collect();
+                        if !acked.is_empty() {
+                            out.push(Action::Acked(acked));
+                        }
                     }
                     Err(e) => self.fail(format!("protocol violation: {e}"), now, out),
                 }
@@ -412,16 +455,25 @@ impl LinkState {
                     out.push(Action::Responded { key, seq, response });
                 }
             }
+            Kind::CertRenewResponse if frame.ack_of.is_some() && frame.ack_of == s.renew_id => {
+                s.renew_id = None;
+                match frame.control::<proto::CertRenewResponse>() {
+                    Ok(response) => out.push(Action::CertRenewed(response)),
+                    Err(_) => out.push(Action::CertRenewAbandoned),
+                }
+            }
             Kind::Ping => reply_pong(&frame, out),
             Kind::Pong => {}
             Kind::Error => {
-                out.push(Action::CloudError(
-                    frame.control::<ErrorInfo>().unwrap_or_default(),
-                ));
+                let info = frame.control::<ErrorInfo>().unwrap_or_default();
+                if info.in_reply_to != 0 && Some(info.in_reply_to) == s.renew_id {
+                    s.renew_id = None;
+                    out.push(Action::CertRenewRefused(info.clone()));
+                }
+                out.push(Action::CloudError(info));
             }
-            // HELLO_ACK again, or kinds only the edge sends, or not yet
-            // implemented here (certificate rotation): ignored and counted by
-            // the IO loop through the frames-in metric.
+            // HELLO_ACK again, or kinds only the edge sends: ignored and
+            // counted by the IO loop through the frames-in metric.
             _ => {}
         }
     }

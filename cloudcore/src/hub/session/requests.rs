@@ -67,15 +67,17 @@ impl Session {
                     .csr_pem;
                 let bootstrap = self.shared.bootstrap.clone();
                 let node = self.node.clone();
+                let serial = self.serial.clone();
                 let id = frame.id;
                 self.running = Some(Box::pin(async move {
-                    let answer = bootstrap
-                        .renew_certificate(&node, &csr)
-                        .await
-                        .map(|issued| CertRenewResponse {
-                            cert_chain_pem: issued.cert_pem,
-                            ca_pem: bootstrap.ca_pem().to_owned(),
-                        });
+                    let answer =
+                        bootstrap
+                            .renew_certificate(&node, &serial, &csr)
+                            .await
+                            .map(|issued| CertRenewResponse {
+                                cert_chain_pem: issued.cert_pem,
+                                ca_pem: bootstrap.ca_pem().to_owned(),
+                            });
                     Done {
                         id,
                         kind,
@@ -157,6 +159,7 @@ impl Session {
                         code: "200".into(),
                     })
                     .inc();
+                metrics.cert_renewal("issued");
                 tracing::info!(id, "node certificate renewed");
                 self.commit(id, now);
                 self.push(&Frame::cert_renew_response(id, &response));
@@ -171,7 +174,8 @@ impl Session {
                         code: code.to_string(),
                     })
                     .inc();
-                tracing::warn!(id, code, reason, error = %e, "certificate renewal failed");
+                metrics.cert_renewal(reason);
+                tracing::warn!(id, code, reason, error = %e, "certificate renewal refused");
                 if upstream::is_final(code) {
                     self.commit(id, now);
                     self.error(u32::from(code), reason, e.to_string(), id);

@@ -1,5 +1,9 @@
 {{/* cloudcore.toml (see `cloudcore config print-default`); `cloudcore run --check` validates it. */}}
 {{- define "cloudcore.config" -}}
+{{- $validity := int64 .Values.hub.nodeCertValiditySeconds }}
+{{- if or (lt $validity 10) (gt $validity 315360000) }}
+{{- fail (printf "hub.nodeCertValiditySeconds must be between 10 and 315360000 (10 years), got %d" $validity) }}
+{{- end -}}
 # Rendered by the cloudcore Helm chart from its values.
 [hub]
 listen = "0.0.0.0:{{ int .Values.hub.port }}"
@@ -8,6 +12,7 @@ advertise = {{ include "cloudcore.advertise" . }}
 max_frame_bytes = {{ int64 .Values.hub.maxFrameBytes }}
 ping_seconds = {{ int64 .Values.hub.pingSeconds }}
 idle_seconds = {{ int64 .Values.hub.idleSeconds }}
+node_cert_validity_seconds = {{ $validity }}
 
 [metrics]
 listen = "0.0.0.0:{{ int .Values.metrics.port }}"

@@ -31,6 +31,8 @@ pub enum Event {
     Closed(String),
     /// A timer fired (or just: time passed).
     Tick,
+    /// New credentials are on disk (a re-join while offline): end a back-off now.
+    RetryNow,
 }
 
 /// An upstream frame in flight, and what it carries.
@@ -71,6 +73,12 @@ pub enum Action {
         /// The result.
         response: Response,
     },
+    /// The cloud answered the certificate renewal in flight.
+    CertRenewed(proto::CertRenewResponse),
+    /// The cloud refused the certificate renewal in flight.
+    CertRenewRefused(ErrorInfo),
+    /// The session ended with a certificate renewal in flight.
+    CertRenewAbandoned,
     /// The cloud sent an ERROR: log and count it.
     CloudError(ErrorInfo),
     /// The link changed state (for metrics, status and the node reporter).
