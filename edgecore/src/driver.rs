@@ -37,6 +37,9 @@ pub const DEFAULT_COLLECT: Duration = Duration::from_millis(1000);
 pub const MIN_CYCLE: Duration = Duration::from_millis(10);
 /// Longest accepted cycle (KubeEdge's documentation sample says 10000000000, meaning ns).
 pub const MAX_CYCLE: Duration = Duration::from_secs(24 * 3600);
+/// How long a restarted driver waits for its predecessor to end (and release the serial
+/// port or pins) before it opens the device anyway.
+pub const RESTART_WAIT: Duration = Duration::from_secs(2);
 
 /// What a driver tells the bus.
 #[derive(Debug, Clone, PartialEq)]
@@ -347,10 +350,12 @@ impl Drivers {
             .filter(|(k, r)| wanted.get(*k) != Some(&r.plan))
             .map(|(k, _)| k.clone())
             .collect();
+        let mut stopped = BTreeMap::new();
         for key in stale {
             if let Some(r) = self.running.remove(&key) {
                 r.cancel.cancel();
                 info!(device = %key, protocol = r.plan.protocol(), "driver stopped");
+                stopped.insert(key, r.task);
             }
         }
         let mut started = Vec::new();
@@ -367,9 +372,10 @@ impl Drivers {
             };
             let cancel = ctx.cancel.clone();
             info!(device = %key, protocol = plan.protocol(), "driver started");
+            let previous = stopped.remove(&key);
             let task = match plan.clone() {
-                Plan::Gpio(p) => tokio::spawn(gpio::run(p, self.sim_dir.clone(), ctx, rx)),
-                Plan::Modbus(p) => tokio::spawn(modbus::run(p, ctx, rx)),
+                Plan::Gpio(p) => spawn_after(previous, gpio::run(p, self.sim_dir.clone(), ctx, rx)),
+                Plan::Modbus(p) => spawn_after(previous, modbus::run(p, ctx, rx)),
             };
             self.running.insert(
                 key.clone(),
@@ -416,6 +422,23 @@ impl Drivers {
             let _ = tokio::time::timeout(Duration::from_secs(2), r.task).await;
         }
     }
+}
+
+/// Spawns `driver` once `previous` (the cancelled task of the same device) has ended, or
+/// after [`RESTART_WAIT`]: a restarted Modbus RTU driver would otherwise race its
+/// predecessor for the serial port's lock and fail to open it. The bus loop never waits.
+pub fn spawn_after<F>(previous: Option<JoinHandle<()>>, driver: F) -> JoinHandle<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Some(previous) = previous
+            && tokio::time::timeout(RESTART_WAIT, previous).await.is_err()
+        {
+            warn!(wait = ?RESTART_WAIT, "the previous driver did not stop in time; starting anyway");
+        }
+        driver.await;
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,9 @@
 //! says `state: simulated`), a real pymodbus RTU slave behind a socat PTY pair, and a real
 //! pymodbus Modbus TCP slave driven by KubeEdge's own Device/DeviceModel sample (only its
 //! address and node rewritten, as the fixture's README asks).
+//!
+//! The Devices are applied before their DeviceModels: the edge holds them (no driver, twin
+//! updates answered 503 `model_missing`, `state: model-missing`) until the models arrive.
 
 #![allow(clippy::unwrap_used)]
 
@@ -205,9 +208,6 @@ fn pin(dir: &Path, pin: u8) -> String {
 }
 
 #[test]
-#[ignore = "known bug: through cloudcore the drivers sometimes run without the DeviceModel's \
-            types (led reported \"1\" not \"true\"; KubeEdge sample temp 30 written as the \
-            string \"30\", 0x3033) — see the devices helper's report; run with --ignored"]
 fn gpio_and_modbus_devices_through_the_whole_system() {
     let modbus = have("socat", &["-V"]) && have("python3", &["-c", "import pymodbus, serial"]);
     if !modbus {
@@ -233,15 +233,50 @@ fn gpio_and_modbus_devices_through_the_whole_system() {
         &t.dir.path().join("tcp.json"),
     );
 
-    // DeviceModels first: see the report on a Device that reaches the edge before its model.
+    // Devices before their DeviceModels (the order `kubectl apply -f dir/` often gives):
+    // the edge holds them — no driver, twin updates refused, `state: model-missing`.
     let all = format!("{}\n---\n{}", manifests(&a), kubeedge_sample(tcp_port));
     let (models, devices): (Vec<&str>, Vec<&str>) = all
         .split("\n---\n")
         .partition(|doc| doc.contains("kind: DeviceModel"));
-    s.apply(&models.join("\n---\n"));
-    std::thread::sleep(Duration::from_secs(3));
     s.apply(&devices.join("\n---\n"));
+    for name in ["board", "plc", "beta1-device"] {
+        wait_device(&t, name, "held: state model-missing", 30 * SECS, |d| {
+            d["status"]["state"] == "model-missing"
+        });
+    }
+    let m = t.metrics();
+    assert_eq!(metric(&m, "edgecore_devices_held"), 3.0, "{m:?}");
+    assert_eq!(metric(&m, "edgecore_devices"), 3.0, "{m:?}");
+    let sub = Sub::start(t.port, &[&device_topic("board", "twin/update/result")]);
+    publish(
+        t.port,
+        &device_topic("board", "twin/update"),
+        &twin_msg("held-1", &[("button", "true")]),
+    );
+    let r = sub.expect(&device_topic("board", "twin/update/result"), 10 * SECS);
+    assert_eq!(
+        (r["code"].as_u64(), r["reason"].as_str()),
+        (Some(503), Some("model_missing")),
+        "{r}"
+    );
     let gpio = t.gpio_dir();
+    assert_ne!(pin(&gpio, 17), "1", "no driver runs while held");
+    let m = t.metrics();
+    let started = |p: &str| {
+        metric(
+            &m,
+            &format!("edgecore_driver_reads_total{{protocol=\"{p}\",result=\"ok\"}}"),
+        )
+    };
+    assert_eq!(
+        started("gpio") + started("modbus"),
+        0.0,
+        "no driver runs while held: {m:?}"
+    );
+
+    // The models arrive: the devices are released and converge.
+    s.apply(&models.join("\n---\n"));
 
     // GPIO: the desired level reaches the pin; the device is labelled simulated.
     wait_for("led pin driven high", 30 * SECS, || pin(&gpio, 17) == "1");
@@ -351,6 +386,7 @@ fn gpio_and_modbus_devices_through_the_whole_system() {
         writes("modbus") >= 5.0,
         "setpoint, relay, temp written: {m:?}"
     );
+    assert_eq!(metric(&m, "edgecore_devices_held"), 0.0, "{m:?}");
     assert_eq!(metric(&m, "edgecore_devices"), 3.0, "{m:?}");
     assert!(
         metric(&m, "edgecore_device_status_sent_total") >= 6.0,

@@ -7,6 +7,12 @@
 //! or a targeted GET the state asks for through [`State::take_fetches`]) resolves it to
 //! `Present` or `Absent` (sent to the node as a tombstone).
 //!
+//! A Device is sent only once its DeviceModel is resolved (sent, or tombstoned as absent):
+//! until then it is *deferred* — left out of [`State::desired`], reported by
+//! [`State::pending_refs`] so a diff keeps whatever the edge holds for it — and released
+//! right after the model's own change. An edge never starts a driver without the model's
+//! property types because the Device overtook its model.
+//!
 //! Relists (`begin_list` … `end_list`) are buffered and applied as a diff at the end, so a
 //! reader never sees half a list.
 
@@ -88,6 +94,13 @@ struct Held {
     node: String,
     obj: DesiredObject,
     refs: BTreeSet<ResourceKey>,
+    /// A device whose current version waits for its DeviceModel to resolve (not sent).
+    deferred: bool,
+}
+
+/// Whether members of this kind wait for their references before they are sent.
+fn waits_for_refs(key: &ResourceKey) -> bool {
+    key.kind == "device"
 }
 
 #[derive(Default)]
@@ -365,7 +378,10 @@ impl State {
         for r in refs.difference(&old_refs) {
             self.ref_add(&node, r, out);
         }
-        out.push((node.clone(), NodeChange::Upsert(obj.clone())));
+        let deferred = waits_for_refs(&key) && refs.iter().any(|r| self.is_pending(r));
+        if !deferred {
+            out.push((node.clone(), NodeChange::Upsert(obj.clone())));
+        }
         for r in old_refs.difference(&refs) {
             self.ref_remove(&node, r, out);
         }
@@ -374,7 +390,55 @@ impl State {
             .or_default()
             .held
             .insert(key.clone());
-        self.held.insert(key, Held { node, obj, refs });
+        self.held.insert(
+            key,
+            Held {
+                node,
+                obj,
+                refs,
+                deferred,
+            },
+        );
+    }
+
+    /// Whether referenced `key` is not resolved yet.
+    fn is_pending(&self, key: &ResourceKey) -> bool {
+        !matches!(
+            self.refs.get(key).map(|e| &e.state),
+            Some(RefState::Present(_) | RefState::Absent)
+        )
+    }
+
+    /// `key` was just resolved: sends the deferred members of `nodes` that waited only
+    /// for it (after the change that resolved it, which the caller pushed already).
+    fn release_deferred(&mut self, nodes: &[String], key: &ResourceKey, out: &mut Vec<Change>) {
+        for node in nodes {
+            let Some(m) = self.members.get(node) else {
+                continue;
+            };
+            let waiting: Vec<ResourceKey> = m
+                .held
+                .iter()
+                .filter(|k| {
+                    self.held
+                        .get(*k)
+                        .is_some_and(|h| h.deferred && h.refs.contains(key))
+                })
+                .cloned()
+                .collect();
+            for member in waiting {
+                let ready = self
+                    .held
+                    .get(&member)
+                    .is_some_and(|h| !h.refs.iter().any(|r| self.is_pending(r)));
+                if let Some(h) = self.held.get_mut(&member)
+                    && ready
+                {
+                    h.deferred = false;
+                    out.push((node.clone(), NodeChange::Upsert(h.obj.clone())));
+                }
+            }
+        }
     }
 
     fn remove_member(&mut self, key: &ResourceKey, out: &mut Vec<Change>) {
@@ -486,7 +550,13 @@ impl State {
         for user in &entry.users {
             out.push((user.clone(), NodeChange::Upsert(obj.clone())));
         }
+        let was_pending = matches!(entry.state, RefState::Pending);
+        let key = obj.key.clone();
         entry.state = RefState::Present(obj);
+        if was_pending {
+            let users: Vec<String> = entry.users.iter().cloned().collect();
+            self.release_deferred(&users, &key, out);
+        }
     }
 
     fn ref_absent(&mut self, key: &ResourceKey, rv: Option<&str>, out: &mut Vec<Change>) {
@@ -503,9 +573,14 @@ impl State {
         if matches!(entry.state, RefState::Absent) {
             return;
         }
+        let was_pending = matches!(entry.state, RefState::Pending);
         entry.state = RefState::Absent;
         for user in &entry.users {
             out.push((user.clone(), NodeChange::Tombstone { key: key.clone() }));
+        }
+        if was_pending {
+            let users: Vec<String> = entry.users.iter().cloned().collect();
+            self.release_deferred(&users, key, out);
         }
     }
 
@@ -525,7 +600,9 @@ impl State {
                 }
             }
             for key in &m.held {
-                if let Some(h) = self.held.get(key) {
+                if let Some(h) = self.held.get(key)
+                    && !h.deferred
+                {
                     out.push(NodeChange::Upsert(h.obj.clone()));
                 }
             }
@@ -534,22 +611,19 @@ impl State {
     }
 
     /// Referenced objects of `node` not resolved yet (a GET or the watch will
-    /// tell). They are missing from [`State::desired`], and must not be
-    /// deleted at the edge because of that: their resolution arrives as a change.
+    /// tell), and the devices deferred until they are. They are missing from
+    /// [`State::desired`], and must not be deleted at the edge because of that:
+    /// their resolution arrives as a change.
     pub fn pending_refs(&self, node: &str) -> Vec<ResourceKey> {
         let Some(m) = self.members.get(node) else {
             return Vec::new();
         };
-        m.refs
-            .keys()
-            .filter(|k| {
-                !matches!(
-                    self.refs.get(*k).map(|e| &e.state),
-                    Some(RefState::Present(_) | RefState::Absent)
-                )
-            })
-            .cloned()
-            .collect()
+        let refs = m.refs.keys().filter(|k| self.is_pending(k));
+        let deferred = m
+            .held
+            .iter()
+            .filter(|k| self.held.get(*k).is_some_and(|h| h.deferred));
+        refs.chain(deferred).cloned().collect()
     }
 
     /// Whether `node` is a known edge node.

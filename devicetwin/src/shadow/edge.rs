@@ -17,7 +17,9 @@ enum Change {
     Set(PropertyWrite),
     /// Value removed.
     Remove,
-    /// Same value: refresh timestamp (and type, if given) without a version bump.
+    /// Same value: refresh timestamp (and type, if given) without a version bump. A
+    /// reported value keeps the new spelling ("1.0" after "1"), so what readers see is
+    /// what was last reported, yet spelling changes never bump versions or send deltas.
     Touch(PropertyWrite),
 }
 
@@ -78,6 +80,7 @@ fn commit(section: &mut Section, plan: BTreeMap<String, Change>, version: u64, n
             }
             Change::Touch(w) => {
                 if let Some(p) = section.props.get_mut(&name) {
+                    p.value = w.value;
                     p.timestamp = w.timestamp.unwrap_or(now);
                     p.ty = w.ty.or(p.ty);
                 }

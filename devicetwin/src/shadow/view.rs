@@ -21,20 +21,24 @@ pub(super) fn same_value(ty: Option<PropertyType>, a: &str, b: &str) -> bool {
         return true;
     }
     match ty {
+        // "1" and "1.0" are one integer: a driver or mapper may spell it either way.
         Some(PropertyType::Int) => match (a.parse::<i64>(), b.parse::<i64>()) {
             (Ok(x), Ok(y)) => x == y,
-            _ => false,
+            _ => same_number(a, b),
         },
-        Some(PropertyType::Float | PropertyType::Double) => {
-            match (a.parse::<f64>(), b.parse::<f64>()) {
-                (Ok(x), Ok(y)) => x == y,
-                _ => false,
-            }
-        }
+        Some(PropertyType::Float | PropertyType::Double) => same_number(a, b),
         Some(PropertyType::Boolean) => match (parse_bool(a), parse_bool(b)) {
             (Some(x), Some(y)) => x == y,
             _ => false,
         },
+        _ => false,
+    }
+}
+
+/// Both parse as the same finite number.
+fn same_number(a: &str, b: &str) -> bool {
+    match (a.trim().parse::<f64>(), b.trim().parse::<f64>()) {
+        (Ok(x), Ok(y)) => x.is_finite() && x == y,
         _ => false,
     }
 }

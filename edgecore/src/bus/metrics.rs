@@ -40,6 +40,9 @@ pub struct BusMetrics {
     /// `edgecore_driver_config_errors`: devices not driven because their protocol
     /// settings are invalid.
     pub driver_config_errors: Gauge,
+    /// `edgecore_devices_held`: devices held (no driver, twin updates refused) because
+    /// their DeviceModel is not at the edge yet.
+    pub devices_held: Gauge,
     /// `edgecore_broker_connections`: clients connected to the embedded broker (updated
     /// every second while messages flow).
     pub broker_connections: Gauge,
@@ -130,6 +133,11 @@ impl BusMetrics {
             "edgecore_driver_config_errors",
             "Devices not driven because their protocol settings are invalid",
             m.driver_config_errors.clone(),
+        );
+        r.register(
+            "edgecore_devices_held",
+            "Devices held because their DeviceModel is not at the edge yet",
+            m.devices_held.clone(),
         );
         r.register(
             "edgecore_broker_connections",

@@ -85,6 +85,27 @@ impl ErrorCode for BusReject {
 
 /// `status.state` of a device whose protocol settings cannot be used.
 pub const CONFIG_ERROR: &str = "config-error";
+/// `status.state` of a device held because its DeviceModel is not at the edge.
+pub const MODEL_MISSING: &str = "model-missing";
+
+/// A `twin/update` or `state/update` for a device held until its DeviceModel arrives: the
+/// property types are unknown, so values cannot be validated yet. Retryable.
+#[derive(Debug, thiserror::Error)]
+#[error("device {device} waits for its DeviceModel {model}")]
+pub struct ModelMissing {
+    device: DeviceKey,
+    model: String,
+}
+
+impl ErrorCode for ModelMissing {
+    fn code(&self) -> u16 {
+        503
+    }
+
+    fn reason(&self) -> &'static str {
+        "model_missing"
+    }
+}
 
 /// One device.
 #[derive(Debug)]
@@ -95,6 +116,17 @@ struct Entry {
     status: DeviceStatus,
     /// Topic form its requesters last used; the bus's own publishes follow it.
     form: TopicForm,
+}
+
+impl Entry {
+    /// The DeviceModel the device names but the edge does not hold: the device is held
+    /// (no driver, no cloud desired values applied, twin updates refused) until it arrives.
+    fn missing_model(&self) -> Option<&str> {
+        self.device
+            .spec
+            .model_name()
+            .filter(|_| self.model.is_none())
+    }
 }
 
 /// All shadows of the node (one owner: the bus loop).
@@ -136,12 +168,15 @@ impl Twins {
         self.entries.get(key).map(|e| &e.shadow)
     }
 
-    /// Devices and models, for [`crate::driver::Drivers::sync`].
+    /// Devices and models, for [`crate::driver::Drivers::sync`]. Held devices (DeviceModel
+    /// missing) are left out: a driver without the model's types would report and write
+    /// values of the wrong type.
     pub fn driver_inputs(
         &self,
     ) -> impl Iterator<Item = (&DeviceKey, &Device, Option<&DeviceModelSpec>)> {
         self.entries
             .iter()
+            .filter(|(_, e)| e.missing_model().is_none())
             .map(|(k, e)| (k, &e.device, e.model.as_ref()))
     }
 
@@ -243,6 +278,15 @@ impl Twins {
             return self.reject(&reply, id, now, &BusReject::UnknownDevice(key));
         };
         entry.form = form;
+        if kind != DeviceTopic::TwinGet
+            && let Some(model) = entry.missing_model()
+        {
+            let err = ModelMissing {
+                device: key.clone(),
+                model: model.to_owned(),
+            };
+            return self.reject(&reply, payload::peek_event_id(bytes), now, &err);
+        }
         let event = match payload::request_event(kind, bytes, entry.model.as_ref(), now) {
             Ok(ev) => ev,
             Err(e) => return self.reject(&reply, payload::peek_event_id(bytes), now, &e),
@@ -267,6 +311,10 @@ impl Twins {
     pub fn driver_problems(&mut self, problems: &BTreeMap<DeviceKey, String>) -> Vec<Effect> {
         let mut fx = Vec::new();
         for (key, entry) in &mut self.entries {
+            if entry.missing_model().is_some() {
+                // Held devices get no driver, so no verdict: their state says why.
+                continue;
+            }
             let want = problems.get(key);
             if entry.status.message.as_ref() == want {
                 continue;
@@ -303,6 +351,10 @@ impl Twins {
                 let Some(entry) = self.entries.get(&device) else {
                     return Vec::new();
                 };
+                if entry.missing_model().is_some() {
+                    // Left over from a driver stopped when the model went: untyped.
+                    return Vec::new();
+                }
                 let props = values
                     .into_iter()
                     .map(|(name, value)| {
@@ -396,8 +448,19 @@ impl Twins {
             };
             entry.device = device;
             entry.model = model;
-            fx.extend(self.cloud_desired_for(&key, id, now));
+            fx.extend(hold_status(&key, entry));
+            if entry.missing_model().is_none() {
+                fx.extend(self.cloud_desired_for(&key, id, now));
+            }
         }
+        let held = self
+            .entries
+            .values()
+            .filter(|e| e.missing_model().is_some())
+            .count();
+        self.metrics
+            .devices_held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
         fx
     }
 
@@ -480,6 +543,31 @@ impl Twins {
         };
         (entry, fx)
     }
+}
+
+/// Sets or clears `state: model-missing` (with the model in `message`) as the device's
+/// DeviceModel goes missing or arrives; the status change, if any.
+fn hold_status(key: &DeviceKey, entry: &mut Entry) -> Vec<Effect> {
+    let held = entry.missing_model().map(str::to_owned);
+    let is_held_state = entry.status.state.as_ref().map(DeviceState::as_str) == Some(MODEL_MISSING);
+    match held {
+        Some(model) => {
+            let message = format!("DeviceModel {model} is not at the edge yet; the device is held");
+            if is_held_state && entry.status.message.as_ref() == Some(&message) {
+                return Vec::new();
+            }
+            warn!(device = %key, model, "device held: its DeviceModel is missing");
+            entry.status.state = Some(DeviceState::Other(MODEL_MISSING.to_owned()));
+            entry.status.message = Some(message);
+        }
+        None if is_held_state => {
+            info!(device = %key, "DeviceModel arrived; device released");
+            entry.status.state = Some(DeviceState::Unknown);
+            entry.status.message = None;
+        }
+        None => return Vec::new(),
+    }
+    status_effect(key, &entry.status).into_iter().collect()
 }
 
 mod effects;

@@ -97,3 +97,47 @@ fn reporter_sends_changes_at_once_and_repeats_after_the_report_cycle() {
     r.reset();
     assert!(r.should_send("a", "2", cycle, t0 + Duration::from_millis(170)));
 }
+
+#[tokio::test]
+async fn a_restarted_driver_waits_for_its_predecessor_to_release_the_port() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // The "port": held by the old task until it has wound down (300 ms after cancel).
+    let port = Arc::new(AtomicBool::new(true));
+    let cancel = CancellationToken::new();
+    let old = {
+        let (port, cancel) = (port.clone(), cancel.clone());
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            port.store(false, Ordering::SeqCst);
+        })
+    };
+    cancel.cancel();
+    let start = Instant::now();
+    let opened_free = {
+        let port = port.clone();
+        spawn_after(Some(old), async move {
+            assert!(
+                !port.load(Ordering::SeqCst),
+                "opened while the old driver held the port"
+            );
+        })
+    };
+    opened_free.await.unwrap();
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < RESTART_WAIT,
+        "{waited:?}"
+    );
+
+    // A predecessor that never ends delays the new driver by RESTART_WAIT only.
+    let stuck = tokio::spawn(std::future::pending::<()>());
+    let start = Instant::now();
+    spawn_after(Some(stuck), async {}).await.unwrap();
+    let waited = start.elapsed();
+    assert!(
+        waited >= RESTART_WAIT && waited < RESTART_WAIT * 2,
+        "{waited:?}"
+    );
+}

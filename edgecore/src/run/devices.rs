@@ -208,7 +208,7 @@ async fn feed_devices(
         }
         let next = device_set(&reader.snapshot(), &node);
         set.send_if_modified(|cur| {
-            if *cur == next {
+            if !inputs_changed(cur, &next) {
                 return false;
             }
             debug!(devices = next.devices.len(), "device set changed");
@@ -216,6 +216,35 @@ async fn feed_devices(
             true
         });
     }
+}
+
+/// Whether the bus must see `next`: a device came or went, or a device's or its model's
+/// identity (uid), `metadata.generation` or spec changed. Status-only changes (our own
+/// reports coming back through the cloud, every few hundred ms per device) are not
+/// published: they would make the bus re-sync, and drivers re-plan, for nothing.
+pub fn inputs_changed(cur: &DeviceSet, next: &DeviceSet) -> bool {
+    fn part<'a>(v: &'a Value, pointer: &str) -> Option<&'a Value> {
+        v.pointer(pointer)
+    }
+    fn same(a: &Value, b: &Value) -> bool {
+        ["/metadata/uid", "/metadata/generation", "/spec"]
+            .iter()
+            .all(|p| part(a, p) == part(b, p))
+    }
+    cur.devices.len() != next.devices.len()
+        || cur
+            .devices
+            .iter()
+            .zip(&next.devices)
+            .any(|((ka, (da, ma)), (kb, (db, mb)))| {
+                ka != kb
+                    || !same(da, db)
+                    || match (ma, mb) {
+                        (Some(a), Some(b)) => !same(a, b),
+                        (None, None) => false,
+                        _ => true,
+                    }
+            })
 }
 
 /// Ends when the bus drops its sender (after its own drain on shutdown), so the last
@@ -268,6 +297,40 @@ mod tests {
                     .collect(),
             },
         }
+    }
+
+    #[test]
+    fn only_spec_and_model_changes_reach_the_bus() {
+        let device = |generation: i64, setpoint: &str, state: &str| {
+            json!({"metadata": {"uid": "u1", "generation": generation},
+                "spec": {"deviceModelRef": {"name": "m"},
+                    "properties": [{"name": "sp", "desired": {"value": setpoint}}]},
+                "status": {"state": state, "twins": [{"propertyName": "sp"}]}})
+        };
+        let model = |ty: &str| {
+            json!({"metadata": {"uid": "m1", "generation": 1},
+                "spec": {"properties": [{"name": "sp", "type": ty}]}})
+        };
+        let set = |d: Value, m: Option<Value>| DeviceSet {
+            devices: BTreeMap::from([("ns/d".to_owned(), (d, m))]),
+        };
+        let base = set(device(1, "1", "online"), Some(model("INT")));
+        // Status churn (our own reports coming back): nothing to do.
+        assert!(!inputs_changed(
+            &base,
+            &set(device(1, "1", "offline"), Some(model("INT")))
+        ));
+        // Spec (with its generation), the model's spec, the model's arrival: re-sync.
+        assert!(inputs_changed(
+            &base,
+            &set(device(2, "2", "online"), Some(model("INT")))
+        ));
+        assert!(inputs_changed(
+            &base,
+            &set(device(1, "1", "online"), Some(model("FLOAT")))
+        ));
+        assert!(inputs_changed(&set(device(1, "1", "online"), None), &base));
+        assert!(inputs_changed(&base, &DeviceSet::default()));
     }
 
     #[test]

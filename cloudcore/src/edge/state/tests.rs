@@ -337,3 +337,99 @@ fn read_permissions_follow_membership() {
     assert!(!s.may_read("e2", &k("default/serviceaccount/default")));
     assert!(!s.may_read("e1", &k("default/serviceaccount/robot")));
 }
+
+fn device(name: &str, node: &str, rv: &str, model: &str) -> Item {
+    Item::Member {
+        obj: obj(
+            &format!("default/device/{name}"),
+            &format!("uid-{name}"),
+            rv,
+        ),
+        node: Some(node.to_owned()),
+        refs: [ResourceKey::parse(&format!("default/devicemodel/{model}")).unwrap()]
+            .into_iter()
+            .collect(),
+    }
+}
+
+fn model(name: &str, rv: &str) -> Item {
+    Item::Ref(obj(
+        &format!("default/devicemodel/{name}"),
+        &format!("uid-{name}"),
+        rv,
+    ))
+}
+
+#[test]
+fn a_device_waits_for_its_model_and_follows_it() {
+    let mut s = synced();
+    // `kubectl apply` of the Device before its DeviceModel: nothing goes to the edge yet.
+    let c = s.apply(device("plc", "e1", "5", "plc-model"));
+    assert!(show(&c).is_empty(), "device sent before its model: {c:?}");
+    let k = |s: &str| ResourceKey::parse(s).unwrap();
+    // Left out of `desired`, yet kept at the edge by a diff (pending).
+    assert!(!show_desired(&s, "e1").iter().any(|d| d.contains("device")));
+    assert_eq!(
+        s.pending_refs("e1"),
+        vec![k("default/devicemodel/plc-model"), k("default/device/plc")]
+    );
+    // A newer version while waiting is not sent either.
+    assert!(show(&s.apply(device("plc", "e1", "6", "plc-model"))).is_empty());
+    // The model arrives: model first, then the device's latest version.
+    assert_eq!(
+        show(&s.apply(model("plc-model", "7"))),
+        vec![
+            "e1 upsert default/devicemodel/plc-model@7",
+            "e1 upsert default/device/plc@6"
+        ]
+    );
+    assert!(s.pending_refs("e1").is_empty());
+    assert_eq!(
+        show_desired(&s, "e1")[1..],
+        [
+            "e1 upsert default/devicemodel/plc-model@7",
+            "e1 upsert default/device/plc@6"
+        ]
+    );
+    // From now on device changes go at once.
+    assert_eq!(
+        show(&s.apply(device("plc", "e1", "8", "plc-model"))),
+        vec!["e1 upsert default/device/plc@8"]
+    );
+    // A device whose model is known to be absent goes after the tombstone.
+    let c = s.apply(device("ghost", "e1", "9", "nope"));
+    assert!(show(&c).is_empty());
+    let (key, touched) = s.take_fetches().pop().unwrap();
+    assert_eq!(key, k("default/devicemodel/nope"));
+    assert_eq!(
+        show(&s.fetched(&key, touched, None)),
+        vec![
+            "e1 tombstone default/devicemodel/nope",
+            "e1 upsert default/device/ghost@9"
+        ]
+    );
+}
+
+#[test]
+fn a_device_listed_before_its_models_list_is_sent_after_it() {
+    let mut s = State::default();
+    s.begin_list(Kind::Node);
+    s.list_item(Kind::Node, node("e1", "1"));
+    s.end_list(Kind::Node);
+    s.begin_list(Kind::Device);
+    s.list_item(Kind::Device, device("a", "e1", "5", "m"));
+    s.list_item(Kind::Device, device("b", "e1", "6", "gone"));
+    assert!(show(&s.end_list(Kind::Device)).is_empty());
+    s.begin_list(Kind::DeviceModel);
+    s.list_item(Kind::DeviceModel, model("m", "3"));
+    let c = s.end_list(Kind::DeviceModel);
+    assert_eq!(
+        show(&c),
+        vec![
+            "e1 tombstone default/devicemodel/gone",
+            "e1 upsert default/device/b@6",
+            "e1 upsert default/devicemodel/m@3",
+            "e1 upsert default/device/a@5"
+        ]
+    );
+}

@@ -93,6 +93,45 @@ fn typed_values_compare_numerically() {
 }
 
 #[test]
+fn a_new_spelling_of_a_reported_value_is_stored_without_a_bump() {
+    let typed = |v: &str, ty| PropertyWrite {
+        value: v.into(),
+        timestamp: None,
+        ty: Some(ty),
+    };
+    use crate::model::PropertyType::{Float, Int};
+    let mut s = Shadow::new();
+    let props = BTreeMap::from([("n".to_owned(), typed("1", Int))]);
+    s.apply(TwinEvent::CloudDesired {
+        generation: 1,
+        props,
+        at: at("c", 1),
+    })
+    .unwrap();
+    for (i, (value, ty)) in [("1", Int), ("1.0", Int), ("1", Float), ("1.00", Float)]
+        .into_iter()
+        .enumerate()
+    {
+        let props = BTreeMap::from([("n".to_owned(), Some(typed(value, ty)))]);
+        let ts = 10 + i64::try_from(i).unwrap();
+        let actions = s
+            .apply(TwinEvent::edge_reported(props, None, at("r", ts)))
+            .unwrap();
+        let version = s.reported().version();
+        assert_eq!(version, 1, "{value}: only the first report bumps");
+        assert!(s.delta().is_empty(), "{value}: no delta, so no write");
+        assert!(
+            !kinds(&actions).contains(&"drive") && !kinds(&actions).contains(&"delta"),
+            "{value}: {actions:?}"
+        );
+        let stored = s.reported().get("n").unwrap();
+        assert_eq!((stored.value.as_str(), stored.timestamp), (value, ts));
+    }
+    assert!(!view::same_value(Some(Int), "1", "1.5"));
+    assert!(!view::same_value(Some(Float), "NaN", "nan"));
+}
+
+#[test]
 fn reported_versions() {
     let mut s = seeded();
     let v = s.reported().version(); // 1

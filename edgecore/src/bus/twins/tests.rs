@@ -359,3 +359,63 @@ fn devices_of_other_nodes_are_ignored() {
     assert!(t.sync_devices(&set(vec![(d, None)]), 1).is_empty());
     assert!(t.shadow(&DeviceKey::new("ns", "thermo")).is_none());
 }
+
+#[test]
+fn a_device_without_its_model_is_held_until_the_model_arrives() {
+    let store = MemoryShadowStore::new();
+    let mut t = twins(&store);
+    let key = DeviceKey::new("ns", "thermo");
+    // The Device reached the edge before its DeviceModel.
+    let fx = t.sync_devices(&set(vec![(device(1, "30"), None)]), 1_000);
+    assert_eq!(t.driver_inputs().count(), 0, "no driver without the model");
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::Drive { .. })),
+        "nothing driven: {fx:?}"
+    );
+    let s = status(&fx).unwrap_or_default();
+    assert_eq!(s["state"], MODEL_MISSING, "{s}");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("DeviceModel m")
+    );
+    assert_eq!(t.metrics.devices_held.get(), 1);
+    // Twin updates are refused (retryable), reads still served.
+    let body = br#"{"event_id":"e1","twin":{"temp":{"actual":{"value":"1"}}}}"#;
+    assert_eq!(
+        error_of(&mut t, UPDATE, body),
+        (503, "model_missing".to_owned())
+    );
+    assert_eq!(
+        t.metrics
+            .rejected
+            .get_or_create(&label("reason", "model_missing"))
+            .get(),
+        1
+    );
+    let p = publishes(&t.on_message("kedge/events/device/ns/thermo/twin/get", b"{}", 1_500));
+    let got = &p["kedge/events/device/ns/thermo/twin/get/result"];
+    assert!(got.is_object() && got["reason"].is_null(), "{p:?}");
+    // A status-only resync does not repeat the status.
+    let fx = t.sync_devices(&set(vec![(device(1, "30"), None)]), 1_600);
+    assert!(status(&fx).is_none(), "{fx:?}");
+    // The model arrives: released, desired values applied and driven.
+    let fx = t.sync_devices(&set(vec![(device(1, "30"), Some(model()))]), 2_000);
+    assert_eq!(t.driver_inputs().count(), 1);
+    assert!(fx.contains(&Effect::Drive {
+        device: key.clone(),
+        property: "temp".into(),
+        value: "30".into()
+    }));
+    let s = status(&fx).unwrap_or_default();
+    assert_ne!(s["state"], MODEL_MISSING, "{s}");
+    assert!(s["message"].is_null(), "{s}");
+    assert_eq!(t.metrics.devices_held.get(), 0);
+    let body = br#"{"event_id":"e2","twin":{"humidity":{"actual":{"value":"41"}}}}"#;
+    let p = publishes(&t.on_message(UPDATE, body, 2_500));
+    assert_eq!(
+        p["kedge/events/device/ns/thermo/twin/update/result"]["code"],
+        200
+    );
+}
