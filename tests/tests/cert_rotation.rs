@@ -322,3 +322,34 @@ fn expired_edge_rejoins_while_running_and_keeps_its_pod() {
             .is_some_and(|p| p["status"]["phase"] == "Running")
     });
 }
+
+#[tokio::test]
+async fn an_expired_certificate_is_refused_even_on_a_resumed_tls_session() {
+    tests::init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(&dir.path().join("cloud"), &["--node-cert-validity", "10s"]).unwrap();
+    let root = dir.path().join("edge");
+    let edge = Edge::join(&s, "edge-resume", &root, &[]);
+    let cfg = edgecore::config::Config::load(&edge.config()).unwrap();
+    // One client config for both dials: its session cache lets the second one resume.
+    let tls = Arc::new(edgecore::pki::link_client_config_from(&cfg.pki).unwrap());
+    let server = edgecore::config::ServerUrl::parse(&cfg.server).unwrap();
+    let ws = edgecore::hub::conn::dial(&server, tls.clone(), 4 << 20)
+        .await
+        .unwrap();
+    drop(ws);
+    let (_, not_after) = node_cert(&root);
+    while now() <= not_after + 1 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let Err(err) = edgecore::hub::conn::dial(&server, tls, 4 << 20).await else {
+        panic!("an expired certificate was accepted");
+    };
+    let text = edgecore::hub::conn::chain(&err);
+    // The TLS layer let the resumed session through (it does not check the certificate
+    // again); the hub's own notAfter check at the upgrade refused it.
+    assert!(text.contains("403"), "{text}");
+    let log = std::fs::read_to_string(&s.stderr_log).unwrap();
+    assert!(log.contains("expired node certificate refused"), "{log}");
+    eprintln!("second dial refused: {text}");
+}

@@ -335,3 +335,71 @@ impl TapId for Frame {
         self
     }
 }
+
+/// A Live link: Syncing, then SYNCED delivered and durable.
+fn live() -> (LinkState, Instant) {
+    let (mut s, now) = syncing();
+    s.handle(Event::Frame(Frame::synced(1)), now);
+    s.handle(Event::Committed { up_to: 1 }, now);
+    assert_eq!(s.link(), Link::Live);
+    (s, now)
+}
+
+#[test]
+fn cert_renewal_is_sequenced_answered_and_never_reaches_the_outbox() {
+    let (mut s, now) = syncing();
+    assert!(s.send_cert_renew("csr", now).is_none(), "only while live");
+    let (mut s, now) = live();
+    let req = s.send_cert_renew("csr", now).unwrap();
+    assert_eq!(req.checked_kind().ok(), Some(Kind::CertRenewRequest));
+    assert!(req.id > 0);
+    assert!(s.send_cert_renew("csr", now).is_none(), "one at a time");
+    // Its ACK releases it without an outbox action.
+    let a = s.handle(Event::Frame(Frame::ack(req.id)), now);
+    assert!(!a.iter().any(|a| matches!(a, Action::Acked(_))), "{a:?}");
+    // A stray answer is ignored; the right one is reported once.
+    let other = Frame::cert_renew_response(req.id + 7, &proto::CertRenewResponse::default());
+    assert!(s.handle(Event::Frame(other), now).is_empty());
+    let answer = proto::CertRenewResponse {
+        cert_chain_pem: "pem".into(),
+        ca_pem: String::new(),
+    };
+    let a = s.handle(
+        Event::Frame(Frame::cert_renew_response(req.id, &answer)),
+        now,
+    );
+    assert_eq!(a, vec![Action::CertRenewed(answer.clone())]);
+    assert!(
+        s.handle(
+            Event::Frame(Frame::cert_renew_response(req.id, &answer)),
+            now
+        )
+        .is_empty()
+    );
+
+    // A refusal in reply to the request is reported as such.
+    let req = s.send_cert_renew("csr", now).unwrap();
+    let info = ErrorInfo {
+        code: 403,
+        reason: "CSRIdentityMismatch".into(),
+        message: "no".into(),
+        in_reply_to: req.id,
+    };
+    let a = s.handle(Event::Frame(Frame::error(&info)), now);
+    assert_eq!(
+        a,
+        vec![
+            Action::CertRenewRefused(info.clone()),
+            Action::CloudError(info)
+        ]
+    );
+
+    // A session ending with a renewal in flight abandons it.
+    s.send_cert_renew("csr", now).unwrap();
+    let a = s.handle(Event::Closed("gone".into()), now);
+    assert!(a.contains(&Action::CertRenewAbandoned), "{a:?}");
+    // Backing off: credentials written by a re-join end the wait at once.
+    assert_eq!(s.link(), Link::Backoff);
+    let a = s.handle(Event::RetryNow, now);
+    assert!(a.contains(&Action::Dial), "{a:?}");
+}
