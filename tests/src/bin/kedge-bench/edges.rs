@@ -1,5 +1,6 @@
-//! `kedge-bench edges`: many simulated edges (`tests::edgesim`) against the real `cloudcore
-//! standalone`, which runs as a child so its memory is read from /proc alone.
+//! `kedge-bench edges`: many simulated edges (`tests::edgesim`) against a real `cloudcore
+//! run` (the hub and its caches, a process of its own so its memory is read from /proc
+//! alone) in front of a `cloudcore standalone` serving the API (its own hub unused).
 //!
 //! - connected: N edges join through `/join` and connect; counted as Ready Nodes in the API;
 //! - RSS per edge: cloudcore's resident memory after all are live minus before any joined,
@@ -7,7 +8,7 @@
 //!   object) — so the cache's per-edge pods are counted too;
 //! - Lease renewals per second acked by the cloud (each one an API write) over a window;
 //! - fan-out: one ConfigMap update → held by every edge (p50 / p99 / max);
-//! - reconnect storm: kill -9 of cloudcore, restart on the same hub port, the ConfigMap
+//! - reconnect storm: kill -9 of `cloudcore run`, restart on the same hub port, the ConfigMap
 //!   updated again; time from the kill until every edge is live in a new session and holds
 //!   exactly the API's objects (a stale or missing one is a correctness failure).
 //!
@@ -15,7 +16,8 @@
 //! socket per edge on each side.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
@@ -117,6 +119,60 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
             eprintln!("kedge-bench edges: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A `cloudcore run` child serving the hub against the standalone API; killed on drop.
+struct RunHub {
+    child: Child,
+}
+
+impl RunHub {
+    /// Starts it and waits (≤ 60 s) until its `/readyz` answers 200.
+    async fn start(kubeconfig: &Path, hub_listen: &str, log: &Path) -> Result<RunHub> {
+        let metrics = tests::edge::free_addr();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let child = Command::new(tests::bin("cloudcore"))
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--hub-listen", hub_listen, "--metrics-listen", &metrics])
+            .env("KEDGE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting cloudcore run")?;
+        let mut hub = RunHub { child };
+        let url = format!("http://{metrics}/readyz");
+        let t0 = Instant::now();
+        while tests::curl(&[&url]).0 != 200 {
+            if let Ok(Some(status)) = hub.child.try_wait() {
+                bail!("cloudcore run exited at start: {status}");
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                bail!("cloudcore run not ready within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(hub)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RunHub {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }
 
@@ -260,12 +316,14 @@ pub async fn run(opts: &EdgesOpts) -> Result<Report> {
         "RLIMIT_NOFILE (raised to the hard limit)",
         nofile.to_string(),
     );
-    let data = tmp.path().join("cloud");
-    let hub_listen = tests::edge::free_addr();
-    let mut cloud = Standalone::start(&data, &["--hub-listen", &hub_listen])?;
+    let cloud = Standalone::start(&tmp.path().join("cloud"), &[])?;
     let client = cloud.client().await?;
+    let hub_listen = tests::edge::free_addr();
+    let hub_log = tmp.path().join("cloudcore-run.log");
+    let mut hub = RunHub::start(&cloud.kubeconfig, &hub_listen, &hub_log).await?;
+    let server = format!("wss://{hub_listen}");
     let mut cfg = SimConfig::new(
-        &cloud.hub,
+        &server,
         &cloud.token(),
         opts.edges,
         tmp.path().join("edges"),
@@ -279,7 +337,8 @@ pub async fn run(opts: &EdgesOpts) -> Result<Report> {
     );
     setup(&client, &cfg).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = Mem::of(cloud.child.id())?.rss_kib;
+    let before = Mem::of(hub.pid())?.rss_kib;
+    let api_before = Mem::of(cloud.child.id())?.rss_kib;
 
     // Connect.
     let t0 = Instant::now();
@@ -316,11 +375,23 @@ pub async fn run(opts: &EdgesOpts) -> Result<Report> {
 
     // Memory, after a renewal round.
     tokio::time::sleep(Duration::from_secs(12)).await;
-    let after = Mem::of(cloud.child.id())?.rss_kib;
+    let after = Mem::of(hub.pid())?.rss_kib;
+    let api_after = Mem::of(cloud.child.id())?.rss_kib;
     let per = after.saturating_sub(before) as f64 / opts.edges as f64;
     report.info(
-        &format!("cloudcore RSS before / after {} edges", count(opts.edges)),
+        &format!(
+            "cloudcore run RSS before / after {} edges",
+            count(opts.edges)
+        ),
         format!("{} / {} KiB", count(before as usize), count(after as usize)),
+    );
+    report.info(
+        "API server (cloudcore standalone, not the hub) RSS before / after",
+        format!(
+            "{} / {} KiB",
+            count(api_before as usize),
+            count(api_after as usize)
+        ),
     );
     report.check(
         "cloudcore RSS per connected edge (1 pod each, 1 shared ConfigMap)",
@@ -369,9 +440,9 @@ pub async fn run(opts: &EdgesOpts) -> Result<Report> {
     // Reconnect storm: kill -9, restart on the same hub port, one more update.
     let sessions0 = fleet.summary().sessions;
     let t0 = Instant::now();
-    cloud.kill9();
-    let mut cloud = Standalone::start(&data, &["--hub-listen", &hub_listen])?;
-    let client = cloud.client().await?;
+    hub.kill9();
+    patch_shared(&client, "1b").await?;
+    let hub = RunHub::start(&cloud.kubeconfig, &hub_listen, &hub_log).await?;
     patch_shared(&client, "2").await?;
     let (cm_rv, pods) = api_rvs(&client).await?;
     let budget = Duration::from_secs(60 + opts.edges as u64 / 20);
@@ -390,7 +461,7 @@ pub async fn run(opts: &EdgesOpts) -> Result<Report> {
     }
     report.check(
         &format!(
-            "reconnect storm (cloudcore kill -9 + restart) until all {} edges resynced",
+            "reconnect storm (cloudcore run kill -9 + restart) until all {} edges resynced",
             count(opts.edges)
         ),
         ms(storm_time),
@@ -410,6 +481,8 @@ pub async fn run(opts: &EdgesOpts) -> Result<Report> {
         ),
     );
     fleet.stop().await;
+    drop(hub);
+    let mut cloud = cloud;
     let _ = cloud.stop();
     report.info(
         "load average (1 min) after the run",
