@@ -141,9 +141,13 @@ pub struct Fleet {
 impl Fleet {
     /// Joins every edge (`join_parallel` at a time), then starts them over `ramp`.
     pub async fn start(config: &SimConfig) -> Result<Fleet> {
+        Fleet::connect(config, Joined::join(config).await?).await
+    }
+
+    /// Starts already joined edges over `config.ramp`.
+    pub async fn connect(config: &SimConfig, joined: Joined) -> Result<Fleet> {
         let server = ServerUrl::parse(&config.server).map_err(anyhow::Error::msg)?;
-        let retries = AtomicU64::new(0);
-        let edges = join_all(config, &retries).await?;
+        let Joined { edges, retries } = joined;
         let stats = Arc::new(Stats::default());
         let (kicks, _) = watch::channel(0u64);
         let shutdown = CancellationToken::new();
@@ -166,7 +170,7 @@ impl Fleet {
         Ok(Fleet {
             edges,
             stats,
-            join_retries: retries.into_inner(),
+            join_retries: retries,
             kicks,
             shutdown,
             tasks,
@@ -232,6 +236,27 @@ pub fn raise_nofile() -> nix::Result<u64> {
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     Ok(hard)
+}
+
+/// Edges that joined (certificates issued) but are not connected yet.
+#[derive(Debug)]
+pub struct Joined {
+    /// The edges, in index order.
+    pub edges: Vec<Arc<SimEdge>>,
+    /// Joins that failed and were retried.
+    pub retries: u64,
+}
+
+impl Joined {
+    /// Joins every edge of `config`, `join_parallel` at a time.
+    pub async fn join(config: &SimConfig) -> Result<Joined> {
+        let retries = AtomicU64::new(0);
+        let edges = join_all(config, &retries).await?;
+        Ok(Joined {
+            edges,
+            retries: retries.into_inner(),
+        })
+    }
 }
 
 /// The source address of edge `i`: 127.0.0.2 … 127.0.0.(1 + sources).

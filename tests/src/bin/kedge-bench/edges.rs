@@ -1,5 +1,6 @@
-//! `kedge-bench edges`: many simulated edges (`tests::edgesim`) against the real `cloudcore
-//! standalone`, which runs as a child so its memory is read from /proc alone.
+//! `kedge-bench edges`: many simulated edges (`tests::edgesim`) against a real `cloudcore
+//! run` (the hub and its caches, a process of its own so its memory is read from /proc
+//! alone) in front of a `cloudcore standalone` serving the API (its own hub unused).
 //!
 //! - connected: N edges join through `/join` and connect; counted as Ready Nodes in the API;
 //! - RSS per edge: cloudcore's resident memory after all are live minus before any joined,
@@ -7,7 +8,7 @@
 //!   object) — so the cache's per-edge pods are counted too;
 //! - Lease renewals per second acked by the cloud (each one an API write) over a window;
 //! - fan-out: one ConfigMap update → held by every edge (p50 / p99 / max);
-//! - reconnect storm: kill -9 of cloudcore, restart on the same hub port, the ConfigMap
+//! - reconnect storm: kill -9 of `cloudcore run`, restart on the same hub port, the ConfigMap
 //!   updated again; time from the kill until every edge is live in a new session and holds
 //!   exactly the API's objects (a stale or missing one is a correctness failure).
 //!
@@ -15,7 +16,8 @@
 //! socket per edge on each side.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
@@ -25,7 +27,7 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tests::Standalone;
-use tests::edgesim::{Fleet, SimConfig};
+use tests::edgesim::{Fleet, Joined, SimConfig};
 
 use crate::report::{Mem, Pcts, Report, count, ms};
 
@@ -117,6 +119,65 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
             eprintln!("kedge-bench edges: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A `cloudcore run` child serving the hub against the standalone API; killed on drop.
+struct RunHub {
+    child: Child,
+}
+
+impl RunHub {
+    /// Starts it and waits (≤ `timeout`) until its `/readyz` answers 200.
+    async fn start(
+        kubeconfig: &Path,
+        hub_listen: &str,
+        log: &Path,
+        timeout: Duration,
+    ) -> Result<RunHub> {
+        let metrics = tests::edge::free_addr();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let child = Command::new(tests::bin("cloudcore"))
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--hub-listen", hub_listen, "--metrics-listen", &metrics])
+            .env("KEDGE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting cloudcore run")?;
+        let mut hub = RunHub { child };
+        let url = format!("http://{metrics}/readyz");
+        let t0 = Instant::now();
+        while tests::curl(&[&url]).0 != 200 {
+            if let Ok(Some(status)) = hub.child.try_wait() {
+                bail!("cloudcore run exited at start: {status}");
+            }
+            if t0.elapsed() > timeout {
+                bail!("cloudcore run not ready within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(hub)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RunHub {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }
 
@@ -260,12 +321,20 @@ pub async fn run(opts: &EdgesOpts) -> Result<Report> {
         "RLIMIT_NOFILE (raised to the hard limit)",
         nofile.to_string(),
     );
-    let data = tmp.path().join("cloud");
-    let hub_listen = tests::edge::free_addr();
-    let mut cloud = Standalone::start(&data, &["--hub-listen", &hub_listen])?;
+    let cloud = Standalone::start(&tmp.path().join("cloud"), &[])?;
     let client = cloud.client().await?;
+    let hub_listen = tests::edge::free_addr();
+    let hub_log = tmp.path().join("cloudcore-run.log");
+    let mut hub = RunHub::start(
+        &cloud.kubeconfig,
+        &hub_listen,
+        &hub_log,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let server = format!("wss://{hub_listen}");
     let mut cfg = SimConfig::new(
-        &cloud.hub,
+        &server,
         &cloud.token(),
         opts.edges,
         tmp.path().join("edges"),
@@ -279,12 +348,25 @@ pub async fn run(opts: &EdgesOpts) -> Result<Report> {
     );
     setup(&client, &cfg).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = Mem::of(cloud.child.id())?.rss_kib;
+    let t0 = Instant::now();
+    let fresh = Mem::of(hub.pid())?.rss_kib;
+    let joined_edges = Joined::join(&cfg).await?;
+    let joined = t0.elapsed();
+    // Per-connection memory: measured after the joins (their cost is reported apart).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = Mem::of(hub.pid())?.rss_kib;
+    let api_before = Mem::of(cloud.child.id())?.rss_kib;
+    report.info(
+        &format!(
+            "cloudcore run RSS before / after {} joins",
+            count(opts.edges)
+        ),
+        format!("{} / {} KiB", count(fresh as usize), count(before as usize)),
+    );
 
     // Connect.
     let t0 = Instant::now();
-    let fleet = Fleet::start(&cfg).await?;
-    let joined = t0.elapsed();
+    let fleet = Fleet::connect(&cfg, joined_edges).await?;
     let budget = Duration::from_secs(120 + opts.edges as u64 / 10);
     let live = wait("every edge live", budget, async || {
         fleet.live() == opts.edges
@@ -303,7 +385,7 @@ pub async fn run(opts: &EdgesOpts) -> Result<Report> {
         "join (/join bootstrap, 16 in parallel) of all edges; retried joins",
         format!("{}; {}", ms(joined), fleet.join_retries),
     );
-    report.info("first edge started → all live (in sync)", ms(connected));
+    report.info("all edges connected → all live (in sync)", ms(connected));
     report.check(
         "connected edges, counted as Ready Nodes in the API",
         count(ready_n),
@@ -316,11 +398,23 @@ pub async fn run(opts: &EdgesOpts) -> Result<Report> {
 
     // Memory, after a renewal round.
     tokio::time::sleep(Duration::from_secs(12)).await;
-    let after = Mem::of(cloud.child.id())?.rss_kib;
+    let after = Mem::of(hub.pid())?.rss_kib;
+    let api_after = Mem::of(cloud.child.id())?.rss_kib;
     let per = after.saturating_sub(before) as f64 / opts.edges as f64;
     report.info(
-        &format!("cloudcore RSS before / after {} edges", count(opts.edges)),
+        &format!(
+            "cloudcore run RSS before / after {} edges",
+            count(opts.edges)
+        ),
         format!("{} / {} KiB", count(before as usize), count(after as usize)),
+    );
+    report.info(
+        "API server (cloudcore standalone, not the hub) RSS before / after",
+        format!(
+            "{} / {} KiB",
+            count(api_before as usize),
+            count(api_after as usize)
+        ),
     );
     report.check(
         "cloudcore RSS per connected edge (1 pod each, 1 shared ConfigMap)",
@@ -369,9 +463,19 @@ pub async fn run(opts: &EdgesOpts) -> Result<Report> {
     // Reconnect storm: kill -9, restart on the same hub port, one more update.
     let sessions0 = fleet.summary().sessions;
     let t0 = Instant::now();
-    cloud.kill9();
-    let mut cloud = Standalone::start(&data, &["--hub-listen", &hub_listen])?;
-    let client = cloud.client().await?;
+    hub.kill9();
+    patch_shared(&client, "1b").await?;
+    // Readiness waits for the caches, which compete with every edge reconnecting.
+    let restart = Duration::from_secs(60 + opts.edges as u64 / 10);
+    let hub = match RunHub::start(&cloud.kubeconfig, &hub_listen, &hub_log, restart).await {
+        Ok(h) => h,
+        Err(e) => {
+            // Keep the table: what was measured so far is reported.
+            report.broken(format!("storm: restarting cloudcore run: {e:#}"));
+            fleet.stop().await;
+            return Ok(report);
+        }
+    };
     patch_shared(&client, "2").await?;
     let (cm_rv, pods) = api_rvs(&client).await?;
     let budget = Duration::from_secs(60 + opts.edges as u64 / 20);
@@ -390,7 +494,7 @@ pub async fn run(opts: &EdgesOpts) -> Result<Report> {
     }
     report.check(
         &format!(
-            "reconnect storm (cloudcore kill -9 + restart) until all {} edges resynced",
+            "reconnect storm (cloudcore run kill -9 + restart) until all {} edges resynced",
             count(opts.edges)
         ),
         ms(storm_time),
@@ -410,6 +514,8 @@ pub async fn run(opts: &EdgesOpts) -> Result<Report> {
         ),
     );
     fleet.stop().await;
+    drop(hub);
+    let mut cloud = cloud;
     let _ = cloud.stop();
     report.info(
         "load average (1 min) after the run",
