@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use proto::{CertRenewRequest, CertRenewResponse, Frame, Kind, Receipt, Response};
 use tokio::time::Instant;
@@ -114,15 +115,22 @@ impl Session {
             let node = self.node.clone();
             let registered = self.registered.clone();
             self.running = Some(Box::pin(async move {
-                let mut outcome = upstream::execute(&client, facts, &node, &frame).await;
+                let mut outcome = upstream::execute(&client, facts.clone(), &node, &frame).await;
                 if let Outcome::Final(response, _) = &outcome
                     && response.code == 404
                     && !registered.load(Ordering::Acquire)
                     && registers(&node, &frame)
                 {
                     // A first connect: the edge renewed its Lease (or Node status) before
-                    // the session created them. Retried, not dropped as gone for good.
-                    outcome = Outcome::Transient("the node is still being registered".into());
+                    // the session created them. Wait for the registration and run it again
+                    // (in order: the requests behind it wait too), rather than dropping it.
+                    let deadline = tokio::time::Instant::now() + REGISTER_WAIT;
+                    while !registered.load(Ordering::Acquire)
+                        && tokio::time::Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    outcome = upstream::execute(&client, facts, &node, &frame).await;
                 }
                 Done {
                     id: frame.id,
@@ -246,6 +254,10 @@ impl Session {
         }
     }
 }
+
+/// How long a write of the node's own Lease/Node that found it missing waits for the
+/// session to register the node before it is run again.
+const REGISTER_WAIT: Duration = Duration::from_secs(10);
 
 /// Whether `frame` writes an object the session creates at registration: the node's own
 /// Lease or Node.
