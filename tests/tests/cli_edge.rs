@@ -256,3 +256,36 @@ fn join_install_service_writes_the_unit_and_reset_removes_it() {
     assert!(out.status.success());
     assert!(unit_path.exists(), "reset removed a unit it did not write");
 }
+
+#[test]
+fn sixty_four_gateways_joining_at_once_all_get_their_certificate() {
+    // A fleet rollout: every join rewrites the one Secret recording issued certificates, so
+    // concurrent joins conflict there and must retry until each is recorded — none may fail.
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_cloud(dir.path());
+    let outs: Vec<(String, Output)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..64)
+            .map(|i| {
+                let (s, root) = (&s, dir.path().join(format!("gw-{i}")));
+                scope.spawn(move || {
+                    let node = format!("gw-{i}");
+                    let out = join(s, &node, &root, &["--no-start"]);
+                    (node, out)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (node, out) in &outs {
+        assert!(
+            out.status.success(),
+            "{node}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let cert = dir.path().join(format!("{node}/etc/kedge/pki/node.crt"));
+        assert!(cert.exists(), "{node} has its certificate");
+    }
+    let listed = nodes_json(&s);
+    assert_eq!(listed.len(), 64, "{listed:?}");
+}

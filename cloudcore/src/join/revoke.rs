@@ -37,7 +37,7 @@ const DATA_KEY: &str = "certs.json";
 /// Node list it compares against may predate the join that wrote them.
 pub const RECONCILE_MARGIN_SECS: i64 = 120;
 /// Optimistic-concurrency retries before giving up.
-const MAX_ATTEMPTS: usize = 16;
+const MAX_ATTEMPTS: usize = 64;
 
 /// One certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,7 +175,13 @@ pub async fn update(
         };
         match result {
             Ok(_) => return Ok(record),
-            Err(e) if api_status(&e) == Some(409) && attempt < MAX_ATTEMPTS => continue,
+            Err(e) if api_status(&e) == Some(409) && attempt < MAX_ATTEMPTS => {
+                // Many joins at once (a fleet rollout) all rewrite this one Secret: spread
+                // the retries out so each round has a winner instead of all colliding again.
+                let cap = 5 * (1u64 << attempt.min(5));
+                let ms = rand::random_range(1..=cap);
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
             Err(e) => return Err(e),
         }
     }
