@@ -458,7 +458,6 @@ fn refused(code: u16, body: &[u8], node_name: &str) -> JoinError {
 
 /// Writes `data` to `path` atomically (temp file + rename) with `mode`.
 pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), JoinError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let err = |source| JoinError::Write {
         path: path.to_owned(),
         source,
@@ -466,20 +465,7 @@ pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), JoinError> 
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(data).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(err)
+    crate::pki::write_synced(path, data, mode).map_err(err)
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@
 //! [`recover_pair`] (run before every load) finishes the renames, so the node never
 //! *uses* a certificate with the wrong key, and an incomplete pair is discarded.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -215,23 +214,10 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 fn write_synced(path: &Path, data: &[u8], mode: u32) -> Result<(), RenewError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| RenewError::Write {
+    crate::pki::write_synced(path, data, mode).map_err(|source| RenewError::Write {
         path: path.to_owned(),
         source,
-    };
-    let tmp = with_suffix(path, ".tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(data).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(err)
+    })
 }
 
 fn sync_dir(path: &Path) -> Result<(), RenewError> {
