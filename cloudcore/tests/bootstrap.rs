@@ -7,7 +7,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,76 +26,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use serde_json::json;
 use sha2::Digest;
-use tokio_util::sync::CancellationToken;
 
-const STEP: Duration = Duration::from_secs(20);
+mod common;
 
-async fn within<T>(what: &str, f: impl Future<Output = T>) -> anyhow::Result<T> {
-    tokio::time::timeout(STEP, f)
-        .await
-        .with_context(|| format!("timed out: {what}"))
-}
-
-/// Polls `check` until it yields `Some`, or fails naming `what`.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<Option<T>>>,
-{
-    within(what, async {
-        loop {
-            if let Some(v) = check().await? {
-                return Ok(v);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await?
-}
-
-struct Cluster {
-    client: kube::Client,
-    shutdown: CancellationToken,
-    _server: apiserver::ApiServer,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn cluster() -> anyhow::Result<Cluster> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir()?;
-    let shutdown = CancellationToken::new();
-    let server = apiserver::ApiServer::start(
-        apiserver::ApiConfig {
-            data_dir: dir.path().join("api"),
-            listen: "127.0.0.1:0".parse()?,
-            ..Default::default()
-        },
-        shutdown.clone(),
-    )
-    .await?;
-    for crd in cloudcore::crds::objects().map_err(anyhow::Error::msg)? {
-        apiserver::bootstrap::ensure(&server.api, crd)
-            .await
-            .map_err(|e| anyhow::anyhow!("installing CRDs: {e}"))?;
-    }
-    let kubeconfig = dir.path().join("kubeconfig.yaml");
-    server.write_kubeconfig(&kubeconfig)?;
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    let client = kube::Client::try_from(cfg)?;
-    Ok(Cluster {
-        client,
-        shutdown,
-        _server: server,
-        _dir: dir,
-    })
-}
+use common::{Cluster, eventually, within};
 
 fn csr() -> String {
     let key = rcgen::KeyPair::generate().unwrap();
@@ -162,7 +95,7 @@ fn verifies(ca_pem: &str, cert_pem: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_converge_on_one_ca_and_join_issues_node_certificates() -> anyhow::Result<()> {
-    let c = cluster().await?;
+    let c = Cluster::start().await?;
     let sans = ["hub.example".to_owned()];
     let (a, b) = within("two concurrent Bootstrap::new", async {
         tokio::join!(
@@ -243,7 +176,7 @@ async fn replicas_converge_on_one_ca_and_join_issues_node_certificates() -> anyh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_and_live_names_are_refused_with_their_codes() -> anyhow::Result<()> {
-    let c = cluster().await?;
+    let c = Cluster::start().await?;
     let b = within("bootstrap", Bootstrap::new(c.client.clone(), &[])).await??;
     let hash = b.ca_hash().to_owned();
     let good = token::create(&c.client, &hash, Some(Duration::from_secs(600)), None, None).await?;
@@ -359,7 +292,7 @@ fn summary(changes: &[NodeChange]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_cache_holds_pods_their_references_and_tombstones() -> anyhow::Result<()> {
-    let c = cluster().await?;
+    let c = Cluster::start().await?;
     let nodes: Api<Node> = Api::all(c.client.clone());
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
     let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
@@ -489,7 +422,7 @@ async fn edge_cache_holds_pods_their_references_and_tombstones() -> anyhow::Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_lifecycle_marks_stale_nodes_unknown_taints_and_evicts() -> anyhow::Result<()> {
-    let c = cluster().await?;
+    let c = Cluster::start().await?;
     let nodes: Api<Node> = Api::all(c.client.clone());
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
     let pp = PostParams::default();
@@ -617,7 +550,7 @@ async fn node_lifecycle_marks_stale_nodes_unknown_taints_and_evicts() -> anyhow:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_cache_flood_of_pods_and_references_converges() -> anyhow::Result<()> {
-    let c = cluster().await?;
+    let c = Cluster::start().await?;
     let nodes: Api<Node> = Api::all(c.client.clone());
     let pp = PostParams::default();
     for n in ["flood-1", "flood-2"] {

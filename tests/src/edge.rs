@@ -10,6 +10,19 @@ use serde_json::Value;
 
 use crate::{Standalone, bin};
 
+/// How many objects the edge's store under `root` holds (`edgecore status -o json`;
+/// 0 when it cannot be read, e.g. while the running edgecore holds the store).
+pub fn edge_objects(root: &Path) -> u64 {
+    let out = Command::new(bin("edgecore"))
+        .args(["status", "-o", "json", "--root"])
+        .arg(root)
+        .output();
+    out.ok()
+        .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+        .and_then(|v| v["objects"].as_u64())
+        .unwrap_or(0)
+}
+
 /// A free loopback address (`127.0.0.1:port`) for a listener the child binds itself.
 pub fn free_addr() -> String {
     std::net::TcpListener::bind("127.0.0.1:0")

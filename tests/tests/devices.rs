@@ -8,203 +8,23 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod devices_common;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use devices_common::{Edge, NODE, Sub, device_topic, free_port, join, publish, twin_msg, wait_for};
 use serde_json::Value;
-use tests::{Standalone, bin};
+use tests::Standalone;
 
-const NODE: &str = "edge-dev";
 const DEVICE: &str = "thermo-1";
 
-/// A port that was free a moment ago (rumqttd refuses port 0).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn token(s: &Standalone) -> String {
-    let out = Command::new(bin("cloudcore"))
-        .args(["token", "create", "--kubeconfig"])
-        .arg(&s.kubeconfig)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn join(s: &Standalone, root: &Path, mqtt_port: u16) {
-    let out = Command::new(bin("edgecore"))
-        .args(["join", "--server", &s.hub, "--token", &token(s)])
-        .args(["--node-name", NODE, "--root"])
-        .arg(root)
-        .args(["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}")])
-        .args(["--metrics-listen", "127.0.0.1:0", "--no-start"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "join: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct Edge {
-    child: Child,
-}
-
-impl Edge {
-    fn run(root: &Path) -> Edge {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(root.join("edge.log"))
-            .unwrap();
-        let child = Command::new(bin("edgecore"))
-            .arg("run")
-            .arg("--config")
-            .arg(root.join("etc/kedge/edgecore.toml"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Edge { child }
-    }
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    start.elapsed()
-}
-
-fn now_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-}
-
-fn publish(port: u16, topic: &str, payload: &str) -> bool {
-    Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
-        .args(["-t", topic, "-m", payload])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 fn twin_update(port: u16, id: &str, props: &[(&str, &str)]) {
-    let twin: serde_json::Map<String, Value> = props
-        .iter()
-        .map(|(k, v)| {
-            (
-                (*k).to_owned(),
-                serde_json::json!({"actual": {"value": v}, "metadata": {"type": "int"}}),
-            )
-        })
-        .collect();
-    let msg = serde_json::json!({"event_id": id, "timestamp": now_ms(), "twin": twin});
-    let topic = format!("kedge/events/device/default/{DEVICE}/twin/update");
-    assert!(publish(port, &topic, &msg.to_string()), "publish {msg}");
-}
-
-/// A `mosquitto_sub -v` on some topics; `ready` proves the subscription is live.
-struct Sub {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    port: u16,
-    probe: String,
-}
-
-impl Sub {
-    fn start(port: u16, topics: &[&str]) -> Sub {
-        let probe = format!("probe/{}", now_ms());
-        let mut cmd = Command::new("mosquitto_sub");
-        cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-v", "-q", "1"]);
-        for t in topics.iter().copied().chain([probe.as_str()]) {
-            cmd.args(["-t", t]);
-        }
-        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let sub = Sub {
-            child,
-            lines,
-            port,
-            probe,
-        };
-        sub.ready();
-        sub
-    }
-
-    fn ready(&self) {
-        let start = Instant::now();
-        loop {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "mosquitto_sub did not come up"
-            );
-            publish(self.port, &self.probe, "x");
-            if let Ok(l) = self.lines.recv_timeout(Duration::from_millis(300))
-                && l.starts_with(&self.probe)
-            {
-                return;
-            }
-        }
-    }
-
-    /// The payload of the next message on `topic` (probes and other topics skipped).
-    fn expect(&self, topic: &str, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no message on {topic} within {timeout:?}"));
-            if let Some(payload) = line.strip_prefix(&format!("{topic} ")) {
-                return serde_json::from_str(payload)
-                    .unwrap_or_else(|e| panic!("{topic}: {e}: {payload}"));
-            }
-        }
-    }
-}
-
-impl Drop for Sub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    let msg = twin_msg(id, props);
+    assert!(
+        publish(port, &device_topic(DEVICE, "twin/update"), &msg),
+        "publish {msg}"
+    );
 }
 
 fn manifests() -> String {
@@ -234,31 +54,19 @@ spec:
 
 /// `propertyName` → reported value in `Device.status.twins`.
 fn reported(s: &Standalone) -> std::collections::BTreeMap<String, (String, Value)> {
-    let out = s.kubectl(&["get", "device", DEVICE, "-o", "jsonpath={.status.twins}"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let twins: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    twins
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| {
-            let name = t["propertyName"].as_str()?.to_owned();
-            let value = t["reported"]["value"].as_str()?.to_owned();
-            Some((name, (value, t["reported"]["metadata"].clone())))
-        })
-        .collect()
+    devices_common::reported(s, DEVICE)
 }
 
 fn reported_value(s: &Standalone, prop: &str) -> Option<String> {
-    reported(s).get(prop).map(|(v, _)| v.clone())
+    devices_common::reported_value(s, DEVICE, prop)
 }
 
 struct Setup {
     _dir: tempfile::TempDir,
-    cloud_dir: std::path::PathBuf,
+    cloud_dir: PathBuf,
     cloud_flags: Vec<String>,
     s: Standalone,
-    root: std::path::PathBuf,
+    root: PathBuf,
     edge: Edge,
     port: u16,
 }
@@ -275,7 +83,7 @@ fn setup() -> Setup {
     let s = Standalone::start(&cloud_dir, &flags).unwrap();
     let root = dir.path().join("edge");
     let port = free_port();
-    join(&s, &root, port);
+    join(&s, &root, port, 0);
     let edge = Edge::run(&root);
     wait_for(
         "the embedded broker accepts",
@@ -363,7 +171,7 @@ fn kubeedge_samples_apply_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let hub = format!("127.0.0.1:{}", free_port());
     let s = Standalone::start(&dir.path().join("cloud"), &["--hub-listen", &hub]).unwrap();
-    let compat = Path::new("/work/shared/compat/kubeedge");
+    let compat = tests::kubeedge_fixtures();
     for f in [
         "website-devicemodel-sample.yaml",
         "website-device-sample.yaml",

@@ -22,28 +22,15 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use tests::edge::{Edge, wait_until};
+use serde_json::json;
+use tests::Standalone;
+use tests::edge::{Edge, edge_objects, wait_until};
 use tests::helm::{NS, render};
 use tests::rbac::{self, CLOUDCORE_USER, Req};
-use tests::{Standalone, bin};
 
 const NODE: &str = "edge-audit";
-
-fn edge_objects(root: &Path) -> u64 {
-    let out = Command::new(bin("edgecore"))
-        .args(["status", "-o", "json", "--root"])
-        .arg(root)
-        .output()
-        .unwrap();
-    serde_json::from_slice::<Value>(&out.stdout)
-        .ok()
-        .and_then(|v| v["objects"].as_u64())
-        .unwrap_or(0)
-}
 
 fn workload(node: &str) -> String {
     format!(

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tests::edge::edge_objects;
 use tests::{Standalone, bin, curl};
 
 fn hub_url(s: &Standalone) -> String {
@@ -107,18 +108,6 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Durat
         std::thread::sleep(Duration::from_millis(100));
     }
     start.elapsed()
-}
-
-fn edge_objects(root: &Path) -> u64 {
-    let out = Command::new(bin("edgecore"))
-        .args(["status", "-o", "json", "--root"])
-        .arg(root)
-        .output()
-        .unwrap();
-    serde_json::from_slice::<Value>(&out.stdout)
-        .ok()
-        .and_then(|v| v["objects"].as_u64())
-        .unwrap_or(0)
 }
 
 #[test]
