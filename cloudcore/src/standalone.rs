@@ -268,6 +268,9 @@ async fn start_local_edge(
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
+        // Killed with the standalone (drop) and, when that is killed with SIGKILL, by the
+        // kernel (edgecore sets PR_SET_PDEATHSIG when it sees this variable).
+        .env("KEDGE_EXIT_WITH_PARENT", std::process::id().to_string())
         .kill_on_drop(true);
     let child = cmd
         .spawn()

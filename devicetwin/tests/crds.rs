@@ -2,8 +2,10 @@
 //! carry the agreed columns and subresources, accept KubeEdge's published samples, and accept
 //! every spec field KubeEdge's own v1beta1 CRD schema accepts.
 //!
-//! The KubeEdge fixtures live in `../../shared/compat/kubeedge` relative to this crate; tests
-//! that need them print a note and pass when they are absent.
+//! The KubeEdge fixtures are data kept outside the project: `$KEDGE_COMPAT_DIR`, else
+//! `../shared/compat/kubeedge` beside the checkout, else `/work/shared/compat/kubeedge` (a
+//! clone made elsewhere on the same machine, as CI makes one). Tests that need them print a
+//! note and pass when none is there.
 
 #![allow(clippy::unwrap_used)]
 
@@ -37,17 +39,21 @@ fn model_crd() -> Value {
 
 /// The KubeEdge fixture file, or `None` (with a note) when the fixtures are not there.
 fn fixture(file: &str) -> Option<Value> {
-    let path = manifest_dir()
-        .join("../../shared/compat/kubeedge")
-        .join(file);
-    if !path.exists() {
+    let dirs = std::env::var_os("KEDGE_COMPAT_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([
+            manifest_dir().join("../../shared/compat/kubeedge"),
+            PathBuf::from("/work/shared/compat/kubeedge"),
+        ]);
+    let tried: Vec<PathBuf> = dirs.map(|d| d.join(file)).collect();
+    let Some(path) = tried.iter().find(|p| p.exists()) else {
         eprintln!(
-            "note: {} is absent; skipping the KubeEdge compatibility check",
-            path.display()
+            "note: {file} is absent (looked at {tried:?}); skipping the KubeEdge compatibility check"
         );
         return None;
-    }
-    Some(yaml(&path))
+    };
+    Some(yaml(path))
 }
 
 /// `spec.versions[name=v1beta1].schema.openAPIV3Schema` of a CRD.

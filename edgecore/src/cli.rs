@@ -144,8 +144,33 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// The environment variable a supervising parent (`cloudcore standalone`, for its local edge)
+/// sets to its process id: the edge then exits with that parent even when it is killed
+/// with SIGKILL, instead of living on as an orphan that holds the MQTT port and the store.
+pub const PARENT_PID_ENV: &str = "KEDGE_EXIT_WITH_PARENT";
+
+/// Asks the kernel for SIGTERM when the parent named in [`PARENT_PID_ENV`] dies (the setting
+/// survives `join`'s exec of `run`), and exits at once when it is already gone.
+fn exit_with_parent() {
+    let Some(parent) = std::env::var(PARENT_PID_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM) {
+        tracing::warn!(error = %e, "cannot ask to exit with the parent process");
+        return;
+    }
+    if nix::unistd::getppid().as_raw() != parent {
+        eprintln!("error: the parent process {parent} ({PARENT_PID_ENV}) is gone");
+        std::process::exit(1);
+    }
+}
+
 /// Runs the command.
 pub async fn run(cli: Cli) -> ExitCode {
+    exit_with_parent();
     match cli.command {
         Command::Join(args) => join(args, &cli.log).await,
         Command::Reset { root, systemd_dir } => match crate::join::reset_all(&root, &systemd_dir) {

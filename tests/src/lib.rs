@@ -46,6 +46,24 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// KubeEdge's published Device/DeviceModel samples and CRD schemas, kept as data outside the
+/// project (`../shared/compat/kubeedge` beside the checkout): `$KEDGE_COMPAT_DIR` when set,
+/// else that folder beside this checkout, else `/work/shared/compat/kubeedge` (for a clone
+/// made elsewhere on the same machine, as CI makes one). Panics naming where it looked.
+pub fn kubeedge_fixtures() -> PathBuf {
+    let mut candidates: Vec<PathBuf> = std::env::var_os("KEDGE_COMPAT_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    candidates.push(workspace_root().join("../shared/compat/kubeedge"));
+    candidates.push(PathBuf::from("/work/shared/compat/kubeedge"));
+    candidates
+        .iter()
+        .find(|p| p.join("website-device-sample.yaml").exists())
+        .cloned()
+        .unwrap_or_else(|| panic!("KubeEdge fixtures not found in any of {candidates:?}"))
+}
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -182,7 +182,7 @@ spec:
 /// KubeEdge's documentation sample (Modbus TCP, `isSwap` + `isRegisterSwap`), bound to this
 /// edge and pointed at the local slave.
 fn kubeedge_sample(tcp_port: u16) -> String {
-    let compat = Path::new("/work/shared/compat/kubeedge");
+    let compat = tests::kubeedge_fixtures();
     let model = std::fs::read_to_string(compat.join("website-devicemodel-sample.yaml")).unwrap();
     let device = std::fs::read_to_string(compat.join("website-device-sample.yaml")).unwrap();
     assert!(device.contains("ip: 172.17.0.3") && device.contains("port: 1502"));

@@ -1,7 +1,7 @@
 //! `cloudcore standalone --with-local-edge` and the local edge's MQTT address:
 //! `--edge-mqtt-listen 127.0.0.1:0` gives it a free port, printed on the banner's `mqtt:`
 //! line, where kedge's device bus answers; an address already taken is refused up front
-//! with a message naming the flag.
+//! with a message naming the flag; a `kill -9` of cloudcore takes its local edge with it.
 
 #![allow(clippy::unwrap_used)]
 
@@ -77,7 +77,7 @@ fn port_zero_gives_the_local_edge_a_free_mqtt_port_shown_in_the_banner() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let _cloud = Cloud(child);
+    let mut cloud = Cloud(child);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -123,5 +123,15 @@ fn port_zero_gives_the_local_edge_a_free_mqtt_port_shown_in_the_banner() {
             sub.try_expect(result, Duration::from_secs(2))
                 .is_some_and(|r| r["reason"] == "unknown_device")
         },
+    );
+
+    // cloudcore killed with SIGKILL (no chance to stop its child): the kernel stops the local
+    // edge with it, so no orphan keeps the broker port, the store and the node's link.
+    cloud.0.kill().unwrap();
+    cloud.0.wait().unwrap();
+    wait_for(
+        "the local edge exits with its cloudcore",
+        Duration::from_secs(20),
+        || !publish(port, "kedge/hello", "x"),
     );
 }
