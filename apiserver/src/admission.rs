@@ -42,7 +42,7 @@ fn obj_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>
 pub fn check_namespace_open(api: &Api, ns: &str) -> ApiResult<()> {
     match api.store.get(&format!("core/namespaces//{ns}")) {
         None => Err(ApiError::not_found("", "namespaces", ns)),
-        Some(n) if n.value.pointer("/metadata/deletionTimestamp").is_some() => {
+        Some(n) if n.value().pointer("/metadata/deletionTimestamp").is_some() => {
             Err(ApiError::forbidden(format!(
                 "unable to create new content in namespace {ns} because it is being terminated"
             )))
@@ -341,19 +341,18 @@ pub async fn after_write(api: &Arc<Api>, res: &Resource, ev: &Event) {
         && ev.kind != EventType::Deleted
         && ev
             .obj
-            .value
+            .value()
             .pointer("/metadata/deletionTimestamp")
             .is_some()
         && ev
             .prev
             .as_ref()
-            .is_none_or(|p| p.value.pointer("/metadata/deletionTimestamp").is_none())
+            .is_none_or(|p| p.value().pointer("/metadata/deletionTimestamp").is_none())
     {
         let name = ev
             .obj
-            .value
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
+            .fields()
+            .field("metadata.name")
             .unwrap_or("")
             .to_string();
         let api = api.clone();
@@ -363,7 +362,7 @@ pub async fn after_write(api: &Arc<Api>, res: &Resource, ev: &Event) {
 
 /// Register (or unregister) a CRD's resources and write its status.
 pub async fn crd_changed(api: &Arc<Api>, ev: &Event) {
-    let crd: &Value = &ev.obj.value;
+    let crd: &Value = &ev.obj.value();
     let name = crd
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -396,7 +395,7 @@ pub async fn crd_changed(api: &Arc<Api>, ev: &Event) {
         let Some(cur) = cur else {
             return Ok(Outcome::Unchanged);
         };
-        let mut v = cur.value.clone();
+        let mut v = cur.value();
         let st = crate::crd::status(&v, conflict.as_deref());
         if v.get("status") == Some(&st) {
             return Ok(Outcome::Unchanged);

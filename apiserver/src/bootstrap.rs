@@ -23,7 +23,8 @@ pub async fn run(api: &Arc<Api>) {
         .store
         .list("apiextensions.k8s.io/customresourcedefinitions/", None);
     for (_, crd) in crds {
-        if crd.value.pointer("/metadata/deletionTimestamp").is_some() {
+        let value = crd.value();
+        if value.pointer("/metadata/deletionTimestamp").is_some() {
             let api2 = api.clone();
             let ev = crate::store::Event {
                 rv: crd.rv,
@@ -34,7 +35,7 @@ pub async fn run(api: &Arc<Api>) {
             };
             crate::admission::crd_changed(&api2, &ev).await;
         } else {
-            crate::admission::register_crd(api, &crd.value);
+            crate::admission::register_crd(api, &value);
         }
     }
     for ns in SYSTEM_NAMESPACES {
@@ -47,12 +48,12 @@ pub async fn run(api: &Arc<Api>) {
     // ServiceAccount and CA bundle (namespaces stored before this server published them).
     let (nss, _) = api.store.list("core/namespaces/", None);
     for (_, n) in nss {
-        if n.value.pointer("/metadata/deletionTimestamp").is_none() {
-            let name = n.value.pointer("/metadata/name").and_then(Value::as_str);
+        let value = n.value();
+        if value.pointer("/metadata/deletionTimestamp").is_none() {
+            let name = value.pointer("/metadata/name").and_then(Value::as_str);
             crate::serviceaccount::ensure_namespace_defaults(api, name.unwrap_or("")).await;
         } else {
-            let name = n
-                .value
+            let name = value
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or("")
@@ -139,11 +140,12 @@ pub async fn ensure(api: &Arc<Api>, obj: Value) -> ApiResult<Value> {
             check(write::create(&mut ctx, &res, &rp, &body).await?).await
         }
         Some(cur) => {
+            let cur_value = cur.value();
             let same = ["spec", "data", "stringData", "rules"]
                 .iter()
-                .all(|k| obj.get(*k).is_none() || obj.get(*k) == cur.value.get(*k));
+                .all(|k| obj.get(*k).is_none() || obj.get(*k) == cur_value.get(*k));
             if same {
-                return Ok(cur.value.clone());
+                return Ok(cur_value);
             }
             let mut new = obj.clone();
             new["metadata"]["resourceVersion"] = json!(cur.rv.to_string());

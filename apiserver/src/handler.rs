@@ -18,6 +18,7 @@ use crate::status::{ApiError, ApiResult};
 pub mod apply;
 pub mod delete;
 pub mod read;
+pub mod review;
 pub mod update;
 pub mod watch;
 pub mod write;
@@ -219,6 +220,13 @@ where
     B::Error: std::fmt::Display,
 {
     let method = req.method().clone();
+    if review::is_self_subject_review(&rp) {
+        let answer = match read_body(&ctx, req).await {
+            Ok(body) => review::self_subject_review(&ctx, &method, &rp, &body),
+            Err(e) => Err(e),
+        };
+        return answer.unwrap_or_else(|e| error_resp(&e));
+    }
     let res = match ctx.api.registry.get(&rp.group, &rp.version, &rp.plural) {
         Some(r) => r,
         None => {

@@ -158,6 +158,7 @@ fn table(api_version: &str, kind: &str) -> Option<&'static [F]> {
         ("v1", "ConfigMap") => CONFIG_MAP,
         ("v1", "Secret") => SECRET,
         ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => &[META],
         ("v1", "Pod") => workloads::POD,
         ("v1", "Service") => workloads::SERVICE,
         ("apps/v1", "Deployment") => workloads::DEPLOYMENT,

@@ -16,7 +16,8 @@ mod field;
 #[path = "selector/label.rs"]
 mod label;
 pub use field::{
-    FieldRequirement, FieldSelector, builtin_field_value, builtin_fields, field_value,
+    FieldRequirement, FieldSelector, builtin_field_value, builtin_fields, builtin_resource,
+    field_value,
 };
 pub use label::{LabelOp, LabelSelector, Requirement};
 

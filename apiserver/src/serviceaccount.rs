@@ -89,14 +89,15 @@ impl TokenValidator for Validator {
         let now = chrono::Utc::now().timestamp();
         let v = token::check(&claims, &self.sa.issuer, &self.sa.audiences, now)?;
         let sa = self.store.get(&sa_key(&v.namespace, &v.name))?;
-        if uid(&sa.value) != Some(v.uid.as_str()) {
+        if uid(&sa.value()) != Some(v.uid.as_str()) {
             return None;
         }
         if let Some(b) = &v.bound {
             let obj = self
                 .store
-                .get(&format!("core/{}/{}/{}", b.plural, v.namespace, b.name))?;
-            if uid(&obj.value) != Some(b.uid.as_str()) || deleted_before(&obj.value, now) {
+                .get(&format!("core/{}/{}/{}", b.plural, v.namespace, b.name))?
+                .value();
+            if uid(&obj) != Some(b.uid.as_str()) || deleted_before(&obj, now) {
                 return None;
             }
         }
@@ -142,7 +143,7 @@ pub fn admit_pod(api: &Api, pod: &mut Value) -> ApiResult<()> {
         ))
         .with_details(json!({"name": pod_name, "kind": "pods"})));
     };
-    if pod::automount(pod, &sa.value) {
+    if pod::automount(pod, &sa.value()) {
         pod::mount_token(pod);
     }
     Ok(())
@@ -171,23 +172,15 @@ pub async fn ensure_namespace_defaults(api: &Arc<Api>, ns: &str) {
 /// the namespace's creation is answered, so a pod can follow at once); a deleted `default`
 /// ServiceAccount or a deleted or edited `kube-root-ca.crt` is put back.
 pub async fn after_write(api: &Arc<Api>, plural: &str, ev: &Event) {
-    let name = ev
-        .obj
-        .value
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let ns = ev
-        .obj
-        .value
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let fields = ev.obj.fields();
+    let name = fields.field("metadata.name").unwrap_or("");
+    let ns = fields.field("metadata.namespace").unwrap_or("");
     let target = match (plural, ev.kind) {
         ("namespaces", EventType::Added) => name,
         ("serviceaccounts", EventType::Deleted) if name == DEFAULT_SA => ns,
         ("configmaps", EventType::Deleted | EventType::Modified) if name == ROOT_CA_CONFIGMAP => {
-            let ca = ev.obj.value.pointer("/data/ca.crt").and_then(Value::as_str);
+            let obj = ev.obj.value();
+            let ca = obj.pointer("/data/ca.crt").and_then(Value::as_str);
             if ev.kind == EventType::Modified && ca == Some(api.service_accounts.ca_pem.as_str()) {
                 return;
             }

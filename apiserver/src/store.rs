@@ -43,7 +43,7 @@ mod snapshot;
 mod stored;
 
 pub use snapshot::{ListPage, ListRequest, Snapshot, SnapshotError};
-pub use stored::{LazyValue, Stored, StoredObj};
+pub use stored::{SelectorFields, Stored, StoredObj};
 
 /// Errors of the storage engine.
 #[derive(Debug, thiserror::Error)]
@@ -211,7 +211,8 @@ impl Store {
             })?;
             let orv = rv_of(&value);
             rv = rv.max(orv);
-            objects.insert(key, Stored::new(value, orv));
+            let stored = Stored::new(&value, &key, orv);
+            objects.insert(key, stored);
         }
         let compacted = match db.get(b"m/compacted").map_err(StoreError::Write)? {
             Some(v) => String::from_utf8_lossy(&v).parse().unwrap_or(0),
@@ -361,19 +362,19 @@ impl Store {
                 } else {
                     EventType::Added
                 };
-                (kind, Stored::new(value, next_rv))
+                (kind, Stored::new(&value, key, next_rv))
             }
             Outcome::Delete => {
                 let Some(cur) = &current else {
                     return Ok(None);
                 };
-                let mut value = cur.value.clone();
+                let mut value = cur.value();
                 set_rv(&mut value, next_rv);
-                (EventType::Deleted, Stored::new(value, next_rv))
+                (EventType::Deleted, Stored::new(&value, key, next_rv))
             }
         };
-        // The superseded version, as bytes: for snapshot lists and the event's `prev`.
-        let superseded = current.as_ref().map(Stored::bytes_only);
+        // The superseded version: for snapshot lists and the event's `prev`.
+        let superseded = current.clone();
         let ev = Arc::new(Event {
             rv: next_rv,
             kind,
@@ -392,8 +393,7 @@ impl Store {
             .apply_batch(batch)
             .map_err(|e| ApiError::from(StoreError::Write(e)))?;
         inner.rv = next_rv;
-        if let (Some(cur), Some(old)) = (current, superseded) {
-            release_parsed(&mut inner.history, &cur, &old);
+        if let Some(old) = superseded {
             inner
                 .past
                 .entry(key.to_string())
@@ -529,28 +529,6 @@ fn set_rv(value: &mut Value, rv: u64) {
     }
 }
 
-/// The event in `history` that wrote `cur` holds it parsed; now that `cur` is superseded,
-/// let that event hold the bytes-only copy `old`, so the parsed value is freed once nothing
-/// else (a watcher sending it, the broadcast queue) holds it.
-fn release_parsed(history: &mut VecDeque<Kept>, cur: &Stored, old: &Stored) {
-    let Ok(i) = history.binary_search_by_key(&cur.rv, |k| k.ev.rv) else {
-        return;
-    };
-    let Some(kept) = history.get_mut(i) else {
-        return;
-    };
-    if Stored::same(&kept.ev.obj, cur) {
-        let ev = &kept.ev;
-        kept.ev = Arc::new(Event {
-            rv: ev.rv,
-            kind: ev.kind,
-            key: ev.key.clone(),
-            obj: old.clone(),
-            prev: ev.prev.clone(),
-        });
-    }
-}
-
 fn encode_event(ev: &Event) -> Vec<u8> {
     let mut out = Vec::with_capacity(ev.obj.raw.len() + ev.key.len() + 32);
     out.extend_from_slice(ev.kind.as_str().as_bytes());
@@ -566,19 +544,19 @@ fn decode_event(v: &[u8]) -> Option<Event> {
     let kind = EventType::parse(std::str::from_utf8(parts.next()?).ok()?)?;
     let key = std::str::from_utf8(parts.next()?).ok()?.to_string();
     let raw = parts.next()?;
-    // Only the version is read now (no tree is built); the object is parsed if a watcher
-    // replaying it needs its value.
+    // Only the version is read now (no tree is built).
     let head: RvOnly = serde_json::from_slice(raw).ok()?;
     let rv = head
         .metadata
         .resource_version
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    let obj = Stored::from_bytes(Bytes::copy_from_slice(raw), &key, rv);
     Some(Event {
         rv,
         kind,
         key,
-        obj: Stored::from_bytes(Bytes::copy_from_slice(raw), rv),
+        obj,
         prev: None,
     })
 }

@@ -80,7 +80,7 @@ async fn page_100k_configmaps_in_pages_of_500() {
         let key = format!("core/configmaps/default/{name}");
         last = store
             .mutate(&key, |cur, _| {
-                let mut v = cur.unwrap().value.clone();
+                let mut v = cur.unwrap().value();
                 v["data"]["key"] = json!("changed");
                 Ok(apiserver::store::Outcome::Put(v))
             })

@@ -591,3 +591,85 @@ fn large_lists_stream_whole() {
     assert_eq!(table.lines().count(), 120, "{table}");
     assert!(table.lines().all(|l| l.starts_with("big-")), "{table}");
 }
+
+/// `kubectl auth whoami` (a `SelfSubjectReview`) names the caller: the admin of the
+/// kubeconfig, and a ServiceAccount by its token — one bound to a pod, as the pod's
+/// projected token would be.
+#[test]
+fn auth_whoami_for_admin_and_service_account() {
+    let (d, s) = start();
+    let me = json_of(&s, &["auth", "whoami"]);
+    assert_eq!(me["kind"], "SelfSubjectReview", "{me}");
+    let user = &me["status"]["userInfo"];
+    assert!(
+        user["username"].as_str().is_some_and(|u| !u.is_empty()),
+        "{me}"
+    );
+    let groups = user["groups"].as_array().unwrap();
+    assert!(
+        groups.contains(&Value::from("system:authenticated")),
+        "{me}"
+    );
+
+    s.apply(APP);
+    let token = s.kubectl_ok(&[
+        "-n",
+        "demo",
+        "create",
+        "token",
+        "default",
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        "web",
+    ]);
+    // Only the token: a kubeconfig without the admin's credentials.
+    let empty = d.path().join("empty-kubeconfig");
+    std::fs::write(&empty, "apiVersion: v1\nkind: Config\n").unwrap();
+    let ca = s.ca_file();
+    let out = tests::kubectl(
+        &empty,
+        &[
+            "--server",
+            &s.url,
+            "--certificate-authority",
+            ca.to_str().unwrap(),
+            "--token",
+            token.trim(),
+            "auth",
+            "whoami",
+            "-o",
+            "json",
+        ],
+        None,
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "whoami with the ServiceAccount token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let me: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let user = &me["status"]["userInfo"];
+    assert_eq!(
+        user["username"], "system:serviceaccount:demo:default",
+        "{me}"
+    );
+    assert!(user["uid"].as_str().is_some_and(|u| !u.is_empty()), "{me}");
+    let groups = user["groups"].as_array().unwrap();
+    for g in [
+        "system:serviceaccounts",
+        "system:serviceaccounts:demo",
+        "system:authenticated",
+    ] {
+        assert!(groups.contains(&Value::from(g)), "{g} missing: {me}");
+    }
+
+    // Not a list, not a get: only create.
+    let out = s.kubectl(&[
+        "get",
+        "--raw",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+    ]);
+    assert!(!out.status.success());
+}

@@ -67,8 +67,10 @@ pub(super) fn pod_node_labels(api: &Api, pod: &Value) -> Option<Map<String, Valu
     let node = api
         .store
         .get(&format!("core/nodes//{}", autonomy::node_name(pod)?))?;
-    node.value
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .cloned()
+    Some(
+        node.fields()
+            .labels()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect(),
+    )
 }

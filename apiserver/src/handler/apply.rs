@@ -166,9 +166,10 @@ pub async fn apply(
                 ),
             ));
         }
+        let cur_value = cur.value();
         let new =
-            fieldmanager::apply(&cur.value, &cfg, schema_of(res), &op, force).map_err(conflict)?;
-        finish_update(warnings, &w, cur, new)
+            fieldmanager::apply(&cur_value, &cfg, schema_of(res), &op, force).map_err(conflict)?;
+        finish_update(warnings, &w, cur, &cur_value, new)
     })?;
     commit(&api, dry, res, &ev).await?;
     Ok(written(ev, ctx, &key))

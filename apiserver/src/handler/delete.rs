@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::read::{Selectors, select};
 use super::write::{commit, dry_run, meta_mut, now, run, str_at};
-use super::{Ctx, Resp, value_resp};
+use super::{Ctx, Resp, json_resp, value_resp};
 use crate::admission;
 use crate::registry::Resource;
 use crate::request::ResourcePath;
@@ -53,9 +53,11 @@ fn delete_options(ctx: &Ctx, body: &[u8]) -> ApiResult<DeleteOptions> {
 
 /// What deleting `cur` means now: gone, or marked (graceful, finalizers).
 pub fn delete_decision(res: &Resource, cur: &Stored, opts: &DeleteOptions) -> ApiResult<Outcome> {
-    let name = str_at(&cur.value, "/metadata/name").unwrap_or("");
+    let mut obj = cur.value();
+    let name = str_at(&obj, "/metadata/name").unwrap_or("").to_string();
+    let name = name.as_str();
     if let Some(p) = &opts.preconditions {
-        let uid = str_at(&cur.value, "/metadata/uid").unwrap_or("");
+        let uid = str_at(&obj, "/metadata/uid").unwrap_or("");
         if let Some(want) = p.uid.as_deref().filter(|u| *u != uid) {
             return Err(ApiError::conflict(
                 &res.group,
@@ -82,7 +84,6 @@ pub fn delete_decision(res: &Resource, cur: &Stored, opts: &DeleteOptions) -> Ap
             ));
         }
     }
-    let mut obj = cur.value.clone();
     let deleting = obj.pointer("/metadata/deletionTimestamp").is_some();
     if let Some(grace) = admission::graceful_period(res, &obj, opts.grace_period_seconds) {
         let current = obj
@@ -120,7 +121,7 @@ pub fn delete_decision(res: &Resource, cur: &Stored, opts: &DeleteOptions) -> Ap
 fn delete_answer(res: &Resource, ev: Option<Arc<Event>>, cur: Option<Stored>) -> Resp {
     match ev {
         Some(e) if e.kind == EventType::Deleted && !admission::returns_deleted_object(res) => {
-            let v = &e.obj.value;
+            let v = &e.obj.value();
             value_resp(
                 200,
                 &status::success(
@@ -131,8 +132,11 @@ fn delete_answer(res: &Resource, ev: Option<Arc<Event>>, cur: Option<Stored>) ->
                 ),
             )
         }
-        Some(e) => value_resp(200, &e.obj.value),
-        None => value_resp(200, &cur.map(|c| c.value.clone()).unwrap_or(Value::Null)),
+        Some(e) => json_resp(200, e.obj.raw.clone()),
+        None => match cur {
+            Some(c) => json_resp(200, c.raw.clone()),
+            None => value_resp(200, &Value::Null),
+        },
     }
 }
 
@@ -171,10 +175,12 @@ pub async fn delete_collection(
     let dry = dry_run(ctx);
     let mut out = Vec::new();
     for item in items {
-        let ns = str_at(&item.value, "/metadata/namespace").map(str::to_string);
-        let name = str_at(&item.value, "/metadata/name")
-            .unwrap_or("")
-            .to_string();
+        let fields = item.fields();
+        let ns = fields
+            .field("metadata.namespace")
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
+        let name = fields.field("metadata.name").unwrap_or("").to_string();
         let key = res.key(ns.as_deref(), &name);
         let ev = run(&ctx.api, dry, &key, |cur, _| match cur {
             Some(cur) => delete_decision(res, cur, &opts),
@@ -182,7 +188,7 @@ pub async fn delete_collection(
         })?;
         commit(&ctx.api, dry, res, &ev).await?;
         if let Some(ev) = ev {
-            out.push(ev.obj.value.clone());
+            out.push(ev.obj.value());
         }
     }
     let list = json!({

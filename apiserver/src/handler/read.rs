@@ -23,6 +23,8 @@ pub struct Selectors {
     /// The resource's group and plural (built-in field aliases and defaults).
     pub group: String,
     pub plural: String,
+    /// Every field the selectors read is in [`Stored::fields`] (else the object is parsed).
+    pub indexed: bool,
 }
 
 impl Selectors {
@@ -46,17 +48,52 @@ impl Selectors {
             }
             None => None,
         };
+        let builtin = crate::selector::builtin_fields(&res.group, &res.plural);
+        let indexed = fields.as_ref().is_none_or(|f| {
+            f.requirements()
+                .iter()
+                .all(|r| builtin.contains(&r.field.as_str()))
+        });
         Ok(Self {
             labels,
             fields,
             group: res.group.clone(),
             plural: res.plural.clone(),
+            indexed,
         })
     }
 
     /// No label and no field selector: everything matches.
     pub fn is_empty(&self) -> bool {
         self.labels.is_none() && self.fields.is_none()
+    }
+
+    /// Does the stored `obj` match both selectors? Reads its [`Stored::fields`], or parses
+    /// it when a selector reads other fields.
+    pub fn matches_stored(&self, obj: &Stored) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        if !self.indexed {
+            return self.matches(&obj.value());
+        }
+        let f = obj.fields();
+        if let Some(l) = &self.labels
+            && !l.matches_with(|k| f.label(k))
+        {
+            return false;
+        }
+        let Some(fs) = &self.fields else {
+            return true;
+        };
+        if fs
+            .requirements()
+            .iter()
+            .any(|r| f.field(&r.field).is_none())
+        {
+            return self.matches(&obj.value());
+        }
+        fs.matches_with(|name| std::borrow::Cow::Borrowed(f.field(name).unwrap_or("")))
     }
 
     /// Does `obj` match both selectors?
@@ -114,7 +151,7 @@ pub async fn get(ctx: &Ctx, res: &Resource, rp: &ResourcePath) -> ApiResult<Resp
     if wants_table(ctx) {
         let t = table::table(
             columns(res),
-            std::slice::from_ref(&*obj.value),
+            std::slice::from_ref(&obj.value()),
             include_object(ctx)?,
             &obj.rv.to_string(),
             None,
@@ -293,7 +330,7 @@ pub fn select(
     let page = ctx
         .api
         .store
-        .list_page(&req, &mut |o| unfiltered || sel.matches(&o.value))
+        .list_page(&req, &mut |o| unfiltered || sel.matches_stored(o))
         .map_err(|e| match (e, &after) {
             (SnapshotError::Compacted { .. }, Some(start)) => {
                 let mut err = ApiError::gone(EXPIRED_CONTINUE);
@@ -353,7 +390,7 @@ struct TableItems(table::TableRows);
 
 impl stream::RenderItems for TableItems {
     fn render(&mut self, item: &Stored, out: &mut BytesMut) {
-        let row = self.0.row(&item.value);
+        let row = self.0.row(&item.value());
         let _ = serde_json::to_writer((&mut *out).writer(), &row);
     }
 }
@@ -378,4 +415,71 @@ fn list_head(res: &Resource, s: &Selection) -> Value {
         meta["remainingItemCount"] = json!(r);
     }
     json!({"kind": res.list_kind, "apiVersion": res.api_version(), "metadata": meta, "items": []})
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn sel(group: &str, plural: &str, labels: &str, fields: &str) -> Selectors {
+        let fields = (!fields.is_empty()).then(|| FieldSelector::parse(fields).unwrap());
+        let builtin = crate::selector::builtin_fields(group, plural);
+        let indexed = fields.as_ref().is_none_or(|f| {
+            f.requirements()
+                .iter()
+                .all(|r| builtin.contains(&r.field.as_str()))
+        });
+        Selectors {
+            labels: (!labels.is_empty()).then(|| LabelSelector::parse(labels).unwrap()),
+            fields,
+            group: group.into(),
+            plural: plural.into(),
+            indexed,
+        }
+    }
+
+    /// Matching a stored object by its selector fields gives what matching its parsed value
+    /// gives, for every kind of term.
+    #[test]
+    fn stored_fields_match_as_the_object_does() {
+        let pods = [
+            json!({"metadata": {"name": "a", "namespace": "d", "labels": {"app": "web", "tier": "1"}},
+                   "spec": {"nodeName": "n1", "hostNetwork": true}, "status": {"phase": "Running"}}),
+            json!({"metadata": {"name": "b", "namespace": "d", "labels": {"app": "db"}},
+                   "spec": {}, "status": {"phase": "Pending"}}),
+            json!({"metadata": {"name": "c", "namespace": "e"}}),
+        ];
+        let cases = [
+            ("app=web", ""),
+            ("app!=web", ""),
+            ("app in (web,db),!tier", ""),
+            ("tier>0", ""),
+            ("", "spec.nodeName!="),
+            ("", "spec.nodeName=n1,status.phase=Running"),
+            ("", "spec.hostNetwork=false"),
+            ("", "metadata.namespace=d,metadata.name!=a"),
+            ("app", "status.phase!=Pending"),
+        ];
+        for p in &pods {
+            let name = p["metadata"]["name"].as_str().unwrap();
+            let stored = Stored::detached(p.clone(), &format!("core/pods/d/{name}"), 1);
+            for (l, f) in cases {
+                let s = sel("", "pods", l, f);
+                assert!(s.indexed);
+                assert_eq!(
+                    s.matches_stored(&stored),
+                    s.matches(&stored.value()),
+                    "{name}: labels {l:?} fields {f:?}"
+                );
+            }
+        }
+        // A field outside the built-in table (a CRD's selectable field) reads the object.
+        let w = json!({"metadata": {"name": "w"}, "spec": {"color": "red"}});
+        let stored = Stored::detached(w, "example.com/widgets/d/w", 1);
+        let s = sel("example.com", "widgets", "", "spec.color=red");
+        assert!(!s.indexed);
+        assert!(s.matches_stored(&stored));
+        assert!(!sel("example.com", "widgets", "", "spec.color=blue").matches_stored(&stored));
+    }
 }

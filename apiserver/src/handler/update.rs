@@ -142,17 +142,19 @@ where
     run(api, dry, key, |cur, _| f(warnings, cur))
 }
 
-/// Shared tail of update, patch and apply: the new object from the current one.
+/// Shared tail of update, patch and apply: the new object from the current one (`cur`,
+/// parsed as `cur_value`).
 pub(super) fn finish_update(
     warnings: &mut Vec<String>,
     w: &Writing<'_>,
     cur: &Stored,
+    cur_value: &Value,
     mut new: Value,
 ) -> ApiResult<Outcome> {
     let (mode, api, res, sub, user) = (w.mode, w.api, w.res, w.sub, w.user);
     check_type_meta(res, &mut new)?;
     let want = str_at(&new, "/metadata/resourceVersion").unwrap_or("");
-    let name = str_at(&cur.value, "/metadata/name")
+    let name = str_at(cur_value, "/metadata/name")
         .unwrap_or("")
         .to_string();
     if !want.is_empty() && want != cur.rv.to_string() {
@@ -175,16 +177,16 @@ pub(super) fn finish_update(
         Managing::Applied => new.pointer("/metadata/managedFields").cloned(),
         Managing::Update(_) => None,
     };
-    carry_system_fields(res, &cur.value, &mut new, sub);
+    carry_system_fields(res, cur_value, &mut new, sub);
     if let Some(mf) = applied_fields {
         meta_mut(&mut new).insert("managedFields".into(), mf);
     }
     validate_schema(warnings, mode, res, &mut new)?;
     validate_meta(res, &new)?;
-    admission::on_update(api, res, &cur.value, &mut new, sub, user)?;
-    record_update(res, sub, Some(&cur.value), &mut new, &w.managing);
+    admission::on_update(api, res, cur_value, &mut new, sub, user)?;
+    record_update(res, sub, Some(cur_value), &mut new, &w.managing);
     // Unchanged apart from the version: no write, no event (as Kubernetes).
-    if same_but_version(&new, &cur.value) {
+    if same_but_version(&new, cur_value) {
         return Ok(Outcome::Unchanged);
     }
     // The last finalizer removed from an object being deleted: it goes now.
@@ -268,7 +270,7 @@ pub async fn update(
         let Some(cur) = cur else {
             return Err(ApiError::not_found(&res.group, &res.plural, &name));
         };
-        finish_update(warnings, &w, cur, new.clone())
+        finish_update(warnings, &w, cur, &cur.value(), new.clone())
     })?;
     commit(&api, dry, res, &ev).await?;
     Ok(written(ev, ctx, &key))
@@ -310,8 +312,9 @@ pub async fn patch(
         let Some(cur) = cur else {
             return Err(ApiError::not_found(&res.group, &res.plural, &name));
         };
-        let new = apply_patch_for(res, pt, &cur.value, body)?;
-        finish_update(warnings, &w, cur, new)
+        let cur_value = cur.value();
+        let new = apply_patch_for(res, pt, &cur_value, body)?;
+        finish_update(warnings, &w, cur, &cur_value, new)
     })?;
     commit(&api, dry, res, &ev).await?;
     Ok(written(ev, ctx, &key))

@@ -40,7 +40,7 @@ impl Watcher {
         if let Some((version, include)) = self.table {
             let first = !self.headers_sent;
             self.headers_sent = true;
-            let t = table::watch_table(columns(&self.res), &obj.value, version, include, first);
+            let t = table::watch_table(columns(&self.res), &obj.value(), version, include, first);
             return event_line(kind, &serde_json::to_vec(&t).unwrap_or_default());
         }
         event_line(kind, &obj.raw)
@@ -58,8 +58,8 @@ impl Watcher {
             }
             return Some(self.line(ev.kind.as_str(), &ev.obj));
         }
-        let now = self.sel.matches(&ev.obj.value);
-        let before = ev.prev.as_ref().map(|p| self.sel.matches(&p.value));
+        let now = self.sel.matches_stored(&ev.obj);
+        let before = ev.prev.as_ref().map(|p| self.sel.matches_stored(p));
         let kind = match (ev.kind, now, before) {
             (EventType::Added, true, _) => "ADDED",
             (EventType::Deleted, true, _) => "DELETED",
@@ -189,7 +189,7 @@ pub async fn watch(ctx: &Ctx, res: &Arc<Resource>, rp: &ResourcePath) -> ApiResu
         let (rx, rv) = store.subscribe();
         let (items, _) = store.list(&w.prefix, None);
         for (_, obj) in items {
-            if obj.rv <= rv && (w.sel.is_empty() || w.sel.matches(&obj.value)) {
+            if obj.rv <= rv && w.sel.matches_stored(&obj) {
                 first.push(w.line("ADDED", &obj));
             }
         }

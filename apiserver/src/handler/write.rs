@@ -64,7 +64,7 @@ where
             rv,
             kind: EventType::Modified,
             key: key.to_string(),
-            obj: crate::store::Stored::detached(v, rv),
+            obj: crate::store::Stored::detached(v, key, rv),
             prev: cur,
         })),
         Outcome::Delete => cur.map(|c| {

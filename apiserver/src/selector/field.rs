@@ -213,6 +213,28 @@ pub fn builtin_fields(group: &str, plural: &str) -> &'static [&'static str] {
     }
 }
 
+/// The resources [`builtin_fields`] has a table for, as `(group, plural)`.
+const WITH_FIELDS: &[(&str, &str)] = &[
+    ("", "pods"),
+    ("", "events"),
+    ("", "secrets"),
+    ("", "nodes"),
+    ("", "namespaces"),
+    ("", "replicationcontrollers"),
+    ("apps", "replicasets"),
+    ("batch", "jobs"),
+    ("certificates.k8s.io", "certificatesigningrequests"),
+];
+
+/// `(group, plural)` as static strings when [`builtin_fields`] has a table for the resource
+/// (selectable fields beyond `metadata.name` and `metadata.namespace`).
+pub fn builtin_resource(group: &str, plural: &str) -> Option<(&'static str, &'static str)> {
+    WITH_FIELDS
+        .iter()
+        .copied()
+        .find(|(g, p)| *g == group && *p == plural)
+}
+
 /// Reads field `name` of a built-in resource's object as Kubernetes' `GetAttrs` does: events'
 /// `source` is `source.component`, and fields Kubernetes renders from a Go bool or int read as
 /// `false`/`0` when absent. Everything else (and every other resource) is [`field_value`].
@@ -276,6 +298,15 @@ mod tests {
             e("a=b=c"),
             "invalid field selector: unescaped character in value: ="
         );
+    }
+
+    #[test]
+    fn resources_with_field_tables_are_known() {
+        for (g, p) in WITH_FIELDS {
+            assert!(builtin_fields(g, p).len() > 2, "{g}/{p}");
+        }
+        assert_eq!(builtin_resource("", "pods"), Some(("", "pods")));
+        assert_eq!(builtin_resource("", "configmaps"), None);
     }
 
     #[test]

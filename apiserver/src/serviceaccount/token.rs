@@ -165,7 +165,7 @@ pub async fn token_request(ctx: &Ctx, rp: &ResourcePath, body: &[u8]) -> ApiResu
         .store
         .get(&sa_key(&ns, &name))
         .ok_or_else(|| ApiError::not_found("", "serviceaccounts", &name))?;
-    let sa_uid = super::uid(&sa.value).unwrap_or("").to_string();
+    let sa_uid = super::uid(&sa.value()).unwrap_or("").to_string();
     let spec = req.spec.unwrap_or_default();
     let ttl = spec.expiration_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
     let min = i64::try_from(sas.min_ttl.as_secs()).unwrap_or(i64::MAX);
@@ -249,10 +249,10 @@ fn bind(
         .api
         .store
         .get(&format!("core/{plural}/{ns}/{name}"))
-        .ok_or_else(|| ApiError::not_found("", plural, &name))?;
+        .ok_or_else(|| ApiError::not_found("", plural, &name))?
+        .value();
     if plural == "pods"
         && obj
-            .value
             .pointer("/spec/serviceAccountName")
             .and_then(Value::as_str)
             .unwrap_or("")
@@ -262,7 +262,7 @@ fn bind(
             "cannot bind token for serviceaccount \"{sa}\" to pod running with different serviceaccount name."
         )));
     }
-    let uid = super::uid(&obj.value).unwrap_or("").to_string();
+    let uid = super::uid(&obj).unwrap_or("").to_string();
     if let Some(want) = r.uid.as_deref().filter(|u| !u.is_empty() && *u != uid) {
         return Err(ApiError::conflict(
             "",

@@ -49,8 +49,9 @@ fn names(p: &ListPage) -> Vec<(String, String)> {
     p.items
         .iter()
         .map(|o| {
-            let n = o.value["metadata"]["name"].as_str().unwrap().to_string();
-            let v = o.value["data"]["v"].as_str().unwrap_or("").to_string();
+            let o = o.value();
+            let n = o["metadata"]["name"].as_str().unwrap().to_string();
+            let v = o["data"]["v"].as_str().unwrap_or("").to_string();
             (n, v)
         })
         .collect()
@@ -227,7 +228,7 @@ fn long_scans_resume_across_lock_batches_and_filters_fill_pages() {
     let snap = s.current_rv();
     // A write the snapshot must not see, placed beyond the first batch.
     put(&s, "k999999", 0);
-    let mut only_sixes = |o: &Stored| o.value["data"]["v"] == "6";
+    let mut only_sixes = |o: &Stored| o.value()["data"]["v"] == "6";
     let req = ListRequest {
         prefix: "core/configmaps/",
         at: Snapshot::At(snap),

@@ -38,7 +38,7 @@ async fn writes_are_durable_and_replayable_after_reopen() {
     assert_eq!(store.current_rv(), 3);
     assert!(store.get("core/pods/default/a").is_none());
     assert_eq!(
-        store.get("core/pods/default/b").unwrap().value["metadata"]["resourceVersion"],
+        store.get("core/pods/default/b").unwrap().value()["metadata"]["resourceVersion"],
         "2"
     );
     let (replay, _) = store.watch_from(1).unwrap();

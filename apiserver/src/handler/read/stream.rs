@@ -126,6 +126,7 @@ mod tests {
             .map(|i| {
                 Stored::detached(
                     json!({"metadata": {"name": format!("o{i}")}, "pad": "x".repeat(pad)}),
+                    "core/configmaps/d/o",
                     i as u64 + 1,
                 )
             })
@@ -142,7 +143,7 @@ mod tests {
     fn chunks_join_to_the_whole_list() {
         for (n, pad) in [(0, 0), (1, 10), (3, 100), (500, 1000), (40, 200_000)] {
             let its = items(n, pad);
-            let expected: Vec<serde_json::Value> = its.iter().map(|s| s.value.clone()).collect();
+            let expected: Vec<serde_json::Value> = its.iter().map(|s| s.value()).collect();
             let (chunks, all) = body(br#"{"kind":"List","items":["#, its);
             let v: serde_json::Value = serde_json::from_slice(&all).unwrap();
             assert_eq!(v["items"], serde_json::Value::Array(expected), "{n} items");
