@@ -4,12 +4,15 @@
 //! Measures create -> Running as seen in the API (p50/p99 over N hostNetwork pods created
 //! at once), edgecore's RSS with N pods, and an offline cold boot: cloud stopped, edgecore
 //! killed -9, every container and sandbox removed (as a reboot would), edgecore started
-//! alone -> time until all N pods run again in containerd. Memory rows split RSS into
+//! alone -> time until all N pods run again in containerd. The embedded MQTT broker is on
+//! (a free loopback port), as in a default install. Memory rows split RSS into
 //! anonymous (heap, stacks) and file-backed (the binary's pages) and count threads; CPU rows
 //! are edgecore's own user+system time, which a shared machine disturbs less than latency.
 //!
 //! `--hold SECS` keeps the edge up for SECS after the pods run (its pid is printed), for
-//! `heaptrack -p`, `/proc/<pid>/smaps_rollup` and the like.
+//! `/proc/<pid>/smaps_rollup` and the like. `KEDGE_BENCH_EDGE_WRAPPER="heaptrack -o FILE"`
+//! starts edgecore under that command (a profile from the first allocation; the memory rows
+//! then measure the wrapper, not edgecore).
 
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -80,9 +83,18 @@ fn start_edge(root: &Path) -> Result<EdgeProc> {
         .create(true)
         .append(true)
         .open(root.join("edge.log"))?;
+    let wrapper = std::env::var("KEDGE_BENCH_EDGE_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(bin("edgecore"));
+            c
+        }
+        None => Command::new(bin("edgecore")),
+    };
     Ok(EdgeProc(
-        Command::new(bin("edgecore"))
-            .arg("run")
+        cmd.arg("run")
             .arg("--config")
             .arg(root.join("etc/kedge/edgecore.toml"))
             .stdout(Stdio::null())
@@ -175,6 +187,11 @@ fn run(n: usize, dir: Option<&Path>, hold: Duration) -> Result<String> {
         .local_addr()?
         .port();
     let hub = format!("127.0.0.1:{hub_port}");
+    // The embedded MQTT broker is on, as in a default install (it is part of the RSS).
+    let mqtt_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mqtt = format!("127.0.0.1:{mqtt_port}");
     let cloud_dir = base.join("cloud");
     let mut s = Standalone::start(&cloud_dir, &["--hub-listen", &hub])?;
     let out = Command::new(bin("cloudcore"))
@@ -196,12 +213,7 @@ fn run(n: usize, dir: Option<&Path>, hold: Duration) -> Result<String> {
         ])
         .arg("--root")
         .arg(&root)
-        .args([
-            "--cri-endpoint",
-            &ctd.endpoint,
-            "--mqtt-listen",
-            "127.0.0.1:0",
-        ])
+        .args(["--cri-endpoint", &ctd.endpoint, "--mqtt-listen", &mqtt])
         .args(["--metrics-listen", "127.0.0.1:0", "--no-start"])
         .output()?;
     if !out.status.success() {
