@@ -4,7 +4,9 @@
 //! It is level-triggered and takes one step per pod at a time (run the sandbox, then the
 //! next init container, then the containers); the executor applies the actions, lists the
 //! runtime again and calls [`decide`] again, so a crash of edgecore at any point resumes
-//! from what the runtime shows.
+//! from what the runtime shows. A pod's start step runs as its own task
+//! ([`Memory::starting`]) and the pod is decided again as soon as that step reports, not
+//! when the slowest other pod's step does.
 //!
 //! Crash back-off is derived from the runtime's own state — the exited container's attempt
 //! and finish time — so it survives an edgecore restart: restart `n` waits
@@ -94,6 +96,10 @@ pub struct Memory {
     pub failures: BTreeMap<(String, String), Failure>,
     /// Pods whose stop is in flight.
     pub stopping: BTreeSet<String>,
+    /// Pods whose start step (sandbox or containers) is in flight as its own task: they get
+    /// no action (not even deletion or garbage collection) until the step reports, so a
+    /// pod never has two steps racing in the runtime.
+    pub starting: BTreeSet<String>,
     /// Containers a liveness probe declared dead.
     pub unhealthy: BTreeSet<String>,
     /// Pods whose deletion was confirmed upstream.
@@ -197,7 +203,7 @@ pub fn decide(
     for pod in desired {
         let uid = &pod.metadata.uid;
         wanted.insert(uid.clone());
-        if memory.stopping.contains(uid) {
+        if memory.stopping.contains(uid) || memory.starting.contains(uid) {
             continue;
         }
         if pod.metadata.deletion_timestamp.is_some() {
@@ -225,7 +231,9 @@ pub fn decide(
         .iter()
         .map(|s| &s.uid)
         .chain(actual.containers.iter().map(|c| &c.uid))
-        .filter(|u| !wanted.contains(*u) && !memory.stopping.contains(*u))
+        .filter(|u| {
+            !wanted.contains(*u) && !memory.stopping.contains(*u) && !memory.starting.contains(*u)
+        })
         .collect();
     for uid in orphans {
         out.push(Action::KillPod {

@@ -277,3 +277,33 @@ fn completed_never_pod_gets_no_new_sandbox() {
     };
     assert_eq!(run(&p, &actual, &Memory::default(), 0), vec![]);
 }
+
+#[test]
+fn a_pod_whose_start_is_in_flight_gets_nothing_until_it_reports() {
+    let p = pod("Always", &[], &["app"]);
+    let mut m = Memory::default();
+    m.starting.insert("u1".into());
+    // Its sandbox is being created: no second RunSandbox.
+    assert_eq!(run(&p, &Actual::default(), &m, 0), vec![]);
+    // The sandbox is up but the step has not reported yet: no StartContainer racing it.
+    let up = Actual {
+        sandboxes: vec![sandbox("s1", 0, true)],
+        containers: vec![],
+    };
+    assert_eq!(run(&p, &up, &m, 0), vec![]);
+    // Deleted or gone meanwhile: the stop waits for the step too (no kill racing a start).
+    let mut deleted = p.clone();
+    deleted.metadata.deletion_timestamp = Some("2026-01-01T00:00:00Z".into());
+    assert_eq!(run(&deleted, &up, &m, 0), vec![]);
+    assert_eq!(decide(&[], &up, &m, B, 0), vec![]);
+    // Once it reported, the pod goes on from what the runtime shows.
+    m.starting.clear();
+    assert_eq!(run(&p, &up, &m, 0), vec![start("app", false, 0)]);
+    assert_eq!(
+        decide(&[], &up, &m, B, 0),
+        vec![Action::KillPod {
+            uid: "u1".into(),
+            grace: GONE_GRACE
+        }]
+    );
+}

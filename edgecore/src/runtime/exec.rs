@@ -11,20 +11,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::cri::{Cri, CriError, api};
 use super::decide::{Action, Actual, CState, Ctr, Failure, Memory, Sandbox, decide};
-use super::env::{NodeSources, PodFacts};
 use super::podconfig::{CONTAINER_NAME, MANAGED, POD_UID};
 use super::probe::{Kind, Prober, Verdict};
 use super::spec::Pod;
-use super::start::{Effect, StartRequest};
+use super::start::Effect;
 use super::status::Detail;
-use super::{RUNTIME_CONDITION, RuntimeConfig, desired_pods, start};
+use super::{RUNTIME_CONDITION, RuntimeConfig, desired_pods};
 use crate::meta::{MetaReader, MetaSnapshot};
 use crate::node::Condition;
 use crate::outbox::Outbox;
@@ -55,6 +53,11 @@ enum Done {
     Stopped {
         uid: String,
     },
+    /// A pod's start step finished with these effects.
+    Started {
+        pod: Arc<Pod>,
+        effects: Vec<Effect>,
+    },
     Killed,
     Probed {
         id: String,
@@ -70,7 +73,7 @@ fn now_ms() -> i64 {
 }
 
 struct Loop {
-    cfg: RuntimeConfig,
+    cfg: Arc<RuntimeConfig>,
     deps: Deps,
     memory: Memory,
     details: BTreeMap<String, Detail>,
@@ -83,6 +86,9 @@ struct Loop {
     generation: u64,
     /// [`crate::satoken::SaTokens::generation`] at the last volume refresh.
     tokens_generation: u64,
+    /// Pods whose volume refresh was put off because their start step was in flight
+    /// (the step writes the same volumes); refreshed once it reported.
+    stale_volumes: BTreeSet<String>,
     done_tx: mpsc::Sender<Done>,
     /// Containers seen exited for the first time this pass: `(uid, name, exit code)`.
     exited: Vec<(String, String, i32)>,
@@ -96,7 +102,7 @@ pub async fn run(cfg: RuntimeConfig, deps: Deps, shutdown: CancellationToken) {
     let tokens = deps.tokens.clone();
     let resync = Duration::from_secs(cfg.settings.resync_secs);
     let mut l = Loop {
-        cfg,
+        cfg: Arc::new(cfg),
         deps,
         memory: Memory::default(),
         details: BTreeMap::new(),
@@ -108,6 +114,7 @@ pub async fn run(cfg: RuntimeConfig, deps: Deps, shutdown: CancellationToken) {
         healthy: None,
         generation: u64::MAX,
         tokens_generation: 0,
+        stale_volumes: BTreeSet::new(),
         done_tx,
         exited: Vec::new(),
     };
@@ -117,7 +124,7 @@ pub async fn run(cfg: RuntimeConfig, deps: Deps, shutdown: CancellationToken) {
         // Finished jobs are folded in before every pass, busy or not, so a stream of
         // actions for one pod never starves another pod's stop or probe results.
         while let Ok(done) = done_rx.try_recv() {
-            l.on_done(done);
+            l.on_done(done).await;
         }
         let busy = l.pass().await;
         streak = if busy { streak + 1 } else { 0 };
@@ -138,17 +145,23 @@ pub async fn run(cfg: RuntimeConfig, deps: Deps, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             changed = reader.changed() => if !changed { return },
             () = tokens.changed() => {}
-            Some(done) = done_rx.recv() => l.on_done(done),
+            Some(done) = done_rx.recv() => l.on_done(done).await,
             () = tokio::time::sleep(resync) => {}
         }
     }
 }
 
 impl Loop {
-    fn on_done(&mut self, done: Done) {
+    async fn on_done(&mut self, done: Done) {
         match done {
             Done::Stopped { uid } => {
                 self.memory.stopping.remove(&uid);
+            }
+            Done::Started { pod, effects } => {
+                self.memory.starting.remove(&pod.metadata.uid);
+                for e in effects {
+                    self.fold(e, &pod).await;
+                }
             }
             Done::Killed => {}
             Done::Probed {
@@ -347,7 +360,11 @@ impl Loop {
             self.cfg.settings.backoff(),
             now,
         );
-        let busy = !actions.is_empty();
+        // Start steps report through `Done::Started`, which wakes the loop; anything else
+        // done inline may change what the runtime shows, so look again at once.
+        let busy = actions
+            .iter()
+            .any(|a| !matches!(a, Action::RunSandbox { .. } | Action::StartContainer { .. }));
         self.deps.metrics.pods.set(desired.len() as i64);
         for a in &actions {
             let name = match a {
@@ -440,99 +457,29 @@ impl Loop {
                 self.emit(pod, "Warning", "BackOff", &msg).await;
             }
         }
-        // Pod IPs of the sandboxes containers start in.
-        let mut facts: BTreeMap<String, PodFacts> = BTreeMap::new();
-        for uid in groups.keys() {
-            let Some(pod) = pods.get(uid.as_str()) else {
+        // Each pod's start step runs as its own task; the pod is decided again as soon as
+        // it reports (`Done::Started`), whatever the other pods' steps are doing.
+        for (uid, acts) in groups {
+            let Some(pod) = pods.get(uid.as_str()).copied() else {
                 continue;
             };
-            let sb = actual
-                .sandboxes
-                .iter()
-                .filter(|s| &s.uid == uid && s.ready)
-                .max_by_key(|s| s.attempt);
-            let pod_ip = match sb {
-                Some(sb) => self.pod_ip(pod, sb).await,
-                None => String::new(),
-            };
-            facts.insert(
-                uid.clone(),
-                PodFacts {
-                    pod_ip,
-                    host_ip: self.cfg.host_ip.clone(),
-                },
-            );
-        }
-        let effects: Vec<Effect> = {
-            let sources = NodeSources {
-                meta: &snap,
-                tokens: &self.deps.tokens,
-            };
-            let (cri, cfg, snap_ref) = (&self.deps.cri, &self.cfg, &sources);
-            let jobs = groups.iter().filter_map(|(uid, acts)| {
-                let pod = *pods.get(uid.as_str())?;
-                let facts = facts.get(uid).cloned().unwrap_or_default();
-                let actual = &actual;
-                Some(async move {
-                    let mut out = Vec::new();
-                    for a in acts {
-                        out.extend(match a {
-                            Action::RunSandbox { attempt, .. } => {
-                                start::sandbox(cri, cfg, pod, *attempt).await
-                            }
-                            Action::StartContainer {
-                                sandbox_id,
-                                name,
-                                attempt,
-                                ..
-                            } => {
-                                let Some(c) = pod
-                                    .spec
-                                    .init_containers
-                                    .iter()
-                                    .chain(&pod.spec.containers)
-                                    .find(|c| &c.name == name)
-                                else {
-                                    continue;
-                                };
-                                let sandbox_attempt = actual
-                                    .sandboxes
-                                    .iter()
-                                    .find(|s| &s.id == sandbox_id)
-                                    .map_or(0, |s| s.attempt);
-                                let req = StartRequest {
-                                    pod,
-                                    container: c,
-                                    sandbox_id,
-                                    sandbox_attempt,
-                                    attempt: *attempt,
-                                    facts: facts.clone(),
-                                };
-                                start::container(cri, cfg, snap_ref, req).await
-                            }
-                            _ => Vec::new(),
-                        });
-                    }
-                    out
-                })
-            });
-            join_all(jobs).await.into_iter().flatten().collect()
-        };
-        for e in effects {
-            self.fold(e, &pods).await;
+            self.spawn_start(pod, acts, &actual, &snap).await;
         }
         let tokens = self.deps.tokens.generation();
-        if snap.generation != self.generation || tokens != self.tokens_generation {
+        let all = snap.generation != self.generation || tokens != self.tokens_generation;
+        if all {
             self.generation = snap.generation;
             self.tokens_generation = tokens;
-            self.refresh_volumes(&desired, &actual, &snap).await;
+        }
+        if all || !self.stale_volumes.is_empty() {
+            self.refresh_volumes(&desired, &actual, &snap, all).await;
         }
         self.run_probes(&desired, &actual, now);
         self.write_statuses(&desired, &actual, &snap, now).await;
         busy
     }
 
-    async fn fold(&mut self, e: Effect, pods: &BTreeMap<&str, &Pod>) {
+    async fn fold(&mut self, e: Effect, pod: &Pod) {
         match e {
             Effect::Fail {
                 uid,
@@ -564,15 +511,11 @@ impl Loop {
                 self.memory.failures.remove(&(uid, name));
             }
             Effect::Event {
-                uid,
                 kind,
                 reason,
                 message,
-            } => {
-                if let Some(pod) = pods.get(uid.as_str()) {
-                    self.emit(pod, kind, reason, &message).await;
-                }
-            }
+                ..
+            } => self.emit(pod, kind, reason, &message).await,
         }
     }
 }

@@ -1,15 +1,144 @@
-//! Background jobs of the loop: graceful pod stops, probes, and in-place volume refreshes.
+//! Background jobs of the loop: pod start steps, graceful pod stops, probes, and in-place
+//! volume refreshes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
 
 use super::super::env::{NodeSources, PodFacts};
 use super::super::spec::Pod;
+use super::super::start::{self, Effect, StartRequest};
 use super::super::{probe, volumes};
-use super::{Actual, CState, Ctr, Done, Loop, MetaSnapshot};
+use super::{Action, Actual, CState, Ctr, Done, Loop, MetaSnapshot};
 
 impl Loop {
+    /// Runs `acts` (the pod's `RunSandbox`, or its `StartContainer`s) as one task of its
+    /// own, in order, marking the pod [`starting`](super::super::decide::Memory::starting)
+    /// until the task reports its effects with `Done::Started`.
+    pub(super) async fn spawn_start(
+        &mut self,
+        pod: &Pod,
+        acts: Vec<Action>,
+        actual: &Actual,
+        snap: &Arc<MetaSnapshot>,
+    ) {
+        let uid = &pod.metadata.uid;
+        // The pod IP of the sandbox its containers start in (env, downward API).
+        let sandbox = actual
+            .sandboxes
+            .iter()
+            .filter(|s| &s.uid == uid && s.ready)
+            .max_by_key(|s| s.attempt);
+        let pod_ip = match sandbox {
+            Some(sb) => self.pod_ip(pod, sb).await,
+            None => String::new(),
+        };
+        let facts = PodFacts {
+            pod_ip,
+            host_ip: self.cfg.host_ip.clone(),
+        };
+        // Sandbox attempt of each StartContainer (CreateContainer wants its config again).
+        let steps: Vec<(Action, u32)> = acts
+            .into_iter()
+            .map(|a| {
+                let attempt = match &a {
+                    Action::StartContainer { sandbox_id, .. } => actual
+                        .sandboxes
+                        .iter()
+                        .find(|s| &s.id == sandbox_id)
+                        .map_or(0, |s| s.attempt),
+                    _ => 0,
+                };
+                (a, attempt)
+            })
+            .collect();
+        // What a step that panicked backs off: its sandbox or its containers.
+        let names: Vec<String> = steps
+            .iter()
+            .map(|(a, _)| match a {
+                Action::StartContainer { name, .. } => name.clone(),
+                _ => String::new(),
+            })
+            .collect();
+        self.memory.starting.insert(uid.clone());
+        let (cri, cfg, tx) = (
+            self.deps.cri.clone(),
+            Arc::clone(&self.cfg),
+            self.done_tx.clone(),
+        );
+        let pod = Arc::new(pod.clone());
+        let (snap, tokens, job_pod) =
+            (Arc::clone(snap), self.deps.tokens.clone(), Arc::clone(&pod));
+        let job = tokio::spawn(async move {
+            let pod = &*job_pod;
+            let sources = NodeSources {
+                meta: &snap,
+                tokens: &tokens,
+            };
+            let mut effects = Vec::new();
+            for (a, sandbox_attempt) in &steps {
+                effects.extend(match a {
+                    Action::RunSandbox { attempt, .. } => {
+                        start::sandbox(&cri, &cfg, pod, *attempt).await
+                    }
+                    Action::StartContainer {
+                        sandbox_id,
+                        name,
+                        attempt,
+                        ..
+                    } => {
+                        let Some(c) = pod
+                            .spec
+                            .init_containers
+                            .iter()
+                            .chain(&pod.spec.containers)
+                            .find(|c| &c.name == name)
+                        else {
+                            continue;
+                        };
+                        let req = StartRequest {
+                            pod,
+                            container: c,
+                            sandbox_id,
+                            sandbox_attempt: *sandbox_attempt,
+                            attempt: *attempt,
+                            facts: facts.clone(),
+                        };
+                        start::container(&cri, &cfg, &sources, req).await
+                    }
+                    _ => Vec::new(),
+                });
+            }
+            effects
+        });
+        // The report is sent whatever happened to the step, so the pod is never left
+        // `starting` for good: a step that panicked backs off like a failed start.
+        tokio::spawn(async move {
+            let effects = match job.await {
+                Ok(effects) => effects,
+                Err(e) => {
+                    tracing::error!(pod = %pod.metadata.name, error = %e, "a pod start step failed");
+                    names
+                        .into_iter()
+                        .map(|name| Effect::Fail {
+                            uid: pod.metadata.uid.clone(),
+                            reason: if name.is_empty() {
+                                "CreatePodSandboxError"
+                            } else {
+                                "RunContainerError"
+                            }
+                            .to_owned(),
+                            name,
+                            message: format!("the start step failed: {e}"),
+                        })
+                        .collect()
+                }
+            };
+            let _ = tx.send(Done::Started { pod, effects }).await;
+        });
+    }
+
     pub(super) async fn kill_pod(
         &mut self,
         actual: &Actual,
@@ -71,18 +200,29 @@ impl Loop {
         });
     }
 
+    /// Refreshes the content volumes of every pod (`all`) or of the pods whose refresh was
+    /// put off; a pod whose start step is in flight is put off again.
     pub(super) async fn refresh_volumes(
         &mut self,
         desired: &[Pod],
         actual: &Actual,
         snap: &MetaSnapshot,
+        all: bool,
     ) {
+        let live: std::collections::BTreeSet<&str> =
+            desired.iter().map(|p| p.metadata.uid.as_str()).collect();
+        self.stale_volumes.retain(|uid| live.contains(uid.as_str()));
         for pod in desired {
-            let Some(sb) = actual
-                .sandboxes
-                .iter()
-                .find(|s| s.uid == pod.metadata.uid && s.ready)
-            else {
+            let uid = &pod.metadata.uid;
+            if !all && !self.stale_volumes.contains(uid) {
+                continue;
+            }
+            if self.memory.starting.contains(uid) {
+                self.stale_volumes.insert(uid.clone());
+                continue;
+            }
+            self.stale_volumes.remove(uid);
+            let Some(sb) = actual.sandboxes.iter().find(|s| &s.uid == uid && s.ready) else {
                 continue;
             };
             let facts = PodFacts {

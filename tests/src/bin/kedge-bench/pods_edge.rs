@@ -4,7 +4,15 @@
 //! Measures create -> Running as seen in the API (p50/p99 over N hostNetwork pods created
 //! at once), edgecore's RSS with N pods, and an offline cold boot: cloud stopped, edgecore
 //! killed -9, every container and sandbox removed (as a reboot would), edgecore started
-//! alone -> time until all N pods run again in containerd.
+//! alone -> time until all N pods run again in containerd. The embedded MQTT broker is on
+//! (a free loopback port), as in a default install. Memory rows split RSS into
+//! anonymous (heap, stacks) and file-backed (the binary's pages) and count threads; CPU rows
+//! are edgecore's own user+system time, which a shared machine disturbs less than latency.
+//!
+//! `--hold SECS` keeps the edge up for SECS after the pods run (its pid is printed), for
+//! `/proc/<pid>/smaps_rollup` and the like. `KEDGE_BENCH_EDGE_WRAPPER="heaptrack -o FILE"`
+//! starts edgecore under that command (a profile from the first allocation; the memory rows
+//! then measure the wrapper, not edgecore).
 
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -14,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use tests::containerd::{Containerd, IMAGE};
 use tests::{Standalone, bin};
 
-const USAGE: &str = "usage: kedge-bench pods [--smoke] [--pods N] [--dir DIR]";
+const USAGE: &str = "usage: kedge-bench pods [--smoke] [--pods N] [--dir DIR] [--hold SECS]";
 
 /// Entry point of the `pods` subcommand.
 pub fn main(args: &[String]) -> ExitCode {
@@ -24,6 +32,7 @@ pub fn main(args: &[String]) -> ExitCode {
         20
     };
     let mut dir = None;
+    let mut hold = Duration::ZERO;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -36,10 +45,14 @@ pub fn main(args: &[String]) -> ExitCode {
                 Some(d) => dir = Some(d.clone()),
                 None => return usage("--dir needs a value"),
             },
+            "--hold" => match it.next().and_then(|v| v.parse().ok()) {
+                Some(secs) => hold = Duration::from_secs(secs),
+                None => return usage("--hold needs a number of seconds"),
+            },
             other => return usage(&format!("unknown argument {other:?}")),
         }
     }
-    match run(pods, dir.as_deref().map(Path::new)) {
+    match run(pods, dir.as_deref().map(Path::new), hold) {
         Ok(table) => {
             println!("{table}");
             ExitCode::SUCCESS
@@ -70,9 +83,18 @@ fn start_edge(root: &Path) -> Result<EdgeProc> {
         .create(true)
         .append(true)
         .open(root.join("edge.log"))?;
+    let wrapper = std::env::var("KEDGE_BENCH_EDGE_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(bin("edgecore"));
+            c
+        }
+        None => Command::new(bin("edgecore")),
+    };
     Ok(EdgeProc(
-        Command::new(bin("edgecore"))
-            .arg("run")
+        cmd.arg("run")
             .arg("--config")
             .arg(root.join("etc/kedge/edgecore.toml"))
             .stdout(Stdio::null())
@@ -82,13 +104,58 @@ fn start_edge(root: &Path) -> Result<EdgeProc> {
     ))
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+/// Memory of a process from `/proc/<pid>/status`: KiB, thread count.
+#[derive(Debug, Clone, Copy, Default)]
+struct Mem {
+    rss: u64,
+    anon: u64,
+    file: u64,
+    threads: u64,
+}
+
+impl Mem {
+    fn of(pid: u32) -> Mem {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Mem {
+            rss: field("VmRSS:"),
+            anon: field("RssAnon:"),
+            file: field("RssFile:"),
+            threads: field("Threads:"),
+        }
+    }
+
+    fn show(&self) -> String {
+        let mib = |k: u64| k as f64 / 1024.0;
+        format!(
+            "{:.1} MiB (anon {:.1}, file {:.1}; {} threads)",
+            mib(self.rss),
+            mib(self.anon),
+            mib(self.file),
+            self.threads
+        )
+    }
+}
+
+/// User + system CPU time of a process so far.
+fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`, which may hold spaces: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(f.iter().sum::<u64>() * 10)
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -112,7 +179,7 @@ fn wait<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> R
     }
 }
 
-fn run(n: usize, dir: Option<&Path>) -> Result<String> {
+fn run(n: usize, dir: Option<&Path>, hold: Duration) -> Result<String> {
     let tmp = tempfile::tempdir()?;
     let base = dir.unwrap_or(tmp.path()).to_path_buf();
     let ctd = Containerd::start()?;
@@ -120,6 +187,11 @@ fn run(n: usize, dir: Option<&Path>) -> Result<String> {
         .local_addr()?
         .port();
     let hub = format!("127.0.0.1:{hub_port}");
+    // The embedded MQTT broker is on, as in a default install (it is part of the RSS).
+    let mqtt_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mqtt = format!("127.0.0.1:{mqtt_port}");
     let cloud_dir = base.join("cloud");
     let mut s = Standalone::start(&cloud_dir, &["--hub-listen", &hub])?;
     let out = Command::new(bin("cloudcore"))
@@ -141,12 +213,7 @@ fn run(n: usize, dir: Option<&Path>) -> Result<String> {
         ])
         .arg("--root")
         .arg(&root)
-        .args([
-            "--cri-endpoint",
-            &ctd.endpoint,
-            "--mqtt-listen",
-            "127.0.0.1:0",
-        ])
+        .args(["--cri-endpoint", &ctd.endpoint, "--mqtt-listen", &mqtt])
         .args(["--metrics-listen", "127.0.0.1:0", "--no-start"])
         .output()?;
     if !out.status.success() {
@@ -163,7 +230,10 @@ fn run(n: usize, dir: Option<&Path>) -> Result<String> {
         ]);
         (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
     })?;
-    let rss_idle = rss_kib(edge.0.id());
+    // Idle: once the start-up work (sync, first status reports) has settled.
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_idle = Mem::of(edge.0.id());
+    let cpu_idle = cpu(edge.0.id());
 
     // N pods created at once through the API; each one's latency runs from the start of the
     // creates to its Running phase arriving on a watch.
@@ -174,7 +244,15 @@ fn run(n: usize, dir: Option<&Path>) -> Result<String> {
     let mut lat: Vec<Duration> = seen;
     lat.sort();
     std::thread::sleep(Duration::from_secs(2));
-    let rss_pods = rss_kib(edge.0.id());
+    let rss_pods = Mem::of(edge.0.id());
+    let cpu_pods = cpu(edge.0.id()).saturating_sub(cpu_idle);
+    if !hold.is_zero() {
+        eprintln!(
+            "kedge-bench pods: edgecore pid {} runs {n} pods; holding {hold:?}",
+            edge.0.id()
+        );
+        std::thread::sleep(hold);
+    }
 
     // Offline cold boot.
     s.stop()?;
@@ -199,11 +277,12 @@ fn run(n: usize, dir: Option<&Path>) -> Result<String> {
         || (ctd.tasks().len() >= 2 * n).then_some(()),
     )?;
     let cold = t.elapsed();
-    let rss_cold = rss_kib(edge.0.id());
+    let cpu_cold = cpu(edge.0.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_cold = Mem::of(edge.0.id());
     drop(edge);
 
     let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
-    let mib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);
     let judge = |ok: bool| if ok { "pass" } else { "miss" };
     let p99 = pct(&lat, 0.99);
     let mut t = String::new();
@@ -227,17 +306,25 @@ fn run(n: usize, dir: Option<&Path>) -> Result<String> {
         judge(cold <= Duration::from_secs(2))
     ));
     t.push_str(&format!(
+        "| edgecore CPU (user+sys) while the {n} pods start | {} | | |\n",
+        ms(cpu_pods)
+    ));
+    t.push_str(&format!(
+        "| edgecore CPU (user+sys) during the cold boot | {} | | |\n",
+        ms(cpu_cold)
+    ));
+    t.push_str(&format!(
         "| edgecore RSS, no pods | {} | | |\n",
-        mib(rss_idle)
+        rss_idle.show()
     ));
     t.push_str(&format!(
         "| edgecore RSS with {n} pods | {} | <= 15 MB | {} |\n",
-        mib(rss_pods),
-        judge(rss_pods * 1024 <= 15_000_000)
+        rss_pods.show(),
+        judge(rss_pods.rss * 1024 <= 15_000_000)
     ));
     t.push_str(&format!(
         "| edgecore RSS after the cold boot | {} | | |\n",
-        mib(rss_cold)
+        rss_cold.show()
     ));
     Ok(t)
 }
