@@ -46,3 +46,6 @@ cargo test --workspace --no-fail-fast -- --test-threads "${KEDGE_TEST_THREADS:-4
 
 step "benchmark smoke: kedge-bench edges --smoke (200 simulated edges, ≤ 60 s)"
 "$CARGO_TARGET_DIR/debug/kedge-bench" edges --smoke
+
+step "benchmark smoke: kedge-bench twin --smoke (20 devices through one edge, ≤ 30 s)"
+"$CARGO_TARGET_DIR/debug/kedge-bench" twin --smoke

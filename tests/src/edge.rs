@@ -190,6 +190,11 @@ impl Edge {
         self.child.is_some()
     }
 
+    /// The process id of `edgecore run`, while it runs (for `/proc/<pid>` readers).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL, as a crash or power cut would.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -10,9 +10,11 @@
 //! Order of a session ([`Phase`]): HELLO -> HELLO_ACK (Syncing) -> INVENTORY
 //! chunks -> wait for the caches' first list -> diff + SYNCED (Live) ->
 //! follow the change feed. Upstream REQUEST / EVENT frames are delivered in
-//! order by the tracker, authorised, run one at a time and acked only once
-//! the API call finished (see `upstream`); they wait while the caches are
-//! not synced, since authorisation reads them.
+//! order by the tracker, authorised, run (status patches of different objects
+//! up to [`MAX_RUNNING`] at once, everything else one at a time; see
+//! `requests`), answered and acked in order only once their API call finished
+//! (see `upstream`); they wait while the caches are not synced, since
+//! authorisation reads them.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::{BoxFuture, OptionFuture};
+use futures::stream::FuturesOrdered;
 use futures::{SinkExt, StreamExt};
 use proto::{AckPolicy, AckTracker, ErrorInfo, Frame, Kind, Limits, Ping, WindowConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -51,6 +54,10 @@ const URGENT_MAX: usize = 4096;
 /// Delivered edge requests waiting to run; further ones are not delivered
 /// (the edge retransmits them).
 const MAX_QUEUED_REQUESTS: usize = 512;
+/// Upstream API calls of one session running at once (status patches of different
+/// objects; see `requests`). One edge's device and pod statuses must not wait for each
+/// other's durable API write one by one.
+const MAX_RUNNING: usize = 16;
 /// Refusals handled per loop turn before yielding to other events.
 const REFUSAL_BUDGET: usize = 64;
 /// Inventory entries a node may report.
@@ -107,7 +114,7 @@ pub(super) async fn run<S>(
                 Ok(permit) => Event::Writable(permit),
                 Err(_) => Event::Close(CloseReason::WriteFailed),
             },
-            Some(done) = OptionFuture::from(s.running.as_mut()), if s.running.is_some() => Event::Done(done),
+            Some(done) = s.running.next(), if !s.running.is_empty() => Event::Done(done),
             Some(known) = OptionFuture::from(s.sync_wait.as_mut()), if s.sync_wait.is_some() => Event::CacheReady(known),
             change = recv(&mut s.feed), if s.feed.is_some() => Event::Change(change),
             () = sleep_until(wake) => Event::Timer,
@@ -131,7 +138,7 @@ pub(super) async fn run<S>(
                 None
             }
             Event::Done(done) => {
-                s.running = None;
+                s.running_keys.pop_front();
                 s.on_done(done, now);
                 None
             }
@@ -258,7 +265,10 @@ struct Session {
     refs_waited: bool,
     feed: Option<broadcast::Receiver<(String, NodeChange)>>,
     requests: VecDeque<Frame>,
-    running: Option<BoxFuture<'static, Done>>,
+    /// Upstream calls in progress; results come out in the order they were started.
+    running: FuturesOrdered<BoxFuture<'static, Done>>,
+    /// What each running call writes (`None`: it must run alone), in `running`'s order.
+    running_keys: VecDeque<Option<String>>,
     garbage: GarbageMeter<Instant>,
     last_rx: Instant,
     next_ping: Instant,
@@ -298,7 +308,8 @@ impl Session {
             refs_waited: false,
             feed: None,
             requests: VecDeque::new(),
-            running: None,
+            running: FuturesOrdered::new(),
+            running_keys: VecDeque::new(),
             garbage: GarbageMeter::new(GARBAGE_PER_MINUTE, Duration::from_secs(60)),
             last_rx: now,
             next_ping: now + shared.cfg.ping,

@@ -7,6 +7,7 @@
 //! kedge-bench pods [--smoke] [--pods N]   (pods on one edge through containerd)
 //! kedge-bench link [--smoke] [--objects N] [--edges N]   (see kedge-bench/link.rs)
 //! kedge-bench edges [--smoke] [--edges N]   (simulated edges, see kedge-bench/edges.rs)
+//! kedge-bench twin [--smoke] [--devices N] [--rate R] [--seconds S]   (device twins, twin.rs)
 //! ```
 //!
 //! Phases (each on a fresh server and data directory): `durable` (creates/s, then kill -9
@@ -38,6 +39,10 @@ mod pods;
 mod pods_edge;
 #[path = "kedge-bench/report.rs"]
 mod report;
+#[path = "kedge-bench/twin.rs"]
+mod twin;
+#[path = "kedge-bench/twin_track.rs"]
+mod twin_track;
 #[path = "kedge-bench/watch.rs"]
 mod watch;
 #[path = "kedge-bench/wire.rs"]
@@ -56,6 +61,9 @@ fn main() -> ExitCode {
     }
     if args.first().is_some_and(|a| a == "edges") {
         return edges::main(&args[1..]);
+    }
+    if args.first().is_some_and(|a| a == "twin") {
+        return twin::main(&args[1..]);
     }
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{}", opts::USAGE);

@@ -1,8 +1,13 @@
 //! The upstream half of a session: edge REQUEST / EVENT / CERT_RENEW_REQUEST
-//! frames are delivered in order, authorised, run one at a time, answered,
-//! and acked only once their API call finished (transient failures are
-//! not acked, so the edge sends them again).
+//! frames are delivered in order, authorised, run, answered, and acked only
+//! once their API call finished (transient failures are not acked, so the
+//! edge sends them again). Status patches of different objects run up to
+//! [`MAX_RUNNING`] at once (an edge's device and pod statuses would otherwise
+//! wait for each other's durable API write one by one: ~500 device status
+//! writes/s of one edge need that); everything else runs alone. Results are
+//! handled in the order the frames arrived, so answers and acks stay in order.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -14,7 +19,7 @@ use super::super::authz::{self, Facts};
 use super::super::metrics::UpstreamLabel;
 use super::super::phase::Phase;
 use super::super::upstream::{self, Outcome};
-use super::{MAX_QUEUED_REQUESTS, REFUSAL_BUDGET, Session};
+use super::{MAX_QUEUED_REQUESTS, MAX_RUNNING, REFUSAL_BUDGET, Session};
 use crate::join::JoinError;
 
 /// The result of one upstream call.
@@ -47,16 +52,19 @@ impl Session {
         }
     }
 
-    /// Starts the next upstream call if none runs; refusals are answered
-    /// at once.
+    /// Starts the next upstream calls that may run now (see [`may_start`]); refusals are
+    /// answered at once, or in order behind the calls still running.
     pub(super) fn start_requests(&mut self, now: Instant) {
-        if self.running.is_some()
-            || self.phase == Phase::Handshake
-            || !self.shared.cache.is_synced()
-        {
+        if self.phase == Phase::Handshake || !self.shared.cache.is_synced() {
             return;
         }
         for _ in 0..REFUSAL_BUDGET {
+            let Some(key) = self.requests.front().map(concurrent_key) else {
+                return;
+            };
+            if !may_start(&self.running_keys, key.as_deref()) {
+                return;
+            }
             let Some(frame) = self.requests.pop_front() else {
                 return;
             };
@@ -70,22 +78,25 @@ impl Session {
                 let node = self.node.clone();
                 let serial = self.serial.clone();
                 let id = frame.id;
-                self.running = Some(Box::pin(async move {
-                    let answer =
-                        bootstrap
-                            .renew_certificate(&node, &serial, &csr)
-                            .await
-                            .map(|issued| CertRenewResponse {
-                                cert_chain_pem: issued.cert_pem,
-                                ca_pem: bootstrap.ca_pem().to_owned(),
-                            });
-                    Done {
-                        id,
-                        kind,
-                        op: "cert_renew",
-                        answer: Answer::Cert(answer),
-                    }
-                }));
+                self.run(
+                    None,
+                    Box::pin(async move {
+                        let answer =
+                            bootstrap
+                                .renew_certificate(&node, &serial, &csr)
+                                .await
+                                .map(|issued| CertRenewResponse {
+                                    cert_chain_pem: issued.cert_pem,
+                                    ca_pem: bootstrap.ca_pem().to_owned(),
+                                });
+                        Done {
+                            id,
+                            kind,
+                            op: "cert_renew",
+                            answer: Answer::Cert(answer),
+                        }
+                    }),
+                );
                 return;
             }
             let facts: &dyn Facts = self.shared.cache.as_ref();
@@ -98,49 +109,63 @@ impl Session {
                     self.error(code, &refusal.metric, message, frame.id);
                 }
                 let outcome = upstream::refusal(refusal.code, refusal.reason, refusal.message);
-                let answer = Answer::Api(outcome);
-                self.on_done(
-                    Done {
-                        id: frame.id,
-                        kind,
-                        op: op_label(&frame),
-                        answer,
-                    },
-                    now,
-                );
+                let done = Done {
+                    id: frame.id,
+                    kind,
+                    op: op_label(&frame),
+                    answer: Answer::Api(outcome),
+                };
+                if self.running.is_empty() {
+                    self.on_done(done, now);
+                } else {
+                    // Answered and acked in order, after the calls before it.
+                    self.run(key, Box::pin(std::future::ready(done)));
+                }
                 continue;
             }
             let client = self.shared.client.clone();
             let facts: Arc<dyn Facts + Send + Sync> = self.shared.cache.clone();
             let node = self.node.clone();
             let registered = self.registered.clone();
-            self.running = Some(Box::pin(async move {
-                let mut outcome = upstream::execute(&client, facts.clone(), &node, &frame).await;
-                if let Outcome::Final(response, _) = &outcome
-                    && response.code == 404
-                    && !registered.load(Ordering::Acquire)
-                    && registers(&node, &frame)
-                {
-                    // A first connect: the edge renewed its Lease (or Node status) before
-                    // the session created them. Wait for the registration and run it again
-                    // (in order: the requests behind it wait too), rather than dropping it.
-                    let deadline = tokio::time::Instant::now() + REGISTER_WAIT;
-                    while !registered.load(Ordering::Acquire)
-                        && tokio::time::Instant::now() < deadline
+            let alone = key.is_none();
+            self.run(
+                key,
+                Box::pin(async move {
+                    let mut outcome =
+                        upstream::execute(&client, facts.clone(), &node, &frame).await;
+                    if let Outcome::Final(response, _) = &outcome
+                        && response.code == 404
+                        && !registered.load(Ordering::Acquire)
+                        && registers(&node, &frame)
                     {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        // A first connect: the edge renewed its Lease (or Node status) before
+                        // the session created them. Wait for the registration and run it again
+                        // (in order: the requests behind it wait too), rather than dropping it.
+                        let deadline = tokio::time::Instant::now() + REGISTER_WAIT;
+                        while !registered.load(Ordering::Acquire)
+                            && tokio::time::Instant::now() < deadline
+                        {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        outcome = upstream::execute(&client, facts, &node, &frame).await;
                     }
-                    outcome = upstream::execute(&client, facts, &node, &frame).await;
-                }
-                Done {
-                    id: frame.id,
-                    kind,
-                    op: op_label(&frame),
-                    answer: Answer::Api(outcome),
-                }
-            }));
-            return;
+                    Done {
+                        id: frame.id,
+                        kind,
+                        op: op_label(&frame),
+                        answer: Answer::Api(outcome),
+                    }
+                }),
+            );
+            if alone {
+                return;
+            }
         }
+    }
+
+    fn run(&mut self, key: Option<String>, call: futures::future::BoxFuture<'static, Done>) {
+        self.running.push_back(call);
+        self.running_keys.push_back(key);
     }
 
     fn commit(&mut self, id: u64, now: Instant) {
@@ -231,10 +256,14 @@ impl Session {
     }
 
     /// Forgets the delivery of `id` and everything after it, so the edge's
-    /// retransmissions are run again (in order).
+    /// retransmissions are run again (in order). Calls after `id` still running are
+    /// dropped unanswered: they are status patches, which the edge's retransmission
+    /// repeats harmlessly.
     fn retry_from(&mut self, id: u64) {
         self.tracker.redeliver_from(id);
         self.requests.clear();
+        self.running = futures::stream::FuturesOrdered::new();
+        self.running_keys.clear();
     }
 
     /// RESPONSE for request `id`, shrunk to an error if too large.
@@ -272,9 +301,90 @@ fn registers(node: &str, frame: &Frame) -> bool {
     })
 }
 
+/// What a frame writes, if it may run while others run: a REQUEST patching an object's
+/// status (idempotent — the edge always sends a whole status — so running it again after a
+/// transient failure of an earlier call is harmless). Everything else runs alone.
+fn concurrent_key(frame: &Frame) -> Option<String> {
+    let patches_status = frame.kind == Kind::Request as i32
+        && frame.op().is_ok_and(|op| op == proto::Op::PatchStatus);
+    patches_status
+        .then(|| frame.route.as_ref().map(|r| r.resource.clone()))
+        .flatten()
+}
+
+/// Whether a call writing `key` (`None`: one that must run alone) may start while
+/// `running` run: alone when nothing runs; otherwise only a status patch, among status
+/// patches of other objects, fewer than [`MAX_RUNNING`]. Two writes of one object never run
+/// at once, so they reach the API in the edge's order.
+fn may_start(running: &VecDeque<Option<String>>, key: Option<&str>) -> bool {
+    if running.is_empty() {
+        return true;
+    }
+    let Some(key) = key else {
+        return false;
+    };
+    running.len() < MAX_RUNNING
+        && running
+            .iter()
+            .all(|r| r.as_deref().is_some_and(|r| r != key))
+}
+
 fn op_label(frame: &Frame) -> &'static str {
     if frame.kind == Kind::Event as i32 {
         return "event";
     }
     frame.op().map(|o| o.as_str()).unwrap_or("unknown")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use proto::{Op, ResourceKey};
+
+    use super::*;
+
+    fn key(name: &str) -> ResourceKey {
+        ResourceKey::namespaced("ns", "device", name).unwrap()
+    }
+
+    #[test]
+    fn only_status_patches_run_concurrently() {
+        let status = Frame::request(1, Op::PatchStatus, &key("a"), b"{}".to_vec());
+        assert_eq!(concurrent_key(&status).as_deref(), Some("ns/device/a"));
+        for alone in [
+            Frame::request(2, Op::Patch, &key("a"), b"{}".to_vec()),
+            Frame::request(3, Op::Create, &key("a"), b"{}".to_vec()),
+            Frame::event(4, Op::PatchStatus, &key("a"), b"{}".to_vec()),
+            Frame::cert_renew_request(5, "csr"),
+        ] {
+            assert_eq!(concurrent_key(&alone), None, "{alone:?}");
+        }
+    }
+
+    #[test]
+    fn status_patches_of_different_objects_overlap_others_wait() {
+        let some = |k: &str| Some(k.to_owned());
+        let mut running = VecDeque::new();
+        assert!(
+            may_start(&running, None),
+            "anything starts when nothing runs"
+        );
+        running.push_back(some("ns/device/a"));
+        assert!(may_start(&running, Some("ns/device/b")));
+        assert!(
+            !may_start(&running, Some("ns/device/a")),
+            "two writes of one object keep their order"
+        );
+        assert!(!may_start(&running, None), "a create waits for the patches");
+        running.push_back(None);
+        assert!(
+            !may_start(&running, Some("ns/device/c")),
+            "nothing overlaps a call that runs alone"
+        );
+        let full: VecDeque<_> = (0..MAX_RUNNING).map(|i| some(&format!("k{i}"))).collect();
+        assert!(
+            !may_start(&full, Some("other")),
+            "at most MAX_RUNNING at once"
+        );
+    }
 }
