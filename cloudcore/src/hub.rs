@@ -99,6 +99,9 @@ struct Shared {
     cache: Arc<EdgeCache>,
     bootstrap: Arc<Bootstrap>,
     metrics: HubMetrics,
+    /// Pod CIDRs for nodes connecting for the first time (batched: a reconnect storm of
+    /// new nodes must not cost one Node list each).
+    pod_cidrs: crate::lifecycle::cidr::Allocator,
     sessions: Mutex<HashMap<String, SessionEntry>>,
     next_seq: AtomicU64,
 }
@@ -122,6 +125,10 @@ impl Hub {
         Hub {
             shared: Arc::new(Shared {
                 cfg,
+                pod_cidrs: crate::lifecycle::cidr::Allocator::new(
+                    client.clone(),
+                    crate::lifecycle::CidrConfig::default(),
+                ),
                 client,
                 cache,
                 bootstrap,
