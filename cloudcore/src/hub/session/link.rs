@@ -69,7 +69,10 @@ impl Session {
                 let cidr = PodCidr::Allocator(&shared.pod_cidrs);
                 tokio::select! {
                     _ = ended.cancelled() => return,
-                    r = node_connected_from(&shared.client, &node, &hello, cidr) => match r {
+                    r = async {
+                        let _permit = shared.api_permit().await;
+                        node_connected_from(&shared.client, &node, &hello, cidr).await
+                    } => match r {
                         Ok(()) => {
                             registered.store(true, Ordering::Release);
                             return;
