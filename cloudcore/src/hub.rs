@@ -49,6 +49,12 @@ use metrics::HubMetrics;
 /// Path of the edge WebSocket.
 pub const CONNECT_PATH: &str = "/v1/connect";
 
+/// API calls the sessions make at once (edge requests, heartbeats, registrations). Each
+/// concurrent call is one pooled HTTP/1.1 connection to the API server, with its TLS state
+/// and buffers on both sides: without a bound their number follows the connected nodes
+/// (about three calls per node at a Lease renewal peak).
+const MAX_API_CALLS: usize = 64;
+
 /// How long shutdown waits for sessions and connections to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -99,6 +105,11 @@ struct Shared {
     cache: Arc<EdgeCache>,
     bootstrap: Arc<Bootstrap>,
     metrics: HubMetrics,
+    /// Pod CIDRs for nodes connecting for the first time (batched: a reconnect storm of
+    /// new nodes must not cost one Node list each).
+    pod_cidrs: crate::lifecycle::cidr::Allocator,
+    /// Permits for the sessions' API calls ([`MAX_API_CALLS`]).
+    api_calls: Arc<tokio::sync::Semaphore>,
     sessions: Mutex<HashMap<String, SessionEntry>>,
     next_seq: AtomicU64,
 }
@@ -122,6 +133,11 @@ impl Hub {
         Hub {
             shared: Arc::new(Shared {
                 cfg,
+                pod_cidrs: crate::lifecycle::cidr::Allocator::new(
+                    client.clone(),
+                    crate::lifecycle::CidrConfig::default(),
+                ),
+                api_calls: Arc::new(tokio::sync::Semaphore::new(MAX_API_CALLS)),
                 client,
                 cache,
                 bootstrap,
@@ -201,6 +217,12 @@ impl Hub {
 }
 
 impl Shared {
+    /// Waits for a permit to call the API ([`MAX_API_CALLS`] at once); `None` once the
+    /// hub is shutting down (the semaphore is never closed, so never in practice).
+    async fn api_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.api_calls.clone().acquire_owned().await.ok()
+    }
+
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }

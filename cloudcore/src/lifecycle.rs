@@ -105,6 +105,34 @@ pub async fn node_connected_with(
     pod_cidr: Option<String>,
     cidr_cfg: &CidrConfig,
 ) -> Result<(), LifecycleError> {
+    let source = match pod_cidr.filter(|c| !c.is_empty()) {
+        Some(c) => PodCidr::Given(c),
+        None => PodCidr::Range(cidr_cfg),
+    };
+    node_connected_from(client, node, hello, source).await
+}
+
+/// Where the pod CIDR of a connecting node whose Node has none comes from.
+#[derive(Debug)]
+pub enum PodCidr<'a> {
+    /// This block.
+    Given(String),
+    /// A block of this range, claimed alone ([`cidr::allocate`]: reads the claims and
+    /// lists every Node per call).
+    Range(&'a CidrConfig),
+    /// A block from a shared allocator (batched, for many nodes at once). When its range
+    /// is exhausted the node is registered without a pod CIDR and a warning says why:
+    /// its Node, Lease and Ready must not depend on the address plan.
+    Allocator(&'a cidr::Allocator),
+}
+
+/// [`node_connected`] with the pod CIDR taken from `cidr`.
+pub async fn node_connected_from(
+    client: &Client,
+    node: &str,
+    hello: &proto::Hello,
+    cidr: PodCidr<'_>,
+) -> Result<(), LifecycleError> {
     let nodes: Api<Node> = Api::all(client.clone());
     let info = hello.info.clone().unwrap_or_default();
     let labels = status::node_labels(node, &info);
@@ -116,20 +144,29 @@ pub async fn node_connected_with(
         .and_then(|s| s.pod_cidr.as_deref())
         .is_some_and(|c| !c.is_empty());
     if !has_cidr {
-        let cidr = match pod_cidr.filter(|c| !c.is_empty()) {
-            Some(c) => c,
-            None => cidr::allocate(client, node, cidr_cfg)
-                .await
-                .map_err(|source| LifecycleError::Cidr {
-                    node: node.to_owned(),
-                    source,
-                })?,
+        let cidr_err = |source| LifecycleError::Cidr {
+            node: node.to_owned(),
+            source,
         };
-        let patch = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
-        current = nodes
-            .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(api_err("setting the pod CIDR", node))?;
+        let cidr = match cidr {
+            PodCidr::Given(c) => Some(c),
+            PodCidr::Range(cfg) => Some(cidr::allocate(client, node, cfg).await.map_err(cidr_err)?),
+            PodCidr::Allocator(a) => match a.allocate(node).await {
+                Ok(c) => Some(c),
+                Err(e @ cidr::CidrError::Exhausted(_)) => {
+                    tracing::warn!(node, error = %e, "no pod CIDR for this node; registering it without one");
+                    None
+                }
+                Err(e) => return Err(cidr_err(e)),
+            },
+        };
+        if let Some(cidr) = cidr {
+            let patch = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
+            current = nodes
+                .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(api_err("setting the pod CIDR", node))?;
+        }
     }
 
     // The Lease first: Ready=True is only ever written after a successful renewal, so a

@@ -129,7 +129,9 @@ impl<T, I: Timestamp> SendWindow<T, I> {
         SendWindow {
             config,
             acked: 0,
-            slots: VecDeque::with_capacity(config.capacity.min(1024)),
+            // Grown as frames are pushed: most windows stay nearly empty, and a hub holds one
+            // per connected node.
+            slots: VecDeque::new(),
         }
     }
 

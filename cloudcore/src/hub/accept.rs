@@ -33,6 +33,13 @@ use super::{CONNECT_PATH, Shared, session};
 const TLS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Initial WebSocket read buffer of a session. tungstenite's default (128 KiB, allocated
+/// and zero-filled at once) would be most of a session's memory; frames larger than this
+/// grow it as needed.
+const WS_READ_BUFFER: usize = 8 * 1024;
+/// Bytes of frames buffered before they are written to the socket (the writer flushes
+/// whenever its queue runs dry anyway).
+const WS_WRITE_BUFFER: usize = 16 * 1024;
 /// Largest bootstrap request body (a CSR and a token).
 const MAX_BOOTSTRAP_BODY: usize = 64 * 1024;
 
@@ -199,6 +206,8 @@ fn connect(
     let accept = derive_accept_key(key.as_bytes());
     let max = shared.cfg.max_frame_bytes;
     let config = WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BUFFER)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
     let span = tracing::info_span!("session", node = %id.node, %peer);

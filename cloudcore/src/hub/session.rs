@@ -444,14 +444,17 @@ impl Session {
         {
             return;
         }
-        let client = self.shared.client.clone();
+        let shared = self.shared.clone();
         let node = self.node.clone();
         let beating = self.beating.clone();
         let ended = self.ended.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = ended.cancelled() => {}
-                r = tokio::time::timeout(HEARTBEAT, crate::lifecycle::heartbeat(&client, &node)) => match r {
+                r = tokio::time::timeout(HEARTBEAT, async {
+                    let _permit = shared.api_permit().await;
+                    crate::lifecycle::heartbeat(&shared.client, &node).await
+                }) => match r {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::warn!(node = %node, error = %e, "node heartbeat failed"),
                     Err(_) => tracing::warn!(node = %node, "node heartbeat timed out"),

@@ -6,12 +6,14 @@
 //! optimistic concurrency: two replicas never hand out the same block. A claim whose node no
 //! longer exists (and that no Node still uses) is free again.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client, ResourceExt};
+use tokio::sync::oneshot;
 
 use crate::nodeca::{NAMESPACE, api_status};
 
@@ -53,6 +55,9 @@ pub enum CidrError {
     /// Every block is taken.
     #[error("the cluster pod range {0} is exhausted")]
     Exhausted(String),
+    /// The batch this request was part of failed (see [`Allocator`]).
+    #[error("allocating pod CIDRs failed: {0}")]
+    Batch(String),
     /// An API call failed.
     #[error("{action}")]
     Api {
@@ -76,6 +81,7 @@ pub fn parse_v4(cidr: &str) -> Option<(u32, u8)> {
 }
 
 /// The first `node_prefix` block of `cluster` that does not overlap any CIDR in `used`.
+/// A sweep over the used blocks sorted by start: O(u log u), whatever the range's size.
 pub fn first_free(cfg: &CidrConfig, used: &HashSet<String>) -> Result<String, CidrError> {
     let bad = |reason| CidrError::Config {
         cidr: cfg.cluster_cidr.clone(),
@@ -88,23 +94,29 @@ pub fn first_free(cfg: &CidrConfig, used: &HashSet<String>) -> Result<String, Ci
             "the node prefix must be between the range's prefix and 32",
         ));
     }
-    let used: Vec<(u32, u8)> = used.iter().filter_map(|c| parse_v4(c)).collect();
-    let blocks = 1u64 << (cfg.node_prefix - len);
+    let mut used: Vec<(u64, u64)> = used
+        .iter()
+        .filter_map(|c| parse_v4(c))
+        .map(|(u, l)| (u64::from(u), u64::from(u) + (1u64 << (32 - l)) - 1))
+        .collect();
+    used.sort_unstable();
     let size = 1u64 << (32 - cfg.node_prefix);
-    for i in 0..blocks {
-        let start = u64::from(net) + i * size;
-        let end = start + size - 1;
-        let overlaps = used.iter().any(|(u, l)| {
-            let u_start = u64::from(*u);
-            let u_end = u_start + (1u64 << (32 - l)) - 1;
-            u_start <= end && start <= u_end
-        });
-        if !overlaps {
-            let addr = Ipv4Addr::from(u32::try_from(start).unwrap_or(0));
-            return Ok(format!("{addr}/{}", cfg.node_prefix));
+    let range_end = u64::from(net) + (1u64 << (32 - len)) - 1;
+    let mut start = u64::from(net);
+    for (u_start, u_end) in used {
+        if start + size - 1 > range_end {
+            break;
+        }
+        if u_start < start + size && start <= u_end {
+            // Overlaps: the next candidate is the first block boundary after it.
+            start = start.max((u_end + 1).div_ceil(size) * size);
         }
     }
-    Err(CidrError::Exhausted(cfg.cluster_cidr.clone()))
+    if start + size - 1 > range_end {
+        return Err(CidrError::Exhausted(cfg.cluster_cidr.clone()));
+    }
+    let addr = Ipv4Addr::from(u32::try_from(start).unwrap_or(0));
+    Ok(format!("{addr}/{}", cfg.node_prefix))
 }
 
 /// ConfigMap keys cannot hold `/`.
@@ -193,6 +205,269 @@ pub async fn allocate(client: &Client, node: &str, cfg: &CidrConfig) -> Result<S
     }
 }
 
+/// How long a scan of the Nodes' pod CIDRs is reused by an [`Allocator`].
+const NODE_SCAN_TTL: Duration = Duration::from_secs(60);
+/// Nodes per page of that scan (memory stays bounded whatever the cluster's size).
+const NODE_SCAN_PAGE: u32 = 500;
+
+/// Pod CIDR allocation for many nodes connecting at once (one per hub process).
+///
+/// [`allocate`] alone reads the claims and lists every Node (the whole objects) per call,
+/// and concurrent calls conflict on the claims ConfigMap: with N nodes connecting that is
+/// N full Node lists held at once and up to 16 retries each — memory and API work that
+/// grow as N². The allocator instead serves one batch at a time: requests that arrive
+/// while a batch runs are answered together by the next one, with one read of the claims
+/// (only after a conflict: the last written version is kept), one write for the whole
+/// batch, and the Nodes' pod CIDRs from a paged scan reused for [`NODE_SCAN_TTL`].
+///
+/// Claims of nodes that no longer exist are freed only right after a scan that followed
+/// the read of those claims (as [`allocate`] does), so a claim made after the scan by
+/// another replica is never mistaken for a stale one.
+pub struct Allocator {
+    client: Client,
+    cfg: CidrConfig,
+    /// Nodes waiting for a block, with where to send it.
+    waiting: std::sync::Mutex<Vec<Waiter>>,
+    /// Held by the batch in progress.
+    state: tokio::sync::Mutex<Snapshot>,
+}
+
+type Waiter = (String, oneshot::Sender<Result<String, CidrError>>);
+
+#[derive(Default)]
+struct Snapshot {
+    /// The claims as last read or written.
+    claims: Option<ConfigMap>,
+    /// The last scan of the Nodes.
+    scan: Option<NodeScan>,
+}
+
+struct NodeScan {
+    names: HashSet<String>,
+    cidrs: HashSet<String>,
+    at: Instant,
+}
+
+impl std::fmt::Debug for Allocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Allocator")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Allocator {
+    /// An allocator for blocks of `cfg`.
+    pub fn new(client: Client, cfg: CidrConfig) -> Self {
+        Allocator {
+            client,
+            cfg,
+            waiting: std::sync::Mutex::new(Vec::new()),
+            state: tokio::sync::Mutex::new(Snapshot::default()),
+        }
+    }
+
+    /// The block claimed for `node` (an existing claim, or a new one).
+    pub async fn allocate(&self, node: &str) -> Result<String, CidrError> {
+        let (tx, mut rx) = oneshot::channel();
+        self.lock_waiting().push((node.to_owned(), tx));
+        let mut snapshot = self.state.lock().await;
+        // The batch before this one may have served us already.
+        if let Ok(answer) = rx.try_recv() {
+            return answer;
+        }
+        let batch = std::mem::take(&mut *self.lock_waiting());
+        let names: Vec<&str> = batch.iter().map(|(n, _)| n.as_str()).collect();
+        let outcome = self.run_batch(&mut snapshot, &names).await;
+        drop(snapshot);
+        match outcome {
+            Ok(mut blocks) => {
+                for (name, tx) in batch {
+                    let answer = blocks.remove(&name).unwrap_or_else(|| {
+                        Err(CidrError::Exhausted(self.cfg.cluster_cidr.clone()))
+                    });
+                    let _ = tx.send(answer);
+                }
+            }
+            Err(e) => {
+                let message = format!("{e}: {}", error_chain(&e));
+                for (_, tx) in batch {
+                    let _ = tx.send(Err(CidrError::Batch(message.clone())));
+                }
+                // Our own request is in the batch; report the real error to this caller.
+                return Err(e);
+            }
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(CidrError::Batch("the allocation batch ended".into())))
+    }
+
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Vec<Waiter>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Claims blocks for `nodes` in one write; per-node results (`Exhausted` for those that
+    /// did not fit), or the API error that stopped the batch.
+    async fn run_batch(
+        &self,
+        st: &mut Snapshot,
+        nodes: &[&str],
+    ) -> Result<BTreeMap<String, Result<String, CidrError>>, CidrError> {
+        let api_err = |action| move |source| CidrError::Api { action, source };
+        let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), NAMESPACE);
+        for attempt in 1..=MAX_ATTEMPTS {
+            let stale_scan = st
+                .scan
+                .as_ref()
+                .is_none_or(|s| s.at.elapsed() >= NODE_SCAN_TTL);
+            if st.claims.is_none() || attempt > 1 || stale_scan {
+                st.claims = cms
+                    .get_opt(CLAIMS_CONFIGMAP)
+                    .await
+                    .map_err(api_err("reading the pod CIDR claims"))?;
+            }
+            let mut claims: BTreeMap<String, String> = st
+                .claims
+                .as_ref()
+                .and_then(|c| c.data.clone())
+                .unwrap_or_default();
+            if stale_scan {
+                st.scan = Some(self.scan_nodes().await?);
+            }
+            let Some(scan) = st.scan.as_ref() else {
+                continue;
+            };
+            let before = claims.len();
+            if stale_scan {
+                // Claims of nodes that are gone are free again (the scan followed the read).
+                claims.retain(|_, n| scan.names.contains(n));
+            }
+            let freed = claims.len() != before;
+            let claimed: HashMap<&str, String> = claims
+                .iter()
+                .map(|(k, n)| (n.as_str(), key_cidr(k)))
+                .collect();
+            let mut used: HashSet<String> = scan.cidrs.clone();
+            used.extend(claims.keys().map(|k| key_cidr(k)));
+            let mut out = BTreeMap::new();
+            let mut new_claims = Vec::new();
+            for node in nodes {
+                if let Some(cidr) = claimed.get(node) {
+                    out.insert((*node).to_owned(), Ok(cidr.clone()));
+                    continue;
+                }
+                if out.contains_key(*node) {
+                    continue;
+                }
+                match first_free(&self.cfg, &used) {
+                    Ok(cidr) => {
+                        used.insert(cidr.clone());
+                        new_claims.push((claim_key(&cidr), (*node).to_owned()));
+                        out.insert((*node).to_owned(), Ok(cidr));
+                    }
+                    Err(e) => {
+                        out.insert((*node).to_owned(), Err(e));
+                    }
+                }
+            }
+            if new_claims.is_empty() && !freed {
+                return Ok(out);
+            }
+            claims.extend(new_claims);
+            let written = match st.claims.clone() {
+                Some(mut cm) => {
+                    cm.data = Some(claims);
+                    cms.replace(CLAIMS_CONFIGMAP, &PostParams::default(), &cm)
+                        .await
+                }
+                None => {
+                    if let Err(e) = crate::nodeca::ensure_namespace(&self.client).await {
+                        tracing::warn!(error = %e, "ensuring namespace kedge-system");
+                    }
+                    cms.create(&PostParams::default(), &claims_configmap(claims))
+                        .await
+                }
+            };
+            match written {
+                Ok(cm) => {
+                    st.claims = Some(cm);
+                    return Ok(out);
+                }
+                Err(e) if matches!(api_status(&e), Some(409)) && attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(
+                        attempt,
+                        "pod CIDR claims changed meanwhile; reading them again"
+                    );
+                }
+                Err(e) => {
+                    st.claims = None;
+                    return Err(api_err("claiming pod CIDRs")(e));
+                }
+            }
+        }
+        Err(CidrError::Batch(
+            "too many conflicting writes of the pod CIDR claims".into(),
+        ))
+    }
+
+    /// Names and pod CIDRs of every Node, a page at a time.
+    async fn scan_nodes(&self) -> Result<NodeScan, CidrError> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let mut scan = NodeScan {
+            names: HashSet::new(),
+            cidrs: HashSet::new(),
+            at: Instant::now(),
+        };
+        let mut lp = ListParams::default().limit(NODE_SCAN_PAGE);
+        loop {
+            let page = nodes.list(&lp).await.map_err(|source| CidrError::Api {
+                action: "listing Nodes",
+                source,
+            })?;
+            for n in &page.items {
+                scan.names.insert(n.name_any());
+                if let Some(spec) = &n.spec {
+                    scan.cidrs.extend(
+                        spec.pod_cidr
+                            .iter()
+                            .chain(spec.pod_cidrs.iter().flatten())
+                            .cloned(),
+                    );
+                }
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => lp = lp.continue_token(&token),
+                None => return Ok(scan),
+            }
+        }
+    }
+}
+
+fn claims_configmap(data: BTreeMap<String, String>) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(CLAIMS_CONFIGMAP.into()),
+            namespace: Some(NAMESPACE.into()),
+            ..Default::default()
+        },
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+/// The causes of `e`, joined.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push(c.to_string());
+        cur = c.source();
+    }
+    out.join(": ")
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -245,6 +520,46 @@ mod tests {
             Some((u32::from(Ipv4Addr::new(10, 1, 0, 0)), 16))
         );
         assert_eq!(parse_v4("fd00::/8"), None);
+    }
+
+    #[test]
+    fn first_free_sweeps_unsorted_overlapping_and_foreign_blocks() {
+        let cfg = CidrConfig::default();
+        // Unsorted, nested and overlapping blocks, and one outside the range.
+        let taken = used(&[
+            "10.244.3.0/24",
+            "10.244.0.0/24",
+            "10.244.1.0/24",
+            "10.244.0.128/25",
+            "10.244.2.0/23",
+            "10.0.0.0/8",
+            "192.168.0.0/16",
+        ]);
+        // 10.0.0.0/8 covers the whole range.
+        assert!(matches!(
+            first_free(&cfg, &taken),
+            Err(CidrError::Exhausted(_))
+        ));
+        let mut taken = taken;
+        taken.remove("10.0.0.0/8");
+        assert_eq!(first_free(&cfg, &taken).unwrap(), "10.244.4.0/24");
+        // Every block but the last taken: the last one; then none.
+        let mut all: HashSet<String> = (0..255).map(|i| format!("10.244.{i}.0/24")).collect();
+        assert_eq!(first_free(&cfg, &all).unwrap(), "10.244.255.0/24");
+        all.insert("10.244.255.0/24".into());
+        assert!(matches!(
+            first_free(&cfg, &all),
+            Err(CidrError::Exhausted(_))
+        ));
+        // A large range with many used blocks stays fast (a sweep, not blocks x used).
+        let big = CidrConfig {
+            cluster_cidr: "10.0.0.0/8".into(),
+            node_prefix: 24,
+        };
+        let many: HashSet<String> = (0..20_000u32)
+            .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+            .collect();
+        assert_eq!(first_free(&big, &many).unwrap(), "10.78.32.0/24");
     }
 
     #[test]

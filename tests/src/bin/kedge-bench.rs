@@ -39,6 +39,8 @@ mod pods;
 mod pods_edge;
 #[path = "kedge-bench/report.rs"]
 mod report;
+#[path = "kedge-bench/support.rs"]
+mod support;
 #[path = "kedge-bench/twin.rs"]
 mod twin;
 #[path = "kedge-bench/twin_track.rs"]
@@ -56,56 +58,26 @@ pub use opts::Opts;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().is_some_and(|a| a == "link") {
-        return link::main(&args[1..]);
-    }
-    if args.first().is_some_and(|a| a == "edges") {
-        return edges::main(&args[1..]);
-    }
-    if args.first().is_some_and(|a| a == "twin") {
-        return twin::main(&args[1..]);
-    }
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{}", opts::USAGE);
-        return ExitCode::SUCCESS;
-    }
-    if args.first().is_some_and(|a| a == "pods") {
-        return pods_edge::main(&args[1..]);
-    }
-    let opts = match args.split_first() {
-        Some((cmd, rest)) if cmd == "api" => Opts::parse(rest),
-        _ => Err(anyhow::anyhow!("expected the `api` benchmark")),
-    };
-    let opts = match opts {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("kedge-bench: {e:#}\n{}", opts::USAGE);
-            return ExitCode::from(2);
+    let rest = args.get(1..).unwrap_or_default();
+    match args.first().map(String::as_str) {
+        Some("link") => link::main(rest),
+        Some("edges") => edges::main(rest),
+        Some("twin") => twin::main(rest),
+        Some("pods") if !args.iter().any(|a| a == "--help" || a == "-h") => pods_edge::main(rest),
+        Some("api") => support::main(
+            "kedge-bench",
+            opts::USAGE,
+            rest,
+            Opts::parse,
+            |o| async move { run(&o).await },
+        ),
+        _ if args.iter().any(|a| a == "--help" || a == "-h") => {
+            println!("{}", opts::USAGE);
+            ExitCode::SUCCESS
         }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kedge-bench: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(&opts)) {
-        Ok(report) => {
-            println!("{}", report.markdown());
-            if report.broken.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("kedge-bench: correctness failures: {:#?}", report.broken);
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("kedge-bench: {e:#}");
-            ExitCode::FAILURE
+        _ => {
+            eprintln!("kedge-bench: expected the `api` benchmark\n{}", opts::USAGE);
+            ExitCode::from(2)
         }
     }
 }
@@ -118,27 +90,14 @@ async fn run(opts: &Opts) -> Result<report::Report> {
             cloudcore.display()
         );
     }
-    let tmp = match &opts.dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            tempfile::tempdir_in(d)?
-        }
-        // /var/tmp rather than /tmp, which may be a tmpfs where fsync costs nothing.
-        None => tempfile::tempdir_in("/var/tmp").or_else(|_| tempfile::tempdir())?,
-    };
+    let tmp = support::scratch_dir(opts.dir.as_deref())?;
     eprintln!(
         "kedge-bench api{}: data under {} (cloudcore: {})",
         if opts.smoke { " --smoke" } else { "" },
         tmp.path().display(),
         cloudcore.display()
     );
-    let started = std::time::Instant::now();
-    let mut report = report::Report::default();
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    report.info(
-        &format!("load average (1 min) before the run, {cpus} CPUs"),
-        report::load_average(),
-    );
+    let (mut report, started) = support::start_report();
     // A failed phase is reported and the others still run, so the table is never lost.
     for phase in opts::PHASES.into_iter().filter(|p| opts.runs(p)) {
         let result = match phase {
@@ -150,7 +109,6 @@ async fn run(opts: &Opts) -> Result<report::Report> {
             report.broken(format!("phase {phase} failed: {e:#}"));
         }
     }
-    report.info("load average (1 min) after the run", report::load_average());
-    report.info("benchmark wall time", report::ms(started.elapsed()));
+    support::finish_report(&mut report, started);
     Ok(report)
 }

@@ -13,6 +13,7 @@ use super::super::phase::{CloseReason, Phase};
 use super::super::queue::{Change, Queue};
 use super::{NODE_WAIT, REFS_WAIT, Session, window_config};
 use crate::edge::NodeChange;
+use crate::lifecycle::{PodCidr, node_connected_from};
 
 impl Session {
     pub(super) fn on_hello(&mut self, frame: &Frame) -> Option<CloseReason> {
@@ -58,16 +59,20 @@ impl Session {
     /// Creates / refreshes the Node and Lease, retrying with back-off until
     /// it works or the session ends.
     fn spawn_node_connected(&self, hello: Hello) {
-        let client = self.shared.client.clone();
+        let shared = self.shared.clone();
         let node = self.node.clone();
         let ended = self.ended.clone();
         let registered = self.registered.clone();
         tokio::spawn(async move {
             let mut delay = Duration::from_secs(1);
             loop {
+                let cidr = PodCidr::Allocator(&shared.pod_cidrs);
                 tokio::select! {
                     _ = ended.cancelled() => return,
-                    r = crate::lifecycle::node_connected(&client, &node, &hello, None) => match r {
+                    r = async {
+                        let _permit = shared.api_permit().await;
+                        node_connected_from(&shared.client, &node, &hello, cidr).await
+                    } => match r {
                         Ok(()) => {
                             registered.store(true, Ordering::Release);
                             return;

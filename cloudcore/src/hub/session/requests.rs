@@ -123,6 +123,7 @@ impl Session {
                 }
                 continue;
             }
+            let shared = self.shared.clone();
             let client = self.shared.client.clone();
             let facts: Arc<dyn Facts + Send + Sync> = self.shared.cache.clone();
             let node = self.node.clone();
@@ -131,8 +132,10 @@ impl Session {
             self.run(
                 key,
                 Box::pin(async move {
+                    let permit = shared.api_permit().await;
                     let mut outcome =
                         upstream::execute(&client, facts.clone(), &node, &frame).await;
+                    drop(permit);
                     if let Outcome::Final(response, _) = &outcome
                         && response.code == 404
                         && !registered.load(Ordering::Acquire)
@@ -147,6 +150,7 @@ impl Session {
                         {
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
+                        let _permit = shared.api_permit().await;
                         outcome = upstream::execute(&client, facts, &node, &frame).await;
                     }
                     Done {

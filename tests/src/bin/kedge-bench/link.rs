@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 use tests::Standalone;
 
 use crate::report::{Mem, Report, count, ms, rate};
+use crate::support::{self, Proc};
 
 const NS: &str = "bench";
 /// ConfigMaps referenced by each pod.
@@ -86,7 +87,7 @@ impl LinkOpts {
 /// An `edgecore run` process, killed on drop.
 struct EdgeProc {
     root: PathBuf,
-    child: Option<Child>,
+    proc: Option<Proc>,
 }
 
 impl EdgeProc {
@@ -113,7 +114,7 @@ impl EdgeProc {
         }
         Ok(EdgeProc {
             root: root.to_path_buf(),
-            child: None,
+            proc: None,
         })
     }
 
@@ -124,7 +125,8 @@ impl EdgeProc {
     fn start(&mut self) -> Result<()> {
         // A fresh log per run: the journal of this run only.
         let log = std::fs::File::create(self.log())?;
-        let child = Command::new(tests::bin("edgecore"))
+        let program = tests::bin("edgecore");
+        let child = Command::new(&program)
             .arg("run")
             .arg("--config")
             .arg(self.root.join("etc/kedge/edgecore.toml"))
@@ -134,30 +136,21 @@ impl EdgeProc {
             .stderr(log)
             .spawn()
             .context("starting edgecore")?;
-        self.child = Some(child);
+        self.proc = Some(Proc::new(child, &program));
         Ok(())
     }
 
     fn stop(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        if let Some(mut proc) = self.proc.take() {
+            let pid = nix::unistd::Pid::from_raw(proc.pid() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            tests::wait_exit(&mut child, Duration::from_secs(30))?;
+            tests::wait_exit(proc.child(), Duration::from_secs(30))?;
         }
         Ok(())
     }
 
     fn journal(&self) -> Journal {
         Journal::parse(&std::fs::read_to_string(self.log()).unwrap_or_default())
-    }
-}
-
-impl Drop for EdgeProc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -252,13 +245,7 @@ fn missing(edge: &Journal, want: &BTreeMap<String, String>, prefix: &str) -> usi
 }
 
 async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::wait_for(what, timeout, Duration::from_millis(50), async || f()).await?;
     Ok(())
 }
 
@@ -327,65 +314,20 @@ async fn update_all(client: &kube::Client, names: Vec<String>, tag: &str) -> Res
 /// `kedge-bench link ...`: parse, run, print the table; the exit code says whether the
 /// run completed and every correctness check held.
 pub fn main(args: &[String]) -> std::process::ExitCode {
-    use std::process::ExitCode;
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let opts = match LinkOpts::parse(args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("kedge-bench link: {e:#}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kedge-bench link: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(&opts)) {
-        Ok(report) => {
-            println!("{}", report.markdown());
-            if report.broken.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!(
-                    "kedge-bench link: correctness failures: {:#?}",
-                    report.broken
-                );
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("kedge-bench link: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::support::main(
+        "kedge-bench link",
+        USAGE,
+        args,
+        LinkOpts::parse,
+        |o| async move { run(&o).await },
+    )
 }
 
 /// Runs the link benchmark.
 pub async fn run(opts: &LinkOpts) -> Result<Report> {
     tests::init_crypto();
-    let tmp = match &opts.dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            tempfile::tempdir_in(d)?
-        }
-        None => tempfile::tempdir_in("/var/tmp").or_else(|_| tempfile::tempdir())?,
-    };
-    let started = Instant::now();
-    let mut report = Report::default();
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    report.info(
-        &format!("load average (1 min) before the run, {cpus} CPUs"),
-        crate::report::load_average(),
-    );
+    let tmp = support::scratch_dir(opts.dir.as_deref())?;
+    let (mut report, started) = support::start_report();
     let cloud = Standalone::start(&tmp.path().join("cloud"), &[])?;
     let client = cloud.client().await?;
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}}))?;
@@ -518,11 +460,7 @@ pub async fn run(opts: &LinkOpts) -> Result<Report> {
     edge.stop()?;
 
     rss_per_edge(opts, &cloud, &client, tmp.path(), &mut report).await?;
-    report.info(
-        "load average (1 min) after the run",
-        crate::report::load_average(),
-    );
-    report.info("benchmark wall time", ms(started.elapsed()));
+    support::finish_report(&mut report, started);
     Ok(report)
 }
 
