@@ -5,9 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
+
+use common::Cluster;
 
 use cloudcore::lifecycle::cidr::{self, Allocator, CidrError};
 use cloudcore::lifecycle::{self, CidrConfig, PodCidr};
@@ -16,51 +20,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 async fn within<T>(what: &str, f: impl Future<Output = T>) -> anyhow::Result<T> {
     tokio::time::timeout(Duration::from_secs(60), f)
         .await
         .map_err(|_| anyhow::anyhow!("timed out: {what} (a deadlock in the allocator's batching?)"))
-}
-
-struct Cluster {
-    client: kube::Client,
-    shutdown: CancellationToken,
-    _server: apiserver::ApiServer,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn cluster() -> anyhow::Result<Cluster> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir()?;
-    let shutdown = CancellationToken::new();
-    let server = apiserver::ApiServer::start(
-        apiserver::ApiConfig {
-            data_dir: dir.path().join("api"),
-            listen: "127.0.0.1:0".parse()?,
-            ..Default::default()
-        },
-        shutdown.clone(),
-    )
-    .await?;
-    let kubeconfig = dir.path().join("kubeconfig.yaml");
-    server.write_kubeconfig(&kubeconfig)?;
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    let client = kube::Client::try_from(cfg)?;
-    Ok(Cluster {
-        client,
-        shutdown,
-        _server: server,
-        _dir: dir,
-    })
 }
 
 async fn create_node(client: &kube::Client, name: &str) -> anyhow::Result<()> {
@@ -81,7 +45,7 @@ async fn claims(client: &kube::Client) -> anyhow::Result<BTreeMap<String, String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_allocations_are_distinct_claimed_and_seen_by_another_replica()
 -> anyhow::Result<()> {
-    let c = cluster().await?;
+    let c = Cluster::start().await?;
     let names: Vec<String> = (0..64).map(|i| format!("edge-{i:02}")).collect();
     for n in &names {
         create_node(&c.client, n).await?;
@@ -118,7 +82,7 @@ async fn concurrent_allocations_are_distinct_claimed_and_seen_by_another_replica
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_range_registers_the_node_without_a_pod_cidr() -> anyhow::Result<()> {
-    let c = cluster().await?;
+    let c = Cluster::start().await?;
     // Two blocks only.
     let tiny = CidrConfig {
         cluster_cidr: "10.9.0.0/23".into(),

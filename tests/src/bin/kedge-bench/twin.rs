@@ -105,49 +105,21 @@ fn positive(flag: &str, v: &str) -> Result<usize> {
 
 /// Entry point of the `twin` subcommand.
 pub fn main(args: &[String]) -> ExitCode {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let opts = match Opts::parse(args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("kedge-bench twin: {e:#}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kedge-bench twin: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut report = Report::default();
-    let started = Instant::now();
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    report.info(
-        &format!("load average (1 min) before the run, {cpus} CPUs"),
-        report::load_average(),
-    );
-    if let Err(e) = rt.block_on(run(&opts, &mut report)) {
-        report.broken(format!("the benchmark could not run: {e:#}"));
-    }
-    report.info("load average (1 min) after the run", report::load_average());
-    report.info("benchmark wall time", report::ms(started.elapsed()));
-    println!("{}", report.markdown());
-    if report.broken.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!(
-            "kedge-bench twin: correctness failures: {:#?}",
-            report.broken
-        );
-        ExitCode::FAILURE
-    }
+    crate::support::main(
+        "kedge-bench twin",
+        USAGE,
+        args,
+        Opts::parse,
+        |opts| async move {
+            let (mut report, started) = crate::support::start_report();
+            // A failed run is reported with the rows it got, so the table is never lost.
+            if let Err(e) = run(&opts, &mut report).await {
+                report.broken(format!("the benchmark could not run: {e:#}"));
+            }
+            crate::support::finish_report(&mut report, started);
+            Ok(report)
+        },
+    )
 }
 
 fn now_ms() -> i64 {
