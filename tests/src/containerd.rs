@@ -238,10 +238,13 @@ impl Containerd {
     /// Task (process) ids running in the CRI namespace.
     pub fn tasks(&self) -> Vec<String> {
         let out = self.ctr(&["tasks", "ls", "-q"]);
-        String::from_utf8_lossy(&out.stdout)
+        let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_owned)
-            .collect()
+            .collect();
+        // `ctr` lists in no fixed order; sorted, two listings compare as sets.
+        ids.sort();
+        ids
     }
 
     /// Stops containerd (SIGKILL), like a crash; the shims keep running.
