@@ -54,8 +54,7 @@ fn delete_options(ctx: &Ctx, body: &[u8]) -> ApiResult<DeleteOptions> {
 /// What deleting `cur` means now: gone, or marked (graceful, finalizers).
 pub fn delete_decision(res: &Resource, cur: &Stored, opts: &DeleteOptions) -> ApiResult<Outcome> {
     let mut obj = cur.value();
-    let name = str_at(&obj, "/metadata/name").unwrap_or("").to_string();
-    let name = name.as_str();
+    let name = cur.fields().field("metadata.name").unwrap_or("");
     if let Some(p) = &opts.preconditions {
         let uid = str_at(&obj, "/metadata/uid").unwrap_or("");
         if let Some(want) = p.uid.as_deref().filter(|u| *u != uid) {

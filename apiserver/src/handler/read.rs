@@ -27,6 +27,17 @@ pub struct Selectors {
     pub indexed: bool,
 }
 
+/// Does every field `fields` reads have a copy in [`Stored::fields`] (the resource's
+/// built-in selectable fields), so that matching needs no parse?
+fn indexed(fields: Option<&FieldSelector>, group: &str, plural: &str) -> bool {
+    let builtin = crate::selector::builtin_fields(group, plural);
+    fields.is_none_or(|f| {
+        f.requirements()
+            .iter()
+            .all(|r| builtin.contains(&r.field.as_str()))
+    })
+}
+
 impl Selectors {
     /// Parse and check the selectors of a request against the resource.
     pub fn from_ctx(ctx: &Ctx, res: &Resource) -> ApiResult<Self> {
@@ -48,12 +59,7 @@ impl Selectors {
             }
             None => None,
         };
-        let builtin = crate::selector::builtin_fields(&res.group, &res.plural);
-        let indexed = fields.as_ref().is_none_or(|f| {
-            f.requirements()
-                .iter()
-                .all(|r| builtin.contains(&r.field.as_str()))
-        });
+        let indexed = indexed(fields.as_ref(), &res.group, &res.plural);
         Ok(Self {
             labels,
             fields,
@@ -424,12 +430,7 @@ mod tests {
 
     fn sel(group: &str, plural: &str, labels: &str, fields: &str) -> Selectors {
         let fields = (!fields.is_empty()).then(|| FieldSelector::parse(fields).unwrap());
-        let builtin = crate::selector::builtin_fields(group, plural);
-        let indexed = fields.as_ref().is_none_or(|f| {
-            f.requirements()
-                .iter()
-                .all(|r| builtin.contains(&r.field.as_str()))
-        });
+        let indexed = indexed(fields.as_ref(), group, plural);
         Selectors {
             labels: (!labels.is_empty()).then(|| LabelSelector::parse(labels).unwrap()),
             fields,

@@ -182,15 +182,7 @@ pub async fn allocate(client: &Client, node: &str, cfg: &CidrConfig) -> Result<S
                     .await
             }
             None => {
-                let cm = ConfigMap {
-                    metadata: ObjectMeta {
-                        name: Some(CLAIMS_CONFIGMAP.into()),
-                        namespace: Some(NAMESPACE.into()),
-                        ..Default::default()
-                    },
-                    data: Some(kept),
-                    ..Default::default()
-                };
+                let cm = claims_configmap(kept);
                 if let Err(e) = crate::nodeca::ensure_namespace(client).await {
                     tracing::warn!(error = %e, "ensuring namespace kedge-system");
                 }

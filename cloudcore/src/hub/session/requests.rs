@@ -124,7 +124,6 @@ impl Session {
                 continue;
             }
             let shared = self.shared.clone();
-            let client = self.shared.client.clone();
             let facts: Arc<dyn Facts + Send + Sync> = self.shared.cache.clone();
             let node = self.node.clone();
             let registered = self.registered.clone();
@@ -134,7 +133,7 @@ impl Session {
                 Box::pin(async move {
                     let permit = shared.api_permit().await;
                     let mut outcome =
-                        upstream::execute(&client, facts.clone(), &node, &frame).await;
+                        upstream::execute(&shared.client, facts.clone(), &node, &frame).await;
                     drop(permit);
                     if let Outcome::Final(response, _) = &outcome
                         && response.code == 404
@@ -151,7 +150,7 @@ impl Session {
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                         let _permit = shared.api_permit().await;
-                        outcome = upstream::execute(&client, facts, &node, &frame).await;
+                        outcome = upstream::execute(&shared.client, facts, &node, &frame).await;
                     }
                     Done {
                         id: frame.id,

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tests::containerd::{Containerd, IMAGE};
+
+use crate::report::{Mem, cpu_time};
 use tests::{Standalone, bin};
 
 const USAGE: &str = "usage: kedge-bench pods [--smoke] [--pods N] [--dir DIR] [--hold SECS]";
@@ -104,58 +106,14 @@ fn start_edge(root: &Path) -> Result<EdgeProc> {
     ))
 }
 
-/// Memory of a process from `/proc/<pid>/status`: KiB, thread count.
-#[derive(Debug, Clone, Copy, Default)]
-struct Mem {
-    rss: u64,
-    anon: u64,
-    file: u64,
-    threads: u64,
+/// Memory of edgecore now (zeroes once it is gone).
+fn mem(pid: u32) -> Mem {
+    Mem::of(pid).unwrap_or_default()
 }
 
-impl Mem {
-    fn of(pid: u32) -> Mem {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap_or(0)
-        };
-        Mem {
-            rss: field("VmRSS:"),
-            anon: field("RssAnon:"),
-            file: field("RssFile:"),
-            threads: field("Threads:"),
-        }
-    }
-
-    fn show(&self) -> String {
-        let mib = |k: u64| k as f64 / 1024.0;
-        format!(
-            "{:.1} MiB (anon {:.1}, file {:.1}; {} threads)",
-            mib(self.rss),
-            mib(self.anon),
-            mib(self.file),
-            self.threads
-        )
-    }
-}
-
-/// User + system CPU time of a process so far.
+/// CPU time edgecore has used so far (zero once it is gone).
 fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the `(comm)`, which may hold spaces: state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // USER_HZ is 100 on Linux.
-    Duration::from_millis(f.iter().sum::<u64>() * 10)
+    cpu_time(Some(pid)).unwrap_or_default()
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -232,7 +190,7 @@ fn run(n: usize, dir: Option<&Path>, hold: Duration) -> Result<String> {
     })?;
     // Idle: once the start-up work (sync, first status reports) has settled.
     std::thread::sleep(Duration::from_secs(2));
-    let rss_idle = Mem::of(edge.0.id());
+    let rss_idle = mem(edge.0.id());
     let cpu_idle = cpu(edge.0.id());
 
     // N pods created at once through the API; each one's latency runs from the start of the
@@ -244,7 +202,7 @@ fn run(n: usize, dir: Option<&Path>, hold: Duration) -> Result<String> {
     let mut lat: Vec<Duration> = seen;
     lat.sort();
     std::thread::sleep(Duration::from_secs(2));
-    let rss_pods = Mem::of(edge.0.id());
+    let rss_pods = mem(edge.0.id());
     let cpu_pods = cpu(edge.0.id()).saturating_sub(cpu_idle);
     if !hold.is_zero() {
         eprintln!(
@@ -279,7 +237,7 @@ fn run(n: usize, dir: Option<&Path>, hold: Duration) -> Result<String> {
     let cold = t.elapsed();
     let cpu_cold = cpu(edge.0.id());
     std::thread::sleep(Duration::from_secs(2));
-    let rss_cold = Mem::of(edge.0.id());
+    let rss_cold = mem(edge.0.id());
     drop(edge);
 
     let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
@@ -315,16 +273,16 @@ fn run(n: usize, dir: Option<&Path>, hold: Duration) -> Result<String> {
     ));
     t.push_str(&format!(
         "| edgecore RSS, no pods | {} | | |\n",
-        rss_idle.show()
+        rss_idle.split()
     ));
     t.push_str(&format!(
         "| edgecore RSS with {n} pods | {} | <= 15 MB | {} |\n",
-        rss_pods.show(),
-        judge(rss_pods.rss * 1024 <= 15_000_000)
+        rss_pods.split(),
+        judge(rss_pods.rss_kib * 1024 <= 15_000_000)
     ));
     t.push_str(&format!(
         "| edgecore RSS after the cold boot | {} | | |\n",
-        rss_cold.show()
+        rss_cold.split()
     ));
     Ok(t)
 }

@@ -133,11 +133,15 @@ pub fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
 
-/// Memory of a process in KiB: resident now, and peak resident (VmHWM).
-#[derive(Debug, Clone, Copy)]
+/// Memory of a process in KiB: resident now, and peak resident (VmHWM); the resident split
+/// into anonymous and file-backed pages, and the thread count.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Mem {
     pub rss_kib: u64,
     pub hwm_kib: u64,
+    pub anon_kib: u64,
+    pub file_kib: u64,
+    pub threads: u64,
 }
 
 impl Mem {
@@ -156,7 +160,22 @@ impl Mem {
         Ok(Self {
             rss_kib: field("VmRSS:")?,
             hwm_kib: field("VmHWM:")?,
+            anon_kib: field("RssAnon:")?,
+            file_kib: field("RssFile:")?,
+            threads: field("Threads:")?,
         })
+    }
+
+    /// `16.6 MiB (anon 2.6, file 14.0; 17 threads)`.
+    pub fn split(&self) -> String {
+        let mib = |k: u64| k as f64 / 1024.0;
+        format!(
+            "{:.1} MiB (anon {:.1}, file {:.1}; {} threads)",
+            mib(self.rss_kib),
+            mib(self.anon_kib),
+            mib(self.file_kib),
+            self.threads
+        )
     }
 }
 

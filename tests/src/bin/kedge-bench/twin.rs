@@ -578,10 +578,7 @@ async fn steady(
     eprintln!("kedge-bench twin: {what} for {} s", o.seconds);
     report::reset_peak(pid);
     let (ok0, ev0) = counters(shared);
-    let cpu0 = (
-        report::cpu_time(Some(pid))?,
-        report::cpu_time(Some(cloud_pid))?,
-    );
+    let cpu0 = cpu_of(pid, cloud_pid)?;
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs(o.seconds);
     let mut tasks = Vec::new();
@@ -612,10 +609,7 @@ async fn steady(
     let sent = t0.elapsed();
     settle(shared, report, &what).await;
     let (ok1, ev1) = counters(shared);
-    let cpu1 = (
-        report::cpu_time(Some(pid))?,
-        report::cpu_time(Some(cloud_pid))?,
-    );
+    let cpu1 = cpu_of(pid, cloud_pid)?;
     let lat = shared.lock().finish_phase();
     let n = usize::try_from(ok1 - ok0).unwrap_or(usize::MAX);
     report.info(
@@ -656,10 +650,7 @@ async fn saturate(
     let what = format!("saturation, {WINDOW} in flight over {} devices", o.devices);
     eprintln!("kedge-bench twin: {what} for {} s", o.seconds);
     let (ok0, ev0) = counters(shared);
-    let cpu0 = (
-        report::cpu_time(Some(pid))?,
-        report::cpu_time(Some(cloud_pid))?,
-    );
+    let cpu0 = cpu_of(pid, cloud_pid)?;
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs(o.seconds);
     shared.window.add_permits(WINDOW);
@@ -703,10 +694,7 @@ async fn saturate(
         ));
     }
     let (ok1, _) = counters(shared);
-    let cpu1 = (
-        report::cpu_time(Some(pid))?,
-        report::cpu_time(Some(cloud_pid))?,
-    );
+    let cpu1 = cpu_of(pid, cloud_pid)?;
     let mem = Mem::of(pid)?;
     settle(shared, report, &what).await;
     let (_, ev1) = counters(shared);
@@ -733,6 +721,14 @@ async fn saturate(
         format!("{} / {}", mib(mem.rss_kib), mib(mem.hwm_kib)),
     );
     Ok(())
+}
+
+/// CPU time used so far by edgecore (`pid`) and by cloudcore (`cloud_pid`).
+fn cpu_of(pid: u32, cloud_pid: u32) -> Result<(Duration, Duration)> {
+    Ok((
+        report::cpu_time(Some(pid))?,
+        report::cpu_time(Some(cloud_pid))?,
+    ))
 }
 
 fn counters(shared: &Shared) -> (u64, u64) {
