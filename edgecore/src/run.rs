@@ -69,6 +69,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     let store_config = StoreConfig {
         cache_capacity: cfg.store.cache_capacity_mib.saturating_mul(1024 * 1024),
         flush_seconds: Some(metrics.store_flush_seconds.clone()),
+        // `edgecore status` reads the store while the daemon is not serving yet; it holds
+        // the lock for milliseconds, and that must not stop a (re)start.
+        lock_wait: Duration::from_secs(15),
     };
     let opened = Store::open_or_recover(&cfg.data_dir, &store_config)
         .map_err(|e| RunError::Store(crate::hub::conn::chain(&e)))?;

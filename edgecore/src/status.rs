@@ -102,7 +102,14 @@ fn from_store(cfg: &Config) -> Result<StatusReport, String> {
     if !cfg.data_dir.exists() {
         return Err(format!("no store at {}", cfg.data_dir.display()));
     }
-    let store = Store::open(&cfg.data_dir, &StoreConfig::default()).map_err(|e| e.to_string())?;
+    // Never waits for the lock: a daemon that is starting holds it, and reading the store
+    // must not delay it (the daemon, in turn, waits out the few milliseconds we hold it).
+    let store = Store::open(&cfg.data_dir, &StoreConfig::default()).map_err(|e| match e {
+        crate::store::StoreError::Locked { .. } => format!(
+            "{e}: edgecore is starting (not serving /status yet) or another edgecore command holds it"
+        ),
+        e => e.to_string(),
+    })?;
     let objects = store
         .tree("objects")
         .map(|t| t.len())

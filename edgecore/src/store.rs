@@ -24,7 +24,7 @@ use std::fs::{File, OpenOptions};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::histogram::Histogram;
 
@@ -42,6 +42,10 @@ pub struct StoreConfig {
     pub cache_capacity: u64,
     /// Observes the latency of every [`Store::flush`], if set.
     pub flush_seconds: Option<Histogram>,
+    /// How long to wait for the store's lock when another process holds it. The daemon
+    /// waits: a short-lived reader (`edgecore status` while the daemon is still starting)
+    /// must not make it exit. Zero (the default) refuses at once.
+    pub lock_wait: Duration,
 }
 
 impl Default for StoreConfig {
@@ -49,6 +53,7 @@ impl Default for StoreConfig {
         StoreConfig {
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             flush_seconds: None,
+            lock_wait: Duration::ZERO,
         }
     }
 }
@@ -196,7 +201,7 @@ impl Store {
     /// Opens (or creates) the store in `dir`. Fails if it is locked by
     /// another process, unreadable, or of another schema version.
     pub fn open(dir: &Path, config: &StoreConfig) -> Result<Store, StoreError> {
-        let lock = take_lock(dir)?;
+        let lock = take_lock(dir, config.lock_wait)?;
         Self::open_locked(dir, config, lock)
     }
 
@@ -205,7 +210,7 @@ impl Store {
     /// [`Opened::recovered`]. Errors only when even that is impossible
     /// (locked, no permission, disk full).
     pub fn open_or_recover(dir: &Path, config: &StoreConfig) -> Result<Opened, StoreError> {
-        let lock = take_lock(dir)?;
+        let lock = take_lock(dir, config.lock_wait)?;
         let lock_again = lock.try_clone().map_err(|source| StoreError::Prepare {
             dir: dir.to_owned(),
             source,
@@ -385,7 +390,7 @@ impl Tree {
 
 /// The lock file sits next to the store directory (`<dir>.lock`) so that
 /// moving a broken store aside keeps the lock.
-fn take_lock(dir: &Path) -> Result<File, StoreError> {
+fn take_lock(dir: &Path, wait: Duration) -> Result<File, StoreError> {
     let prepare = |source| StoreError::Prepare {
         dir: dir.to_owned(),
         source,
@@ -400,13 +405,29 @@ fn take_lock(dir: &Path) -> Result<File, StoreError> {
         .write(true)
         .open(&lock)
         .map_err(prepare)?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
-            dir: dir.to_owned(),
-            lock,
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(prepare(e)),
+    let deadline = Instant::now() + wait;
+    let mut told = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                if !told {
+                    told = true;
+                    tracing::warn!(
+                        lock = %lock.display(), wait_seconds = wait.as_secs_f64(),
+                        "the store is locked by another process; waiting for it"
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    dir: dir.to_owned(),
+                    lock,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(prepare(e)),
+        }
     }
 }
 

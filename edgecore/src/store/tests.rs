@@ -45,6 +45,36 @@ fn a_second_opener_is_refused_not_recovered() {
 }
 
 #[test]
+fn an_opener_that_may_wait_gets_the_store_once_the_holder_lets_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let first = open(&dir);
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(first);
+    });
+    let waiting = StoreConfig {
+        lock_wait: std::time::Duration::from_secs(10),
+        ..StoreConfig::default()
+    };
+    let started = std::time::Instant::now();
+    let opened = Store::open_or_recover(&dir, &waiting).unwrap();
+    assert!(
+        opened.recovered.is_none(),
+        "a held lock is not a broken store"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+    holder.join().unwrap();
+    // A bounded wait still ends in a clear refusal while the holder stays.
+    let short = StoreConfig {
+        lock_wait: std::time::Duration::from_millis(200),
+        ..StoreConfig::default()
+    };
+    let err = Store::open_or_recover(&dir, &short).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+}
+
+#[test]
 fn wrong_schema_version_is_moved_aside() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");

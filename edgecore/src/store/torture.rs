@@ -136,7 +136,7 @@ pub fn child(dir: &Path, start: u64) -> Result<(), StoreError> {
 fn small_cache() -> StoreConfig {
     StoreConfig {
         cache_capacity: 4 * 1024 * 1024,
-        flush_seconds: None,
+        ..StoreConfig::default()
     }
 }
 

@@ -205,6 +205,23 @@ impl Edge {
         self.child = Some(child);
     }
 
+    /// Takes the edge store's lock (`<root>/var/lib/kedge.lock`, beside the store) as a
+    /// short-lived reader such as `edgecore status` does; released when dropped.
+    pub fn hold_store_lock(&self) -> std::fs::File {
+        let path = self.root.join("var/lib/kedge.lock");
+        assert!(path.exists(), "no store lock at {}", path.display());
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.try_lock().unwrap();
+        f
+    }
+
+    /// Whether edgecore still runs (not exited).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
