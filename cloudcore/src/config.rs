@@ -159,6 +159,22 @@ pub struct HubSection {
     /// Lifetime of the node certificates the hub issues (join and renewal), in seconds.
     /// Edges renew over the link at about 80% of it. Between 10 s and 10 years.
     pub node_cert_validity_seconds: u64,
+    /// The cluster's pod range (IPv4), from which a connecting node without
+    /// `spec.podCIDR` gets a block (kube-controller-manager's `--cluster-cidr`).
+    pub cluster_cidr: String,
+    /// Prefix length of each node's block (`--node-cidr-mask-size`): the range holds
+    /// 2^(mask − range prefix) nodes; past that, nodes register without a pod CIDR.
+    pub node_cidr_mask_size: u8,
+}
+
+impl HubSection {
+    /// The pod-CIDR allocator's settings.
+    pub fn pod_cidrs(&self) -> crate::lifecycle::CidrConfig {
+        crate::lifecycle::CidrConfig {
+            cluster_cidr: self.cluster_cidr.clone(),
+            node_prefix: self.node_cidr_mask_size,
+        }
+    }
 }
 
 /// Shortest accepted `hub.node_cert_validity_seconds` (tests use tens of seconds).
@@ -196,6 +212,8 @@ impl Default for HubSection {
             ping_seconds: 15,
             idle_seconds: 45,
             node_cert_validity_seconds: crate::nodeca::DEFAULT_NODE_CERT_VALIDITY.as_secs(),
+            cluster_cidr: crate::lifecycle::CidrConfig::default().cluster_cidr,
+            node_cidr_mask_size: crate::lifecycle::CidrConfig::default().node_prefix,
         }
     }
 }
@@ -277,6 +295,9 @@ impl Config {
                 ),
             ));
         }
+        if let Err(e) = self.hub.pod_cidrs().check() {
+            return Err(bad("hub.cluster_cidr", &e.to_string()));
+        }
         if self.lifecycle.grace_seconds == 0 {
             return Err(bad("lifecycle.grace_seconds", "must be at least 1"));
         }
@@ -324,6 +345,38 @@ mod tests {
         assert!(msg.starts_with("f.toml:2:"), "{msg}");
         assert!(msg.contains("lisen"), "{msg}");
         assert!(!msg.contains('\n'));
+    }
+
+    #[test]
+    fn pod_cidr_range_is_configurable_and_checked_at_load() {
+        let cfg = Config::parse(
+            "[hub]\ncluster_cidr = \"10.42.0.0/15\"\nnode_cidr_mask_size = 26\n",
+            "f.toml",
+        )
+        .unwrap();
+        let pods = cfg.hub.pod_cidrs();
+        assert_eq!(pods.cluster_cidr, "10.42.0.0/15");
+        assert_eq!(pods.blocks(), 2048);
+        assert_eq!(Config::default().hub.pod_cidrs().blocks(), 256);
+        for (text, why) in [
+            ("cluster_cidr = \"10.42.0.0\"", "not an IPv4 CIDR"),
+            ("cluster_cidr = \"fd00::/64\"", "not an IPv4 CIDR"),
+            (
+                "node_cidr_mask_size = 12",
+                "between the range's prefix and 32",
+            ),
+            (
+                "node_cidr_mask_size = 33",
+                "between the range's prefix and 32",
+            ),
+        ] {
+            let err = Config::parse(&format!("[hub]\n{text}\n"), "f.toml").unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.contains("hub.cluster_cidr") && msg.contains(why),
+                "{text}: {msg}"
+            );
+        }
     }
 
     #[test]

@@ -76,7 +76,14 @@ pub async fn start(
         max_frame_bytes: cfg.hub.max_frame_bytes,
         ping: Duration::from_secs(cfg.hub.ping_seconds),
         idle: Duration::from_secs(cfg.hub.idle_seconds),
+        pod_cidrs: cfg.hub.pod_cidrs(),
     };
+    tracing::info!(
+        cluster_cidr = %cfg.hub.cluster_cidr,
+        node_cidr_mask_size = cfg.hub.node_cidr_mask_size,
+        node_blocks = cfg.hub.pod_cidrs().blocks(),
+        "pod CIDR range"
+    );
     let hub = {
         let mut reg = registry
             .lock()

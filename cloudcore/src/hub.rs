@@ -70,6 +70,8 @@ pub struct HubConfig {
     pub ping: Duration,
     /// Silence after which a session is dropped.
     pub idle: Duration,
+    /// Where connecting nodes without a pod CIDR get one.
+    pub pod_cidrs: crate::lifecycle::CidrConfig,
 }
 
 impl Default for HubConfig {
@@ -79,6 +81,7 @@ impl Default for HubConfig {
             max_frame_bytes: proto::DEFAULT_MAX_FRAME,
             ping: Duration::from_secs(15),
             idle: Duration::from_secs(45),
+            pod_cidrs: crate::lifecycle::CidrConfig::default(),
         }
     }
 }
@@ -130,13 +133,12 @@ impl Hub {
         registry: &mut Registry,
     ) -> Hub {
         let metrics = HubMetrics::new(registry);
+        let pod_cidrs =
+            crate::lifecycle::cidr::Allocator::new(client.clone(), cfg.pod_cidrs.clone());
         Hub {
             shared: Arc::new(Shared {
                 cfg,
-                pod_cidrs: crate::lifecycle::cidr::Allocator::new(
-                    client.clone(),
-                    crate::lifecycle::CidrConfig::default(),
-                ),
+                pod_cidrs,
                 api_calls: Arc::new(tokio::sync::Semaphore::new(MAX_API_CALLS)),
                 client,
                 cache,

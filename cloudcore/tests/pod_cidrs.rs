@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
-use common::Cluster;
+use common::{Cloud, Cluster};
 
 use cloudcore::lifecycle::cidr::{self, Allocator, CidrError};
 use cloudcore::lifecycle::{self, CidrConfig, PodCidr};
@@ -122,5 +122,32 @@ async fn an_exhausted_range_registers_the_node_without_a_pod_cidr() -> anyhow::R
         lease.spec.and_then(|s| s.holder_identity).as_deref(),
         Some("d")
     );
+    Ok(())
+}
+
+/// A connecting edge gets its block from the hub's configured range, not the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_allocates_from_its_configured_range() -> anyhow::Result<()> {
+    let cloud = Cloud::start_with(cloudcore::hub::HubConfig {
+        pod_cidrs: CidrConfig {
+            cluster_cidr: "10.77.0.0/22".into(),
+            node_prefix: 26,
+        },
+        ..Default::default()
+    })
+    .await?;
+    let nodes = Api::<Node>::all(cloud.client.clone());
+    let mut got = Vec::new();
+    let mut edges = Vec::new();
+    for node in ["cfg-a", "cfg-b"] {
+        edges.push(cloud.edge(node).await?);
+        let block = common::eventually("the node's pod CIDR", || async {
+            let n = nodes.get_opt(node).await?;
+            Ok(n.and_then(|n| n.spec?.pod_cidr))
+        })
+        .await?;
+        got.push(block);
+    }
+    assert_eq!(got, ["10.77.0.0/26", "10.77.0.64/26"]);
     Ok(())
 }

@@ -39,6 +39,33 @@ impl Default for CidrConfig {
     }
 }
 
+impl CidrConfig {
+    /// Checks the range and the node prefix (what `first_free` would refuse), so a bad
+    /// configuration stops cloudcore at start instead of failing every node's connect.
+    pub fn check(&self) -> Result<(), CidrError> {
+        let bad = |reason| CidrError::Config {
+            cidr: self.cluster_cidr.clone(),
+            prefix: self.node_prefix,
+            reason,
+        };
+        let (_, len) = parse_v4(&self.cluster_cidr).ok_or(bad("not an IPv4 CIDR"))?;
+        if self.node_prefix < len || self.node_prefix > 32 {
+            return Err(bad(
+                "the node prefix must be between the range's prefix and 32",
+            ));
+        }
+        Ok(())
+    }
+
+    /// How many node blocks the range holds.
+    pub fn blocks(&self) -> u64 {
+        parse_v4(&self.cluster_cidr)
+            .filter(|(_, len)| self.node_prefix >= *len && self.node_prefix <= 32)
+            .map(|(_, len)| 1u64 << (self.node_prefix - len))
+            .unwrap_or(0)
+    }
+}
+
 /// Why no pod CIDR could be allocated.
 #[derive(Debug, thiserror::Error)]
 pub enum CidrError {
@@ -88,12 +115,8 @@ pub fn first_free(cfg: &CidrConfig, used: &HashSet<String>) -> Result<String, Ci
         prefix: cfg.node_prefix,
         reason,
     };
+    cfg.check()?;
     let (net, len) = parse_v4(&cfg.cluster_cidr).ok_or(bad("not an IPv4 CIDR"))?;
-    if cfg.node_prefix < len || cfg.node_prefix > 32 {
-        return Err(bad(
-            "the node prefix must be between the range's prefix and 32",
-        ));
-    }
     let mut used: Vec<(u64, u64)> = used
         .iter()
         .filter_map(|c| parse_v4(c))

@@ -143,6 +143,11 @@ pub struct Cloud {
 
 impl Cloud {
     pub async fn start() -> anyhow::Result<Cloud> {
+        Self::start_with(HubConfig::default()).await
+    }
+
+    /// [`Cloud::start`] with these hub settings (`listen` is replaced by a free port).
+    pub async fn start_with(hub_cfg: HubConfig) -> anyhow::Result<Cloud> {
         let cluster = Cluster::start().await?;
         let (client, shutdown) = (cluster.client.clone(), cluster.shutdown.clone());
         let cache = EdgeCache::start(client.clone(), shutdown.clone()).await;
@@ -153,7 +158,7 @@ impl Cloud {
         let hub = Hub::new(
             HubConfig {
                 listen: hub_addr,
-                ..Default::default()
+                ..hub_cfg
             },
             client.clone(),
             cache.clone(),

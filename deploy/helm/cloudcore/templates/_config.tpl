@@ -13,6 +13,8 @@ max_frame_bytes = {{ int64 .Values.hub.maxFrameBytes }}
 ping_seconds = {{ int64 .Values.hub.pingSeconds }}
 idle_seconds = {{ int64 .Values.hub.idleSeconds }}
 node_cert_validity_seconds = {{ $validity }}
+cluster_cidr = {{ .Values.hub.clusterCIDR | quote }}
+node_cidr_mask_size = {{ int .Values.hub.nodeCIDRMaskSize }}
 
 [metrics]
 listen = "0.0.0.0:{{ int .Values.metrics.port }}"
