@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use rustls::pki_types::pem::PemObject;
@@ -33,7 +33,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::lifecycle::{EDGE_ROLE_LABEL, LEASE_NAMESPACE};
 use crate::nodeca::{
-    DEFAULT_NODE_CERT_VALIDITY, IssuedCert, NAMESPACE, NodeCa, api_status, normalize_serial_hex,
+    DEFAULT_NODE_CERT_VALIDITY, IssuedCert, NodeCa, api_status, normalize_serial_hex,
 };
 use crate::token::{self, TokenError};
 pub use validate::{is_dns1123_subdomain, validate_labels};
@@ -230,12 +230,10 @@ impl Bootstrap {
     ) -> anyhow::Result<Arc<Self>> {
         let ca = NodeCa::load_or_create(&client).await?;
         let tls = server_config(&ca, hub_sans)?;
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-        let initial = secrets
-            .get_opt(revoke::CERTS_SECRET)
-            .await?
-            .map(|s| revoke::CertRecord::from_secret(&s).revoked_serials())
-            .unwrap_or_default();
+        revoke::migrate_legacy(&client)
+            .await
+            .map_err(|e| anyhow::anyhow!("moving the certificate record into its shards: {e}"))?;
+        let initial = revoke::revoked_now(&client).await?;
         let revoked = Arc::new(RwLock::new(initial));
         let stop = CancellationToken::new();
         tokio::spawn(revoke::follow_record(
@@ -482,7 +480,7 @@ impl Bootstrap {
             not_after: issued.not_after,
             issued_at: now,
         };
-        revoke::update(&self.client, |r| r.record_issue(entry.clone(), now))
+        revoke::update_node(&self.client, node, |r| r.record_issue(entry.clone(), now))
             .await
             .map(drop)
             .map_err(|source| JoinError::Api {

@@ -627,3 +627,56 @@ async fn edge_cache_flood_of_pods_and_references_converges() -> anyhow::Result<(
     assert!(seen >= 200, "saw {seen} pod upserts");
     Ok(())
 }
+
+/// A certificate record kept by an earlier version in the single Secret `kedge-node-certs`
+/// is moved into the shards at start: its revocations still hold, its issued entries are
+/// kept in the node's shard, and the old Secret is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_secret_record_moves_into_shards() -> anyhow::Result<()> {
+    use cloudcore::join::revoke::{CERTS_SECRET, CertEntry, CertRecord, shard_name, shard_of};
+    let c = Cluster::start().await?;
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(c.client.clone());
+    let ns = serde_json::from_value(json!({"metadata": {"name": "kedge-system"}}))?;
+    namespaces.create(&PostParams::default(), &ns).await?;
+    let far = Utc::now().timestamp() + 3600;
+    let entry = |node: &str, serial: &str| CertEntry {
+        node: node.into(),
+        node_uid: "u".into(),
+        serial: serial.into(),
+        not_after: far,
+        issued_at: 0,
+    };
+    let record = CertRecord {
+        issued: vec![entry("kept", "a1")],
+        revoked: vec![entry("gone", "b2")],
+    };
+    let legacy: Secret = serde_json::from_value(json!({
+        "metadata": {"name": CERTS_SECRET, "namespace": "kedge-system"},
+        "type": "kedge.io/node-certs",
+        "data": {"certs.json": base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD, serde_json::to_vec(&record)?)},
+    }))?;
+    let secrets = Api::<Secret>::namespaced(c.client.clone(), "kedge-system");
+    secrets.create(&PostParams::default(), &legacy).await?;
+
+    let b = Bootstrap::new(c.client.clone(), &[]).await?;
+    assert!(b.is_revoked("b2"), "a revocation survives the move");
+    assert!(!b.is_revoked("a1"));
+    assert!(secrets.get_opt(CERTS_SECRET).await?.is_none());
+    let shard = secrets.get(&shard_name(shard_of("kept"))).await?;
+    assert_eq!(
+        CertRecord::from_secret(&shard)
+            .issued
+            .first()
+            .map(|e| e.serial.as_str()),
+        Some("a1")
+    );
+    assert_eq!(
+        shard.metadata.labels.unwrap_or_default()["kedge.io/node-certs"],
+        "true"
+    );
+    // A second replica starting later finds nothing to move and the same revocations.
+    let b2 = Bootstrap::new(c.client.clone(), &[]).await?;
+    assert!(b2.is_revoked("b2"));
+    Ok(())
+}

@@ -25,7 +25,8 @@ fn custom_values() -> Value {
                   "pullPolicy": "Always"},
         "service": {"type": "LoadBalancer", "loadBalancerIP": "203.0.113.10"},
         "hub": {"advertise": ["cloudcore.example.com", "203.0.113.10"],
-                "nodeCertValiditySeconds": 2_592_000},
+                "nodeCertValiditySeconds": 2_592_000,
+                "clusterCIDR": "10.128.0.0/12", "nodeCIDRMaskSize": 26},
         "nodeCA": {"existingSecret": "kedge-node-ca"},
         "autonomy": {"webhook": {
             "enabled": true, "certgen": "manual",
@@ -130,7 +131,7 @@ const NEEDED: &[Access] = &[
     ("create", "", "secrets", Some(NS), None),
     ("list", "", "secrets", Some(NS), None), ("watch", "", "secrets", Some(NS), None),
     ("delete", "", "secrets", Some(NS), Some("kedge-token-abc123")),
-    ("update", "", "secrets", Some(NS), Some("kedge-node-certs")),
+    ("update", "", "secrets", Some(NS), Some("kedge-node-certs-37")),
     ("get", "", "configmaps", Some(NS), Some("kedge-pod-cidrs")),
     ("create", "", "configmaps", Some(NS), None),
     ("update", "", "configmaps", Some(NS), Some("kedge-pod-cidrs")),
@@ -144,6 +145,7 @@ const REFUSED: &[Access] = &[
     ("delete", "", "secrets", Some("default"), Some("s")),
     ("update", "", "secrets", Some(NS), Some("kedge-node-ca")),
     ("patch", "", "secrets", Some(NS), Some("kedge-node-ca")),
+    ("update", "", "secrets", Some(NS), Some("kedge-node-certs-64")),
     ("create", "", "configmaps", Some("default"), None),
     ("delete", "", "nodes", None, Some("edge-1")),
     ("update", "", "nodes", None, Some("edge-1")),
@@ -373,6 +375,10 @@ fn custom_values_render() {
     );
     assert!(
         toml.contains("node_cert_validity_seconds = 2592000"),
+        "{toml}"
+    );
+    assert!(
+        toml.contains("cluster_cidr = \"10.128.0.0/12\"\nnode_cidr_mask_size = 26\n"),
         "{toml}"
     );
     let svc = find(&docs, "Service", "cloudcore");
