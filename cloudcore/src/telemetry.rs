@@ -42,6 +42,9 @@ pub fn init(args: &LogArgs) -> Result<(), String> {
         .map_err(|e| format!("invalid --log-level {:?}: {e}", args.log_level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only for a person at a terminal: redirected logs (files, journald,
+        // `kubectl logs`) stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let res = match args.log_format {
         LogFormat::Text => builder.try_init(),
