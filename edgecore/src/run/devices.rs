@@ -441,8 +441,14 @@ mod tests {
         };
         let model = json!({"metadata": {"uid": "m1"}, "spec": {"properties": []}});
         let mut objects = BTreeMap::from([
-            ("ns/device/d".to_owned(), object("u1", "1", device(1, "online"))),
-            ("ns/devicemodel/m".to_owned(), object("m1", "1", model.clone())),
+            (
+                "ns/device/d".to_owned(),
+                object("u1", "1", device(1, "online")),
+            ),
+            (
+                "ns/devicemodel/m".to_owned(),
+                object("m1", "1", model.clone()),
+            ),
             ("ns/pod/p".to_owned(), object("p1", "1", json!({}))),
         ]);
         let mut cache = DeviceCache::default();
@@ -461,7 +467,10 @@ mod tests {
             "offline",
             "the newest object is kept"
         );
-        objects.insert("ns/device/d".into(), object("u1", "3", device(2, "offline")));
+        objects.insert(
+            "ns/device/d".into(),
+            object("u1", "3", device(2, "offline")),
+        );
         assert!(cache.refresh(objects.iter()), "new generation");
         objects.insert("ns/pod/q".into(), object("q1", "1", json!({})));
         assert!(!cache.refresh(objects.iter()), "other kinds do not count");

@@ -128,7 +128,10 @@ fn error_of(t: &mut Twins, topic: &str, body: &[u8]) -> (u64, String) {
     let fx = t.on_message(topic, body, 1);
     let p = publishes(&fx);
     let (_, r) = p.iter().next().unwrap_or((&String::new(), &Value::Null));
-    assert!(status(&mut t, &fx).is_none(), "a refused request changes nothing");
+    assert!(
+        status(&mut t, &fx).is_none(),
+        "a refused request changes nothing"
+    );
     (
         r["code"].as_u64().unwrap_or(0),
         r["reason"].as_str().unwrap_or("").to_owned(),
