@@ -16,10 +16,12 @@
 //!
 //! **Durability.** A report is durable once the outbox has committed the
 //! [`Upstream::DeviceStatus`] this loop sends (and the shadow is saved in the
-//! [`ShadowStore`] before that). The client acknowledges a QoS 1 `twin/update` (PUBACK) when
-//! it arrives, before the shadow is saved and before the outbox commits, so a crash in that
-//! window (normally well under a millisecond, at most one 200 ms throttle interval) loses that
-//! report; a mapper re-reporting on its next cycle heals it.
+//! [`ShadowStore`] before that: [`Twins::status`] saves it as it builds the status that
+//! leaves, so the shadow is written once per status, not once per report). The client
+//! acknowledges a QoS 1 `twin/update` (PUBACK) when it arrives, before the shadow is saved
+//! and before the outbox commits, so a crash in that window (normally well under a
+//! millisecond, at most one 200 ms throttle interval) loses that report; a mapper
+//! re-reporting on its next cycle heals it.
 //!
 //! **Offline.** Nothing here needs the cloud: reports update shadows and queue upstream; the
 //! outbox keeps the latest per device until the link is back.
@@ -278,7 +280,7 @@ pub async fn run(
     let started = drivers.sync(twins.driver_inputs());
     effects.extend(twins.desired_drives(&started));
     effects.extend(twins.driver_problems(&drivers.problems()));
-    out.apply(effects, &client, &drivers);
+    out.apply(effects, &client, &drivers, &mut twins);
 
     info!(prefix = %cfg.prefix, node = %cfg.node_name, "device bus running");
     let mut devices_open = true;
@@ -308,11 +310,11 @@ pub async fn run(
             },
             () = sleep_until(deadline) => Vec::new(),
         };
-        out.apply(effects, &client, &drivers);
+        out.apply(effects, &client, &drivers, &mut twins);
     }
 
     child.cancel();
-    out.flush_now();
+    out.flush_now(&mut twins);
     drivers.stop().await;
     if tokio::time::timeout(Duration::from_secs(2), link_task)
         .await
@@ -337,7 +339,8 @@ const DELTA_SUFFIX: &str = "/twin/update/delta";
 /// Carries out effects: MQTT publishes, driver writes, and the rate-limited upstream queue.
 struct Outflow {
     upstream: mpsc::Sender<Upstream>,
-    status: Throttle<DeviceKey, serde_json::Value>,
+    /// Devices whose status changed; [`Twins::status`] builds it when it may leave.
+    status: Throttle<DeviceKey, ()>,
     desired: BTreeMap<DeviceKey, DesiredPatch>,
     retry_at: Option<Instant>,
     metrics: BusMetrics,
@@ -354,7 +357,13 @@ impl Outflow {
         }
     }
 
-    fn apply(&mut self, effects: Vec<Effect>, client: &link::Publisher, drivers: &Drivers) {
+    fn apply(
+        &mut self,
+        effects: Vec<Effect>,
+        client: &link::Publisher,
+        drivers: &Drivers,
+        twins: &mut Twins,
+    ) {
         let now = Instant::now();
         for e in effects {
             match e {
@@ -369,8 +378,8 @@ impl Outflow {
                     property,
                     value,
                 } => drivers.write(&device, &property, &value),
-                Effect::Status { device, status } => {
-                    if self.status.offer(device, status) {
+                Effect::Status { device } => {
+                    if self.status.offer(device, ()) {
                         self.metrics.status_coalesced.inc();
                     }
                 }
@@ -382,7 +391,7 @@ impl Outflow {
                 },
             }
         }
-        self.flush(now);
+        self.flush(now, twins);
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -392,7 +401,7 @@ impl Outflow {
         }
     }
 
-    fn flush(&mut self, now: Instant) {
+    fn flush(&mut self, now: Instant, twins: &mut Twins) {
         self.retry_at = None;
         let keys: Vec<DeviceKey> = self.desired.keys().cloned().collect();
         for device in keys {
@@ -411,7 +420,10 @@ impl Outflow {
                 self.retry_at = Some(now + STATUS_INTERVAL);
             }
         }
-        for (device, status) in self.status.take_due(now) {
+        for (device, ()) in self.status.take_due(now) {
+            let Some(status) = twins.status(&device) else {
+                continue;
+            };
             let msg = Upstream::DeviceStatus {
                 namespace: device.namespace.clone(),
                 name: device.name.clone(),
@@ -421,19 +433,15 @@ impl Outflow {
                 Ok(()) => {
                     self.metrics.status_sent.inc();
                 }
-                Err(e) => {
-                    if let Upstream::DeviceStatus { status, .. } = e.into_inner() {
-                        self.status.retry(device, status);
-                    }
-                }
+                Err(_) => self.status.retry(device, ()),
             }
         }
     }
 
     /// On shutdown: send what is still held back, waiting for no interval.
-    fn flush_now(&mut self) {
+    fn flush_now(&mut self, twins: &mut Twins) {
         let far = Instant::now() + STATUS_INTERVAL * 2;
-        self.flush(far);
+        self.flush(far, twins);
         if self.status.pending() > 0 || !self.desired.is_empty() {
             warn!(
                 statuses = self.status.pending(),

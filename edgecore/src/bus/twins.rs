@@ -1,7 +1,9 @@
 //! The shadows of this node's devices and what happens to them: requests from MQTT, device
 //! set changes from the cloud, readings from the built-in drivers. No IO: every input returns
 //! [`Effect`]s for the bus loop to carry out (publish, drive, send upstream), except that
-//! accepted changes are saved to the [`ShadowStore`] before the effects are returned.
+//! accepted changes are saved to the [`ShadowStore`]: at once when they change no status,
+//! else by [`Twins::status`] when the device's rate-limited status leaves (once per status,
+//! not once per report; always before the status can reach the outbox).
 //!
 //! Per input:
 //! - request (`twin/update`, `twin/get`, `state/update`): validate with
@@ -18,7 +20,7 @@ use std::sync::Arc;
 
 use devicetwin::model::{DeviceModel, DeviceModelSpec, DeviceState};
 use devicetwin::payload::{self, BaseMsg, ErrorCode, ResultMsg};
-use devicetwin::shadow::{DesiredPatch, PropertyWrite};
+use devicetwin::shadow::{DesiredPatch, PropertyWrite, TwinReport};
 use devicetwin::topic::{self, NodeTopic, TopicForm};
 use devicetwin::{
     Device, DeviceKey, DeviceStatus, DeviceTopic, Membership, Shadow, Stamp, Topic, TwinEvent,
@@ -28,7 +30,7 @@ use tracing::{debug, info, warn};
 use super::ShadowStore;
 use super::metrics::{BusMetrics, label};
 use crate::driver::DriverEvent;
-use effects::{carry, publish, save, status_effect};
+use effects::{carry, persist, publish, save, status_effect};
 
 /// Something the bus loop must do.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,12 +51,11 @@ pub enum Effect {
         /// Desired value.
         value: String,
     },
-    /// The device's whole status changed (rate-limited before it goes upstream).
+    /// The device's status changed (rate-limited before it goes upstream). The whole
+    /// `Device.status` is built by [`Twins::status`] when it may leave, not per change.
     Status {
         /// Device.
         device: DeviceKey,
-        /// The whole `Device.status`.
-        status: serde_json::Value,
     },
     /// Desired values written at the edge, for the cloud.
     Desired {
@@ -113,7 +114,15 @@ struct Entry {
     device: Device,
     model: Option<DeviceModelSpec>,
     shadow: Shadow,
+    /// The status as last built, except for `report`.
     status: DeviceStatus,
+    /// The newest twin report not yet folded into `status` (reports replace each other).
+    report: Option<TwinReport>,
+    /// A status change was announced ([`Effect::Status`]) and not yet built by
+    /// [`Twins::status`].
+    status_pending: bool,
+    /// The shadow has changes not in the [`ShadowStore`]; [`Twins::status`] saves them.
+    unsaved: bool,
     /// Topic form its requesters last used; the bus's own publishes follow it.
     form: TopicForm,
 }
@@ -196,6 +205,28 @@ impl Twins {
                     })
             })
             .collect()
+    }
+
+    /// The whole `Device.status` of `key` as it leaves for the cloud (`None` if the device
+    /// left the node). Folds in the newest report and first saves the shadow if it has
+    /// unsaved changes, so a status never reaches the outbox ahead of the saved shadow.
+    pub fn status(&mut self, key: &DeviceKey) -> Option<serde_json::Value> {
+        let entry = self.entries.get_mut(key)?;
+        if entry.unsaved {
+            save(self.store.as_ref(), key, &entry.shadow);
+            entry.unsaved = false;
+        }
+        entry.status_pending = false;
+        if let Some(report) = entry.report.take() {
+            entry.status.apply_report(&report);
+        }
+        match serde_json::to_value(&entry.status) {
+            Ok(status) => Some(status),
+            Err(e) => {
+                warn!(device = %key, error = %e, "serialising a status failed");
+                None
+            }
+        }
     }
 
     fn next_id(&mut self, what: &str) -> String {
@@ -298,8 +329,9 @@ impl Twins {
                     .accepted
                     .get_or_create(&label("kind", kind_name))
                     .inc();
-                save(self.store.as_ref(), &key, &entry.shadow);
-                carry(&self.prefix, &key, entry, actions, true)
+                let fx = carry(&self.prefix, &key, entry, actions, true);
+                persist(self.store.as_ref(), &key, entry);
+                fx
             }
             Err(e) => self.reject(&reply, event_id, now, &e),
         }
@@ -332,7 +364,7 @@ impl Twins {
                 }
             }
             debug!(device = %key, problem = ?want, "driver settings status changed");
-            fx.extend(status_effect(key, &entry.status));
+            fx.push(status_effect(key, entry));
         }
         self.metrics
             .driver_config_errors
@@ -384,8 +416,9 @@ impl Twins {
         };
         match entry.shadow.apply(event) {
             Ok(actions) => {
-                save(self.store.as_ref(), &key, &entry.shadow);
-                carry(&self.prefix, &key, entry, actions, false)
+                let fx = carry(&self.prefix, &key, entry, actions, false);
+                persist(self.store.as_ref(), &key, entry);
+                fx
             }
             Err(e) => {
                 warn!(device = %key, error = %e, "a driver report was refused by the shadow");
@@ -479,6 +512,7 @@ impl Twins {
                 info!(device = %key, generation, observed, "device re-created; resetting its shadow");
                 entry.shadow = Shadow::new();
                 entry.status = DeviceStatus::default();
+                entry.report = None;
             }
         }
         let event = TwinEvent::cloud_desired_from_spec(
@@ -489,8 +523,9 @@ impl Twins {
         );
         match entry.shadow.apply(event) {
             Ok(actions) => {
-                save(self.store.as_ref(), key, &entry.shadow);
-                carry(&self.prefix, key, entry, actions, false)
+                let fx = carry(&self.prefix, key, entry, actions, false);
+                persist(self.store.as_ref(), key, entry);
+                fx
             }
             Err(e) => {
                 warn!(device = %key, error = %e, "cloud desired values refused by the shadow");
@@ -518,7 +553,7 @@ impl Twins {
                     None
                 }
             });
-        let mut fx = Vec::new();
+        let mut ahead = false;
         let (shadow, status) = match saved {
             Some(shadow) => {
                 let mut status = cached.clone();
@@ -526,20 +561,26 @@ impl Twins {
                 if let Some(s) = shadow.state() {
                     status.state = Some(s.clone());
                 }
-                if status != cached {
-                    fx.extend(status_effect(key, &status));
-                }
+                ahead = status != cached;
                 (shadow, status)
             }
             None => (Shadow::from_status(&cached), cached),
         };
         info!(device = %key, protocol = device.spec.protocol.as_ref().and_then(|p| p.protocol_name.as_deref()).unwrap_or("-"), "device bound to the node");
-        let entry = Entry {
+        let mut entry = Entry {
             device,
             model,
             shadow,
             status,
+            report: None,
+            status_pending: false,
+            unsaved: false,
             form: TopicForm::Namespaced,
+        };
+        let fx = if ahead {
+            vec![status_effect(key, &mut entry)]
+        } else {
+            Vec::new()
         };
         (entry, fx)
     }
@@ -567,7 +608,7 @@ fn hold_status(key: &DeviceKey, entry: &mut Entry) -> Vec<Effect> {
         }
         None => return Vec::new(),
     }
-    status_effect(key, &entry.status).into_iter().collect()
+    vec![status_effect(key, entry)]
 }
 
 mod effects;

@@ -23,7 +23,7 @@ use tracing::{Instrument, debug, warn};
 
 use crate::bus::metrics::BusMetrics;
 use crate::bus::{self, BusConfig, BusError, DeviceSet, ShadowStore, Upstream as BusUpstream};
-use crate::meta::{MetaReader, MetaSnapshot};
+use crate::meta::{MetaReader, MetaSnapshot, StoredObject};
 use crate::outbox::{Outbox, Upstream};
 use crate::store::{Store, Tree};
 
@@ -78,30 +78,109 @@ impl ShadowStore for StoreShadows {
 
 /// The Devices of `node` in `snapshot`, each with its DeviceModel when cached.
 pub fn device_set(snapshot: &MetaSnapshot, node: &str) -> DeviceSet {
-    let mut devices = BTreeMap::new();
-    for (key, object) in snapshot.prefix("") {
-        let mut parts = key.splitn(3, '/');
-        let (Some(ns), Some("device"), Some(name)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        let Ok(device) = serde_json::from_slice::<Value>(&object.json) else {
-            warn!(device = %key, "skipping a cached Device that is not JSON");
-            continue;
-        };
-        let spec = device.get("spec");
-        let bound = spec.and_then(|s| s.get("nodeName")).and_then(Value::as_str);
-        if bound != Some(node) {
-            continue;
+    let mut cache = DeviceCache::default();
+    cache.refresh(snapshot.prefix(""));
+    cache.set(node)
+}
+
+/// The cached Devices and DeviceModels, parsed, kept from one cache snapshot to the next so
+/// that a new snapshot re-parses only the objects that changed. The bus's own status
+/// reports come back from the cloud several times a second per device; parsing every
+/// Device on each of them made the feeder's work grow with devices × status writes.
+#[derive(Debug, Default)]
+pub struct DeviceCache {
+    /// Store key (`<ns>/device/<name>`, `<ns>/devicemodel/<name>`) -> the object as last
+    /// seen and its JSON.
+    parsed: BTreeMap<String, Parsed>,
+    /// Number of the current [`DeviceCache::refresh`]; marks the entries it saw.
+    round: u64,
+}
+
+#[derive(Debug)]
+struct Parsed {
+    object: Arc<StoredObject>,
+    json: Value,
+    /// The last refresh round that saw the object.
+    seen: u64,
+}
+
+impl DeviceCache {
+    /// Takes in the objects of a snapshot (all of them, in key order). Returns whether
+    /// something the bus reacts to changed: a Device or DeviceModel came or went, or its
+    /// uid, `metadata.generation` or spec changed ([`inputs_changed`] decides the rest).
+    pub fn refresh<'a>(
+        &mut self,
+        objects: impl Iterator<Item = (&'a String, &'a Arc<StoredObject>)>,
+    ) -> bool {
+        self.round += 1;
+        let round = self.round;
+        let mut relevant = false;
+        let mut seen = 0usize;
+        for (key, object) in objects {
+            if !is_device_or_model(key) {
+                continue;
+            }
+            if let Some(held) = self.parsed.get_mut(key)
+                && (Arc::ptr_eq(&held.object, object) || *held.object == **object)
+            {
+                held.seen = round;
+                seen += 1;
+                continue;
+            }
+            match serde_json::from_slice::<Value>(&object.json) {
+                Ok(json) => {
+                    seen += 1;
+                    relevant |= self
+                        .parsed
+                        .get(key)
+                        .is_none_or(|old| !same_inputs(&old.json, &json));
+                    let entry = Parsed {
+                        object: object.clone(),
+                        json,
+                        seen: round,
+                    };
+                    self.parsed.insert(key.clone(), entry);
+                }
+                Err(_) => {
+                    warn!(object = %key, "skipping a cached Device or DeviceModel that is not JSON");
+                    relevant |= self.parsed.remove(key).is_some();
+                }
+            }
         }
-        let model = spec
-            .and_then(|s| s.pointer("/deviceModelRef/name"))
-            .and_then(Value::as_str)
-            .and_then(|m| snapshot.get(&format!("{ns}/devicemodel/{m}")))
-            .and_then(|m| serde_json::from_slice::<Value>(&m.json).ok());
-        devices.insert(format!("{ns}/{name}"), (device, model));
+        if self.parsed.len() != seen {
+            self.parsed.retain(|_, p| p.seen == round);
+            relevant = true;
+        }
+        relevant
     }
-    DeviceSet { devices }
+
+    /// The Devices of `node`, each with its DeviceModel when cached.
+    pub fn set(&self, node: &str) -> DeviceSet {
+        let mut devices = BTreeMap::new();
+        for (key, Parsed { json: device, .. }) in &self.parsed {
+            let mut parts = key.splitn(3, '/');
+            let (Some(ns), Some("device"), Some(name)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let spec = device.get("spec");
+            let bound = spec.and_then(|s| s.get("nodeName")).and_then(Value::as_str);
+            if bound != Some(node) {
+                continue;
+            }
+            let model = spec
+                .and_then(|s| s.pointer("/deviceModelRef/name"))
+                .and_then(Value::as_str)
+                .and_then(|m| self.parsed.get(&format!("{ns}/devicemodel/{m}")))
+                .map(|m| m.json.clone());
+            devices.insert(format!("{ns}/{name}"), (device.clone(), model));
+        }
+        DeviceSet { devices }
+    }
+}
+
+fn is_device_or_model(key: &str) -> bool {
+    matches!(key.split('/').nth(1), Some("device" | "devicemodel"))
 }
 
 /// The outbox entry of a bus report: `(coalescing key, REQUEST)`.
@@ -184,9 +263,17 @@ pub fn spawn(
 ) -> Result<tokio::task::JoinHandle<Result<(), BusError>>, crate::store::StoreError> {
     let shadows: Arc<dyn ShadowStore> = Arc::new(StoreShadows::open(store)?);
     let node = cfg.node_name.clone();
-    let (set_tx, set_rx) = watch::channel(device_set(&reader.snapshot(), &node));
+    let mut cache = DeviceCache::default();
+    cache.refresh(reader.snapshot().prefix(""));
+    let (set_tx, set_rx) = watch::channel(cache.set(&node));
     let (up_tx, up_rx) = mpsc::channel(UPSTREAM_CAPACITY);
-    tokio::spawn(feed_devices(reader, node.clone(), set_tx, shutdown.clone()));
+    tokio::spawn(feed_devices(
+        reader,
+        node.clone(),
+        cache,
+        set_tx,
+        shutdown.clone(),
+    ));
     tokio::spawn(drain_upstream(up_rx, outbox));
     let span = tracing::info_span!("bus", %node);
     Ok(tokio::spawn(
@@ -198,6 +285,7 @@ pub fn spawn(
 async fn feed_devices(
     mut reader: MetaReader,
     node: String,
+    mut cache: DeviceCache,
     set: watch::Sender<DeviceSet>,
     shutdown: CancellationToken,
 ) {
@@ -206,7 +294,10 @@ async fn feed_devices(
             () = shutdown.cancelled() => return,
             alive = reader.changed() => if !alive { return },
         }
-        let next = device_set(&reader.snapshot(), &node);
+        if !cache.refresh(reader.snapshot().prefix("")) {
+            continue;
+        }
+        let next = cache.set(&node);
         set.send_if_modified(|cur| {
             if !inputs_changed(cur, &next) {
                 return false;
@@ -223,14 +314,7 @@ async fn feed_devices(
 /// reports coming back through the cloud, every few hundred ms per device) are not
 /// published: they would make the bus re-sync, and drivers re-plan, for nothing.
 pub fn inputs_changed(cur: &DeviceSet, next: &DeviceSet) -> bool {
-    fn part<'a>(v: &'a Value, pointer: &str) -> Option<&'a Value> {
-        v.pointer(pointer)
-    }
-    fn same(a: &Value, b: &Value) -> bool {
-        ["/metadata/uid", "/metadata/generation", "/spec"]
-            .iter()
-            .all(|p| part(a, p) == part(b, p))
-    }
+    let same = same_inputs;
     cur.devices.len() != next.devices.len()
         || cur
             .devices
@@ -245,6 +329,14 @@ pub fn inputs_changed(cur: &DeviceSet, next: &DeviceSet) -> bool {
                         _ => true,
                     }
             })
+}
+
+/// Whether two versions of a Device or DeviceModel are the same to the bus: same uid,
+/// `metadata.generation` and spec (the status may differ).
+fn same_inputs(a: &Value, b: &Value) -> bool {
+    ["/metadata/uid", "/metadata/generation", "/spec"]
+        .iter()
+        .all(|p| a.pointer(p) == b.pointer(p))
 }
 
 /// Ends when the bus drops its sender (after its own drain on shutdown), so the last
@@ -331,6 +423,61 @@ mod tests {
         ));
         assert!(inputs_changed(&set(device(1, "1", "online"), None), &base));
         assert!(inputs_changed(&base, &DeviceSet::default()));
+    }
+
+    #[test]
+    fn the_cache_reparses_only_changed_objects_and_ignores_status_churn() {
+        let object = |uid: &str, rv: &str, v: Value| {
+            Arc::new(StoredObject {
+                uid: uid.into(),
+                resource_version: rv.into(),
+                json: bytes::Bytes::from(v.to_string()),
+            })
+        };
+        let device = |generation: i64, state: &str| {
+            json!({"metadata": {"uid": "u1", "generation": generation},
+                "spec": {"nodeName": "n", "deviceModelRef": {"name": "m"}},
+                "status": {"state": state}})
+        };
+        let model = json!({"metadata": {"uid": "m1"}, "spec": {"properties": []}});
+        let mut objects = BTreeMap::from([
+            (
+                "ns/device/d".to_owned(),
+                object("u1", "1", device(1, "online")),
+            ),
+            (
+                "ns/devicemodel/m".to_owned(),
+                object("m1", "1", model.clone()),
+            ),
+            ("ns/pod/p".to_owned(), object("p1", "1", json!({}))),
+        ]);
+        let mut cache = DeviceCache::default();
+        assert!(cache.refresh(objects.iter()), "first sight");
+        let set = cache.set("n");
+        assert_eq!(set.devices["ns/d"].1.as_ref(), Some(&model));
+        assert!(cache.set("other").devices.is_empty());
+        assert!(!cache.refresh(objects.iter()), "same objects");
+        objects.insert(
+            "ns/device/d".into(),
+            object("u1", "2", device(1, "offline")),
+        );
+        assert!(!cache.refresh(objects.iter()), "status only");
+        assert_eq!(
+            cache.set("n").devices["ns/d"].0["status"]["state"],
+            "offline",
+            "the newest object is kept"
+        );
+        objects.insert(
+            "ns/device/d".into(),
+            object("u1", "3", device(2, "offline")),
+        );
+        assert!(cache.refresh(objects.iter()), "new generation");
+        objects.insert("ns/pod/q".into(), object("q1", "1", json!({})));
+        assert!(!cache.refresh(objects.iter()), "other kinds do not count");
+        objects.remove("ns/devicemodel/m");
+        assert!(cache.refresh(objects.iter()), "the model went");
+        assert!(cache.set("n").devices["ns/d"].1.is_none());
+        assert!(!cache.refresh(objects.iter()));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use devicetwin::{DeviceKey, DeviceStatus, DeviceTopic, Shadow, Topic, TwinAction};
+use devicetwin::{DeviceKey, DeviceTopic, Shadow, Topic, TwinAction};
 use serde::Serialize;
 use tracing::{debug, warn};
 
@@ -33,16 +33,24 @@ pub(super) fn publish<T: Serialize>(prefix: &str, t: &Topic, msg: &T) -> Option<
     }
 }
 
-pub(super) fn status_effect(key: &DeviceKey, status: &DeviceStatus) -> Option<Effect> {
-    match serde_json::to_value(status) {
-        Ok(status) => Some(Effect::Status {
-            device: key.clone(),
-            status,
-        }),
-        Err(e) => {
-            warn!(device = %key, error = %e, "serialising a status failed");
-            None
-        }
+/// Saves the entry's shadow now, unless a status of the device is waiting to leave: then
+/// [`super::Twins::status`] saves it when the status is built, which still comes before
+/// the outbox commit (the durability point) and writes the shadow once per status instead
+/// of once per report.
+pub(super) fn persist(store: &dyn ShadowStore, key: &DeviceKey, entry: &mut Entry) {
+    if entry.status_pending {
+        entry.unsaved = true;
+    } else {
+        save(store, key, &entry.shadow);
+        entry.unsaved = false;
+    }
+}
+
+/// Notes that the device's status changed; the status itself is built when it leaves.
+pub(super) fn status_effect(key: &DeviceKey, entry: &mut Entry) -> Effect {
+    entry.status_pending = true;
+    Effect::Status {
+        device: key.clone(),
     }
 }
 
@@ -96,7 +104,8 @@ pub(super) fn carry(
                 }
             }
             TwinAction::ReportUp(report) => {
-                entry.status.apply_report(&report);
+                // Folded into the status only when it leaves: reports replace each other.
+                entry.report = Some(report);
                 status_changed = true;
             }
             TwinAction::StateUp(state) => {
@@ -110,7 +119,7 @@ pub(super) fn carry(
         }
     }
     if status_changed {
-        fx.extend(status_effect(key, &entry.status));
+        fx.push(status_effect(key, entry));
     }
     fx
 }

@@ -56,11 +56,13 @@ fn publishes(fx: &[Effect]) -> BTreeMap<String, Value> {
         .collect()
 }
 
-fn status(fx: &[Effect]) -> Option<Value> {
-    fx.iter().rev().find_map(|e| match e {
-        Effect::Status { status, .. } => Some(status.clone()),
+/// The status announced in `fx`, built as it would leave for the cloud.
+fn status(t: &mut Twins, fx: &[Effect]) -> Option<Value> {
+    let key = fx.iter().rev().find_map(|e| match e {
+        Effect::Status { device } => Some(device.clone()),
         _ => None,
-    })
+    })?;
+    t.status(&key)
 }
 
 fn twin<'a>(status: &'a Value, prop: &str) -> &'a Value {
@@ -79,7 +81,7 @@ fn ready() -> (MemoryShadowStore, Twins, Vec<Effect>) {
 
 #[test]
 fn a_new_device_announces_membership_delta_and_status() {
-    let (_, _, fx) = ready();
+    let (_, mut t, fx) = ready();
     let p = publishes(&fx);
     let m = &p["kedge/events/node/edge-1/membership/updated"];
     assert_eq!(m["added_devices"][0]["id"], "ns/thermo");
@@ -92,7 +94,7 @@ fn a_new_device_announces_membership_delta_and_status() {
         property: "temp".into(),
         value: "30".into()
     }));
-    let s = status(&fx).unwrap_or_default();
+    let s = status(&mut t, &fx).unwrap_or_default();
     assert_eq!(twin(&s, "temp")["observedDesired"]["value"], "30");
     assert_eq!(s["observedGeneration"], 1);
 }
@@ -109,7 +111,7 @@ fn a_report_answers_ok_and_updates_the_whole_status() {
         (Some(200), Some("e1"))
     );
     assert!(p.contains_key("kedge/events/device/ns/thermo/twin/update/document"));
-    let s = status(&fx).unwrap_or_default();
+    let s = status(&mut t, &fx).unwrap_or_default();
     assert_eq!(twin(&s, "humidity")["reported"]["value"], "41");
     assert_eq!(
         twin(&s, "humidity")["reported"]["metadata"]["timestamp"],
@@ -126,7 +128,10 @@ fn error_of(t: &mut Twins, topic: &str, body: &[u8]) -> (u64, String) {
     let fx = t.on_message(topic, body, 1);
     let p = publishes(&fx);
     let (_, r) = p.iter().next().unwrap_or((&String::new(), &Value::Null));
-    assert!(status(&fx).is_none(), "a refused request changes nothing");
+    assert!(
+        status(t, &fx).is_none(),
+        "a refused request changes nothing"
+    );
     (
         r["code"].as_u64().unwrap_or(0),
         r["reason"].as_str().unwrap_or("").to_owned(),
@@ -244,7 +249,7 @@ fn get_state_and_membership_requests() {
         br#"{"state":"online"}"#,
         2_000,
     );
-    assert_eq!(status(&fx).unwrap_or_default()["state"], "online");
+    assert_eq!(status(&mut t, &fx).unwrap_or_default()["state"], "online");
     assert!(publishes(&fx).contains_key("kedge/events/device/ns/thermo/state/update/result"));
     let p = publishes(&t.on_message(
         "kedge/events/node/edge-1/membership/get",
@@ -307,7 +312,7 @@ fn driver_readings_report_without_results() {
     };
     let fx = t.on_driver(ev, 80);
     assert!(!publishes(&fx).keys().any(|k| k.ends_with("/result")));
-    let s = status(&fx).unwrap_or_default();
+    let s = status(&mut t, &fx).unwrap_or_default();
     assert_eq!(twin(&s, "temp")["reported"]["value"], "30");
     assert_eq!(twin(&s, "temp")["reported"]["metadata"]["type"], "int");
     let ev = DriverEvent::State {
@@ -315,7 +320,10 @@ fn driver_readings_report_without_results() {
         state: DeviceState::Offline,
     };
     assert_eq!(
-        status(&t.on_driver(ev, 90)).unwrap_or_default()["state"],
+        {
+            let fx = t.on_driver(ev, 90);
+            status(&mut t, &fx).unwrap_or_default()["state"].clone()
+        },
         "offline"
     );
 }
@@ -323,14 +331,16 @@ fn driver_readings_report_without_results() {
 #[test]
 fn shadows_survive_a_restart_and_devices_leave() {
     let (store, mut t, _) = ready();
-    let _ = t.on_message(
+    let fx = t.on_message(
         UPDATE,
         br#"{"twin":{"humidity":{"actual":{"value":"12"}}}}"#,
         5,
     );
+    // The status leaves (and the shadow is saved) before the outbox could commit it.
+    assert!(status(&mut t, &fx).is_some());
     let mut again = twins(&store);
     let fx = again.sync_devices(&set(vec![(device(1, "30"), Some(model()))]), 6);
-    let s = status(&fx).unwrap_or_default();
+    let s = status(&mut t, &fx).unwrap_or_default();
     assert_eq!(
         twin(&s, "humidity")["reported"]["value"],
         "12",
@@ -348,6 +358,38 @@ fn shadows_survive_a_restart_and_devices_leave() {
         "ns/thermo"
     );
     assert!(store.load("ns/thermo").is_none());
+}
+
+#[test]
+fn the_shadow_is_saved_once_when_its_status_leaves_not_per_report() {
+    let (store, mut t, fx) = ready();
+    assert!(status(&mut t, &fx).is_some(), "the first status leaves");
+    let saved = |store: &MemoryShadowStore| -> Value {
+        let s: Shadow = store
+            .load("ns/thermo")
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        serde_json::to_value(s.report()).unwrap_or_default()
+    };
+    let before = saved(&store);
+    let mut last = Vec::new();
+    for v in 1..=3 {
+        let body = format!(r#"{{"twin":{{"humidity":{{"actual":{{"value":"{v}"}}}}}}}}"#);
+        last = t.on_message(UPDATE, body.as_bytes(), 10 + v);
+    }
+    assert_eq!(
+        saved(&store),
+        before,
+        "reports held by the throttle are not written one by one"
+    );
+    let s = status(&mut t, &last).unwrap_or_default();
+    assert_eq!(twin(&s, "humidity")["reported"]["value"], "3");
+    let after = saved(&store);
+    assert_eq!(
+        after["reported"]["humidity"]["value"], "3",
+        "saved as the status left: {after}"
+    );
+    assert!(t.status(&DeviceKey::new("ns", "gone")).is_none());
 }
 
 #[test]
@@ -372,7 +414,7 @@ fn a_device_without_its_model_is_held_until_the_model_arrives() {
         !fx.iter().any(|e| matches!(e, Effect::Drive { .. })),
         "nothing driven: {fx:?}"
     );
-    let s = status(&fx).unwrap_or_default();
+    let s = status(&mut t, &fx).unwrap_or_default();
     assert_eq!(s["state"], MODEL_MISSING, "{s}");
     assert!(
         s["message"]
@@ -399,7 +441,7 @@ fn a_device_without_its_model_is_held_until_the_model_arrives() {
     assert!(got.is_object() && got["reason"].is_null(), "{p:?}");
     // A status-only resync does not repeat the status.
     let fx = t.sync_devices(&set(vec![(device(1, "30"), None)]), 1_600);
-    assert!(status(&fx).is_none(), "{fx:?}");
+    assert!(status(&mut t, &fx).is_none(), "{fx:?}");
     // The model arrives: released, desired values applied and driven.
     let fx = t.sync_devices(&set(vec![(device(1, "30"), Some(model()))]), 2_000);
     assert_eq!(t.driver_inputs().count(), 1);
@@ -408,7 +450,7 @@ fn a_device_without_its_model_is_held_until_the_model_arrives() {
         property: "temp".into(),
         value: "30".into()
     }));
-    let s = status(&fx).unwrap_or_default();
+    let s = status(&mut t, &fx).unwrap_or_default();
     assert_ne!(s["state"], MODEL_MISSING, "{s}");
     assert!(s["message"].is_null(), "{s}");
     assert_eq!(t.metrics.devices_held.get(), 0);

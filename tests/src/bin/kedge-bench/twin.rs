@@ -374,7 +374,7 @@ async fn run(o: &Opts, report: &mut Report) -> Result<()> {
     let idle = Mem::of(pid)?;
     report.check(
         "edgecore RSS idle (broker, no devices)",
-        mib(idle.rss_kib),
+        idle.split(),
         "≤ 10 MB",
         idle.rss_kib * 1024 <= 10_000_000,
     );
@@ -402,7 +402,7 @@ async fn run(o: &Opts, report: &mut Report) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     report.info(
         &format!("edgecore RSS with {} idle devices", o.devices),
-        mib(Mem::of(pid)?.rss_kib),
+        Mem::of(pid)?.split(),
     );
 
     steady(o, &shared, &mappers, pid, cloud_pid, report).await?;
@@ -631,7 +631,7 @@ async fn steady(
     );
     report.check(
         &format!("edgecore RSS with {what} (at the end / peak)"),
-        format!("{} / {}", mib(mem.rss_kib), mib(mem.hwm_kib)),
+        format!("{} / peak {}", mem.split(), mib(mem.hwm_kib)),
         "≤ 20 MB",
         mem.rss_kib * 1024 <= 20_000_000,
     );
@@ -718,7 +718,7 @@ async fn saturate(
     );
     report.info(
         &format!("edgecore RSS after {what} (VmRSS / peak since the steady phase)"),
-        format!("{} / {}", mib(mem.rss_kib), mib(mem.hwm_kib)),
+        format!("{} / peak {}", mem.split(), mib(mem.hwm_kib)),
     );
     Ok(())
 }
