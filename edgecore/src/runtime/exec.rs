@@ -257,16 +257,32 @@ impl Loop {
                 created_ms: s.created_at / 1_000_000,
             });
         }
+        let exited_state = |state: i32| {
+            state == api::ContainerState::ContainerExited as i32
+                || state == api::ContainerState::ContainerUnknown as i32
+        };
+        // The details of new running and newly exited containers, asked for all at once: a
+        // burst of pod starts shows many at one pass.
+        let wanted = containers.iter().filter(|c| {
+            (exited_state(c.state) && !self.final_ids.contains(&c.id))
+                || (c.state == api::ContainerState::ContainerRunning as i32
+                    && !self.details.contains_key(&c.id))
+        });
+        let mut statuses: BTreeMap<String, api::ContainerStatus> =
+            futures::future::join_all(wanted.map(|c| async move {
+                (c.id.clone(), cri.container_status(&c.id).await)
+            }))
+            .await
+            .into_iter()
+            .filter_map(|(id, st)| Some((id, st.ok()?)))
+            .collect();
         for c in containers {
             let meta = c.metadata.clone().unwrap_or_default();
             let uid = c.labels.get(POD_UID).cloned().unwrap_or_default();
             let name = c.labels.get(CONTAINER_NAME).cloned().unwrap_or(meta.name);
             let running = c.state == api::ContainerState::ContainerRunning as i32;
-            let exited = c.state == api::ContainerState::ContainerExited as i32
-                || c.state == api::ContainerState::ContainerUnknown as i32;
-            let want = (exited && !self.final_ids.contains(&c.id))
-                || (running && !self.details.contains_key(&c.id));
-            if want && let Ok(st) = cri.container_status(&c.id).await {
+            let exited = exited_state(c.state);
+            if let Some(st) = statuses.remove(&c.id) {
                 self.details.insert(
                     c.id.clone(),
                     Detail {
