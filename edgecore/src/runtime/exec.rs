@@ -268,14 +268,13 @@ impl Loop {
                 || (c.state == api::ContainerState::ContainerRunning as i32
                     && !self.details.contains_key(&c.id))
         });
-        let mut statuses: BTreeMap<String, api::ContainerStatus> =
-            futures::future::join_all(wanted.map(|c| async move {
-                (c.id.clone(), cri.container_status(&c.id).await)
-            }))
-            .await
-            .into_iter()
-            .filter_map(|(id, st)| Some((id, st.ok()?)))
-            .collect();
+        let mut statuses: BTreeMap<String, api::ContainerStatus> = futures::future::join_all(
+            wanted.map(|c| async move { (c.id.clone(), cri.container_status(&c.id).await) }),
+        )
+        .await
+        .into_iter()
+        .filter_map(|(id, st)| Some((id, st.ok()?)))
+        .collect();
         for c in containers {
             let meta = c.metadata.clone().unwrap_or_default();
             let uid = c.labels.get(POD_UID).cloned().unwrap_or_default();
