@@ -205,6 +205,7 @@ impl Hub {
             }
             Action::Acked(items) => {
                 self.deps.metrics.acks_received.inc();
+                tracing::debug!(writes = items.len(), "upstream writes acked");
                 for item in items {
                     if let Err(e) = self.deps.outbox.on_acked(&item.key, item.seq) {
                         tracing::error!(error = %conn::chain(&e), "cannot remove an acked outbox entry");
@@ -539,11 +540,17 @@ impl Hub {
                 break;
             };
             let item = taken.item.clone();
+            let key = tracing::enabled!(tracing::Level::DEBUG).then(|| taken.key.clone());
             match self
                 .state
                 .send_upstream(taken.key, taken.seq, |id| item.to_frame(id), now)
             {
-                Some(frame) => self.send(&frame).await,
+                Some(frame) => {
+                    if let Some(key) = key {
+                        tracing::debug!(id = frame.id, %key, "upstream write sent");
+                    }
+                    self.send(&frame).await
+                }
                 None => break,
             }
         }

@@ -10,8 +10,8 @@
 //! Order of a session ([`Phase`]): HELLO -> HELLO_ACK (Syncing) -> INVENTORY
 //! chunks -> wait for the caches' first list -> diff + SYNCED (Live) ->
 //! follow the change feed. Upstream REQUEST / EVENT frames are delivered in
-//! order by the tracker, authorised, run (status patches of different objects
-//! up to [`MAX_RUNNING`] at once, everything else one at a time; see
+//! order by the tracker, authorised, run (status patches and Event creates of
+//! different objects up to [`MAX_RUNNING`] at once, everything else one at a time; see
 //! `requests`), answered and acked in order only once their API call finished
 //! (see `upstream`); they wait while the caches are not synced, since
 //! authorisation reads them.
@@ -54,8 +54,8 @@ const URGENT_MAX: usize = 4096;
 /// Delivered edge requests waiting to run; further ones are not delivered
 /// (the edge retransmits them).
 const MAX_QUEUED_REQUESTS: usize = 512;
-/// Upstream API calls of one session running at once (status patches of different
-/// objects; see `requests`). One edge's device and pod statuses must not wait for each
+/// Upstream API calls of one session running at once (status patches and Event creates
+/// of different objects; see `requests`). One edge's device and pod statuses must not wait for each
 /// other's durable API write one by one.
 const MAX_RUNNING: usize = 16;
 /// Refusals handled per loop turn before yielding to other events.

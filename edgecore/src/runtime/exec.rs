@@ -92,6 +92,10 @@ struct Loop {
     done_tx: mpsc::Sender<Done>,
     /// Containers seen exited for the first time this pass: `(uid, name, exit code)`.
     exited: Vec<(String, String, i32)>,
+    /// Events and PodStatuses for the outbox, put with one flush after each pass.
+    upstream: Vec<(String, crate::outbox::Upstream)>,
+    /// The statuses among `upstream`, by pod UID: `sent` once they are durable.
+    upstream_statuses: Vec<(String, Value)>,
 }
 
 /// Runs the loop until `shutdown`. Running pods are left running on shutdown (an
@@ -117,6 +121,8 @@ pub async fn run(cfg: RuntimeConfig, deps: Deps, shutdown: CancellationToken) {
         stale_volumes: BTreeSet::new(),
         done_tx,
         exited: Vec::new(),
+        upstream: Vec::new(),
+        upstream_statuses: Vec::new(),
     };
     tracing::info!(endpoint = %l.cfg.endpoint, node = %l.cfg.node, "pod runtime started");
     let mut streak = 0u32;
@@ -127,6 +133,7 @@ pub async fn run(cfg: RuntimeConfig, deps: Deps, shutdown: CancellationToken) {
             l.on_done(done).await;
         }
         let busy = l.pass().await;
+        l.flush_upstream().await;
         streak = if busy { streak + 1 } else { 0 };
         if busy {
             // Something was done: look again at once — but an action the runtime keeps
@@ -160,7 +167,7 @@ impl Loop {
             Done::Started { pod, effects } => {
                 self.memory.starting.remove(&pod.metadata.uid);
                 for e in effects {
-                    self.fold(e, &pod).await;
+                    self.fold(e, &pod);
                 }
             }
             Done::Killed => {}
@@ -250,16 +257,31 @@ impl Loop {
                 created_ms: s.created_at / 1_000_000,
             });
         }
+        let exited_state = |state: i32| {
+            state == api::ContainerState::ContainerExited as i32
+                || state == api::ContainerState::ContainerUnknown as i32
+        };
+        // The details of new running and newly exited containers, asked for all at once: a
+        // burst of pod starts shows many at one pass.
+        let wanted = containers.iter().filter(|c| {
+            (exited_state(c.state) && !self.final_ids.contains(&c.id))
+                || (c.state == api::ContainerState::ContainerRunning as i32
+                    && !self.details.contains_key(&c.id))
+        });
+        let mut statuses: BTreeMap<String, api::ContainerStatus> = futures::future::join_all(
+            wanted.map(|c| async move { (c.id.clone(), cri.container_status(&c.id).await) }),
+        )
+        .await
+        .into_iter()
+        .filter_map(|(id, st)| Some((id, st.ok()?)))
+        .collect();
         for c in containers {
             let meta = c.metadata.clone().unwrap_or_default();
             let uid = c.labels.get(POD_UID).cloned().unwrap_or_default();
             let name = c.labels.get(CONTAINER_NAME).cloned().unwrap_or(meta.name);
             let running = c.state == api::ContainerState::ContainerRunning as i32;
-            let exited = c.state == api::ContainerState::ContainerExited as i32
-                || c.state == api::ContainerState::ContainerUnknown as i32;
-            let want = (exited && !self.final_ids.contains(&c.id))
-                || (running && !self.details.contains_key(&c.id));
-            if want && let Ok(st) = cri.container_status(&c.id).await {
+            let exited = exited_state(c.state);
+            if let Some(st) = statuses.remove(&c.id) {
                 self.details.insert(
                     c.id.clone(),
                     Detail {
@@ -332,6 +354,7 @@ impl Loop {
 
     /// One pass; `true` when it did something (pass again at once).
     async fn pass(&mut self) -> bool {
+        let began = std::time::Instant::now();
         let snap = self.deps.reader.snapshot();
         let desired = desired_pods(&snap, &self.cfg.node);
         let actual = match self.list().await {
@@ -360,6 +383,7 @@ impl Loop {
             self.cfg.settings.backoff(),
             now,
         );
+        let action_count = actions.len();
         // Start steps report through `Done::Started`, which wakes the loop; anything else
         // done inline may change what the runtime shows, so look again at once.
         let busy = actions
@@ -382,6 +406,7 @@ impl Loop {
                 .get_or_create(&vec![("action".to_owned(), name.to_owned())])
                 .inc();
         }
+        let listed_ms = began.elapsed().as_millis();
         let pods: BTreeMap<&str, &Pod> = desired
             .iter()
             .map(|p| (p.metadata.uid.as_str(), p))
@@ -406,8 +431,7 @@ impl Loop {
                             "Normal",
                             "Killing",
                             &format!("Container {name} failed its probe, will be restarted"),
-                        )
-                        .await;
+                        );
                     }
                     let (cri, tx) = (self.deps.cri.clone(), self.done_tx.clone());
                     let grace = Duration::from_secs(grace.unsigned_abs());
@@ -454,7 +478,7 @@ impl Loop {
             };
             if restarts && pod.metadata.deletion_timestamp.is_none() {
                 let msg = format!("Back-off restarting failed container {name} (exit code {code})");
-                self.emit(pod, "Warning", "BackOff", &msg).await;
+                self.emit(pod, "Warning", "BackOff", &msg);
             }
         }
         // Each pod's start step runs as its own task; the pod is decided again as soon as
@@ -475,11 +499,23 @@ impl Loop {
             self.refresh_volumes(&desired, &actual, &snap, all).await;
         }
         self.run_probes(&desired, &actual, now);
-        self.write_statuses(&desired, &actual, &snap, now).await;
+        let statuses = self.write_statuses(&desired, &actual, &snap, now).await;
+        tracing::debug!(
+            generation = snap.generation,
+            pods = desired.len(),
+            sandboxes = actual.sandboxes.len(),
+            containers = actual.containers.len(),
+            actions = action_count,
+            starting = self.memory.starting.len(),
+            statuses,
+            listed_ms,
+            total_ms = began.elapsed().as_millis(),
+            "runtime pass"
+        );
         busy
     }
 
-    async fn fold(&mut self, e: Effect, pod: &Pod) {
+    fn fold(&mut self, e: Effect, pod: &Pod) {
         match e {
             Effect::Fail {
                 uid,
@@ -515,7 +551,7 @@ impl Loop {
                 reason,
                 message,
                 ..
-            } => self.emit(pod, kind, reason, &message).await,
+            } => self.emit(pod, kind, reason, &message),
         }
     }
 }

@@ -69,9 +69,11 @@ pub async fn sandbox(cri: &Cri, cfg: &RuntimeConfig, pod: &Pod, attempt: u32) ->
     if let Err(e) = std::fs::create_dir_all(&config.log_directory) {
         tracing::warn!(pod = %pod.metadata.name, error = %e, "cannot create the pod log directory");
     }
+    let t = Instant::now();
     match cri.run_sandbox(config).await {
         Ok(id) => {
-            tracing::info!(pod = %pod.metadata.name, namespace = %pod.metadata.namespace, sandbox = %id, attempt, "sandbox running");
+            let ms = t.elapsed().as_millis();
+            tracing::info!(pod = %pod.metadata.name, namespace = %pod.metadata.namespace, sandbox = %id, attempt, ms, "sandbox running");
             vec![Effect::Clear {
                 uid: uid.clone(),
                 name: String::new(),
@@ -236,15 +238,18 @@ pub async fn container(
             return out;
         }
     };
+    let t = Instant::now();
     if ensure_image(cri, cfg, uid, c, &mut out).await.is_err() {
         return out;
     }
+    let image_ms = t.elapsed().as_millis();
     let config = podconfig::container_config(pod, c, attempt, &c.image, &env, &mounts);
     let sandbox_config = podconfig::sandbox_config(pod, sandbox_attempt, &cfg.logs_dir);
     let log_dir = Path::new(&sandbox_config.log_directory).join(&c.name);
     if let Err(e) = std::fs::create_dir_all(&log_dir) {
         tracing::warn!(dir = %log_dir.display(), error = %e, "cannot create the container log directory");
     }
+    let t = Instant::now();
     let id = match cri
         .create_container(sandbox_id, config, sandbox_config)
         .await
@@ -257,19 +262,25 @@ pub async fn container(
             return out;
         }
     };
+    let create_ms = t.elapsed().as_millis();
     out.push(event(
         uid,
         "Normal",
         "Created",
         format!("Created container {}", c.name),
     ));
+    let t = Instant::now();
     if let Err(e) = cri.start_container(&id).await {
         let msg = format!("Error: {e}");
         out.push(event(uid, "Warning", "Failed", msg.clone()));
         out.push(fail(uid, &c.name, "RunContainerError", msg));
         return out;
     }
-    tracing::info!(pod = %pod.metadata.name, namespace = %pod.metadata.namespace, container = %c.name, id = %id, attempt, "container started");
+    tracing::info!(
+        pod = %pod.metadata.name, namespace = %pod.metadata.namespace, container = %c.name,
+        id = %id, attempt, image_ms, create_ms, start_ms = t.elapsed().as_millis(),
+        "container started"
+    );
     out.push(event(
         uid,
         "Normal",

@@ -37,6 +37,8 @@ mod paging;
 mod pods;
 #[path = "kedge-bench/pods_edge.rs"]
 mod pods_edge;
+#[path = "kedge-bench/pods_floor.rs"]
+mod pods_floor;
 #[path = "kedge-bench/report.rs"]
 mod report;
 #[path = "kedge-bench/support.rs"]

@@ -1,10 +1,11 @@
 //! The upstream half of a session: edge REQUEST / EVENT / CERT_RENEW_REQUEST
 //! frames are delivered in order, authorised, run, answered, and acked only
 //! once their API call finished (transient failures are not acked, so the
-//! edge sends them again). Status patches of different objects run up to
-//! [`MAX_RUNNING`] at once (an edge's device and pod statuses would otherwise
-//! wait for each other's durable API write one by one: ~500 device status
-//! writes/s of one edge need that); everything else runs alone. Results are
+//! edge sends them again). Status patches and Event creates of different objects
+//! run up to [`MAX_RUNNING`] at once (an edge's device and pod statuses would
+//! otherwise wait for each other's durable API write one by one: ~500 device status
+//! writes/s of one edge need that, and a pod start's Events held its status
+//! behind them); everything else runs alone. Results are
 //! handled in the order the frames arrived, so answers and acks stay in order.
 
 use std::collections::VecDeque;
@@ -131,10 +132,18 @@ impl Session {
             self.run(
                 key,
                 Box::pin(async move {
+                    let began = Instant::now();
                     let permit = shared.api_permit().await;
                     let mut outcome =
                         upstream::execute(&shared.client, facts.clone(), &node, &frame).await;
                     drop(permit);
+                    tracing::debug!(
+                        id = frame.id,
+                        op = op_label(&frame),
+                        resource = %frame.route.as_ref().map_or("", |r| r.resource.as_str()),
+                        ms = began.elapsed().as_millis(),
+                        "upstream call done"
+                    );
                     if let Outcome::Final(response, _) = &outcome
                         && response.code == 404
                         && !registered.load(Ordering::Acquire)
@@ -260,8 +269,8 @@ impl Session {
 
     /// Forgets the delivery of `id` and everything after it, so the edge's
     /// retransmissions are run again (in order). Calls after `id` still running are
-    /// dropped unanswered: they are status patches, which the edge's retransmission
-    /// repeats harmlessly.
+    /// dropped unanswered: they are status patches or Event creates (see
+    /// [`concurrent_key`]), which the edge's retransmission repeats harmlessly.
     fn retry_from(&mut self, id: u64) {
         self.tracker.redeliver_from(id);
         self.requests.clear();
@@ -306,11 +315,15 @@ fn registers(node: &str, frame: &Frame) -> bool {
 
 /// What a frame writes, if it may run while others run: a REQUEST patching an object's
 /// status (idempotent — the edge always sends a whole status — so running it again after a
-/// transient failure of an earlier call is harmless). Everything else runs alone.
+/// transient failure of an earlier call is harmless), or an EVENT creating a Kubernetes
+/// Event (a new name each; a repeat is refused as AlreadyExists and dropped, and Events
+/// are best effort anyway). A pod's start writes three Events: run one at a time, they
+/// kept the status patches behind them waiting. Everything else runs alone.
 fn concurrent_key(frame: &Frame) -> Option<String> {
-    let patches_status = frame.kind == Kind::Request as i32
-        && frame.op().is_ok_and(|op| op == proto::Op::PatchStatus);
-    patches_status
+    let op = frame.op().ok();
+    let patches_status = frame.kind == Kind::Request as i32 && op == Some(proto::Op::PatchStatus);
+    let creates_event = frame.kind == Kind::Event as i32 && op == Some(proto::Op::Create);
+    (patches_status || creates_event)
         .then(|| frame.route.as_ref().map(|r| r.resource.clone()))
         .flatten()
 }
@@ -351,9 +364,12 @@ mod tests {
     }
 
     #[test]
-    fn only_status_patches_run_concurrently() {
+    fn only_status_patches_and_event_creates_run_concurrently() {
         let status = Frame::request(1, Op::PatchStatus, &key("a"), b"{}".to_vec());
         assert_eq!(concurrent_key(&status).as_deref(), Some("ns/device/a"));
+        let event = ResourceKey::namespaced("ns", "event", "p.1").unwrap();
+        let event = Frame::event(6, Op::Create, &event, b"{}".to_vec());
+        assert_eq!(concurrent_key(&event).as_deref(), Some("ns/event/p.1"));
         for alone in [
             Frame::request(2, Op::Patch, &key("a"), b"{}".to_vec()),
             Frame::request(3, Op::Create, &key("a"), b"{}".to_vec()),

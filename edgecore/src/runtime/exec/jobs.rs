@@ -160,8 +160,7 @@ impl Loop {
                     "Normal",
                     "Killing",
                     &format!("Stopping container {}", c.name),
-                )
-                .await;
+                );
             }
         }
         let sandboxes: Vec<String> = actual

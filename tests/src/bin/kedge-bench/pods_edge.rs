@@ -141,6 +141,15 @@ fn run(n: usize, dir: Option<&Path>, hold: Duration) -> Result<String> {
     let tmp = tempfile::tempdir()?;
     let base = dir.unwrap_or(tmp.path()).to_path_buf();
     let ctd = Containerd::start()?;
+    // containerd alone first, on the same fresh containerd: the floor of both latency rows.
+    let floor = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(crate::pods_floor::measure(
+            &ctd.endpoint,
+            n,
+            &base.join("floor-logs"),
+        ))?;
     let hub_port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -262,6 +271,17 @@ fn run(n: usize, dir: Option<&Path>, hold: Duration) -> Result<String> {
         "| offline cold boot: edgecore start -> all {n} pods running | {} | <= 2 s | {} |\n",
         ms(cold),
         judge(cold <= Duration::from_secs(2))
+    ));
+    t.push_str(&format!(
+        "| containerd alone (CRI, no edgecore), {n} pods at once: sandbox up p50 / p99 | {} / {} | | |\n",
+        ms(pct(&floor.sandbox, 0.5)),
+        ms(pct(&floor.sandbox, 0.99))
+    ));
+    t.push_str(&format!(
+        "| containerd alone: container started p50 / p99 / all | {} / {} / {} | | |\n",
+        ms(pct(&floor.running, 0.5)),
+        ms(pct(&floor.running, 0.99)),
+        ms(floor.running.last().copied().unwrap_or_default())
     ));
     t.push_str(&format!(
         "| edgecore CPU (user+sys) while the {n} pods start | {} | | |\n",

@@ -1,0 +1,76 @@
+//! The containerd floor of `kedge-bench pods`: the same N pods started straight through
+//! CRI, no cloud, no edgecore loop — each pod its own task doing what edgecore's start steps
+//! do (RunPodSandbox, ImageStatus, CreateContainer, StartContainer, with the configs
+//! edgecore builds), all pods at once. What is left of the API's create -> Running over this
+//! is ours; this much is containerd, runc and the shims on this machine.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use edgecore::runtime::cri::Cri;
+use edgecore::runtime::podconfig::{self, MANAGED};
+use edgecore::runtime::spec::Pod;
+use tests::containerd::IMAGE;
+
+/// Per pod, from the start of all: sandbox up, container started.
+pub struct Floor {
+    /// RunPodSandbox returned, per pod.
+    pub sandbox: Vec<Duration>,
+    /// StartContainer returned, per pod (the pod runs).
+    pub running: Vec<Duration>,
+}
+
+/// Starts `n` hostNetwork busybox pods through CRI at `endpoint`, all at once, then stops
+/// and removes them again.
+pub async fn measure(endpoint: &str, n: usize, logs: &Path) -> Result<Floor> {
+    let cri = Cri::new(endpoint)?;
+    let t0 = Instant::now();
+    let starts = (0..n).map(|i| {
+        let cri = cri.clone();
+        async move {
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("floor{i}"), "namespace": "default",
+                    "uid": format!("floor-{i}")},
+                "spec": {"nodeName": "floor", "hostNetwork": true,
+                    "containers": [{"name": "app", "image": IMAGE,
+                        "command": ["sleep", "100000"]}]}
+            }))?;
+            let sandbox_config = podconfig::sandbox_config(&pod, 0, logs);
+            std::fs::create_dir_all(&sandbox_config.log_directory)?;
+            let sandbox = cri.run_sandbox(sandbox_config.clone()).await?;
+            let up = t0.elapsed();
+            let c = pod
+                .spec
+                .containers
+                .first()
+                .context("the pod has a container")?;
+            cri.image_status(IMAGE)
+                .await?
+                .context("the test image is not in containerd")?;
+            let config = podconfig::container_config(&pod, c, 0, IMAGE, &[], &[]);
+            let id = cri
+                .create_container(&sandbox, config, sandbox_config)
+                .await?;
+            cri.start_container(&id).await?;
+            anyhow::Ok((up, t0.elapsed()))
+        }
+    });
+    let done = futures::future::join_all(starts).await;
+    let mut floor = Floor {
+        sandbox: Vec::with_capacity(n),
+        running: Vec::with_capacity(n),
+    };
+    for r in done {
+        let (up, running) = r?;
+        floor.sandbox.push(up);
+        floor.running.push(running);
+    }
+    floor.sandbox.sort();
+    floor.running.sort();
+    for sb in cri.list_sandboxes(&[MANAGED]).await? {
+        cri.stop_sandbox(&sb.id).await?;
+        cri.remove_sandbox(&sb.id).await?;
+    }
+    Ok(floor)
+}
