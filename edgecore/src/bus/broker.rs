@@ -3,14 +3,16 @@
 //!
 //! Sized for a gateway. rumqttd keeps an in-memory log per subscribed filter and per topic
 //! published without a subscriber (`dynamic_filters`; without it such a publish disconnects
-//! the publisher), so logs are small by default (at most 32 KiB per topic: results, deltas,
-//! documents of each device) and large only for the bus's own request filters
-//! (256 KiB × 4), where a burst of reports must not overrun the bus client. A log is cut
-//! into 16 segments of 2 KiB, not 2 of 16 KiB: rumqttd drops a whole segment when the log
-//! is full, and a subscriber that lags behind loses what it had not read of it, so small
-//! segments keep 30 KiB readable instead of as little as 16 KiB for the same memory (with
-//! 2 × 16 KiB a mapper subscribed to every device's results lost ~90 of 256 results in
-//! flight on a loaded machine). rumqttd routes no `$`-topics, hence the `kedge` prefix.
+//! the publisher). Segments are filled as messages come, so a log costs what it holds: at
+//! most 128 KiB (64 segments of 2 KiB) for results, deltas and documents, and 256 KiB × 4
+//! for the bus's own request filters, where a burst of reports must not overrun the bus
+//! client. rumqttd drops a log's oldest segment when it is full, and a subscriber that lags
+//! behind loses what it had not read — QoS 1 or not. Logs are sized by exact filter string,
+//! so a mapper's wildcard subscription to every device's results shares one default-sized
+//! log: with 32 KiB (16 × 2 KiB) such a subscriber lost ~30 of 256 results in flight
+//! (`kedge-bench twin --smoke`, 3 of 3 runs), with 128 KiB none (3 of 3), for +1.6 MiB of
+//! anonymous memory at saturation. Small segments make a full log drop 2 KiB, not half of
+//! itself. rumqttd routes no `$`-topics, hence the `kedge` prefix.
 //! With a username, every client must present it (and the password); a wrong password just
 //! drops the socket (rumqttd sends no CONNACK refusal).
 //!
@@ -69,7 +71,7 @@ pub fn config(cfg: &BusConfig) -> Config {
             max_connections: 256,
             max_outgoing_packet_count: 200,
             max_segment_size: 2 * 1024,
-            max_segment_count: 16,
+            max_segment_count: 64,
             custom_segment: Some(custom),
             ..RouterConfig::default()
         },
@@ -195,7 +197,11 @@ mod tests {
         let v4 = c.v4.as_ref().map(|m| m.len());
         assert_eq!(v4, Some(1));
         let per_topic = c.router.max_segment_size * c.router.max_segment_count;
-        assert!(per_topic <= 32 * 1024, "{per_topic} bytes per topic");
+        assert!(per_topic <= 128 * 1024, "{per_topic} bytes per topic");
+        assert!(
+            per_topic >= 128 * 1024,
+            "a wildcard subscriber of every device's results shares this log"
+        );
         assert!(
             c.router.max_segment_count >= 8,
             "a full log drops one small segment, not half of itself"
