@@ -77,6 +77,7 @@ pub async fn start(
         ping: Duration::from_secs(cfg.hub.ping_seconds),
         idle: Duration::from_secs(cfg.hub.idle_seconds),
         pod_cidrs: cfg.hub.pod_cidrs(),
+        node_check: crate::hub::node_check_for(Duration::from_secs(cfg.lifecycle.grace_seconds)),
     };
     tracing::info!(
         cluster_cidr = %cfg.hub.cluster_cidr,

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod phase;
 pub mod queue;
 mod session;
+pub use session::node_check_for;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -72,6 +73,9 @@ pub struct HubConfig {
     pub idle: Duration,
     /// Where connecting nodes without a pod CIDR get one.
     pub pod_cidrs: crate::lifecycle::CidrConfig,
+    /// How long a heartbeat trusts its last read of the Node and renews only the Lease
+    /// ([`session::node_check_for`] of the lifecycle grace; zero: always read).
+    pub node_check: Duration,
 }
 
 impl Default for HubConfig {
@@ -82,6 +86,7 @@ impl Default for HubConfig {
             ping: Duration::from_secs(15),
             idle: Duration::from_secs(45),
             pod_cidrs: crate::lifecycle::CidrConfig::default(),
+            node_check: session::node_check_for(Duration::from_secs(40)),
         }
     }
 }

@@ -194,13 +194,50 @@ pub async fn node_connected_from(
 /// renewing — none ever writes NotReady/Unknown (that is the node-lifecycle controller's
 /// job, judged by the Lease's age).
 pub async fn heartbeat(client: &Client, node: &str) -> Result<(), LifecycleError> {
+    heartbeat_checked(client, node).await.map(drop)
+}
+
+/// What a full heartbeat learnt: the Node's UID (`None`: no Node) and when it was checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeChecked {
+    /// The Node's UID at the check (the Lease's owner).
+    pub uid: Option<String>,
+    /// When the Node was read and found Ready (or made Ready).
+    pub at: std::time::Instant,
+}
+
+/// [`heartbeat`] that skips reading the Node while `last` is younger than `fresh_for`: the
+/// Lease alone is renewed. A node whose Lease was renewed within the grace cannot have been
+/// marked Unknown by a lifecycle controller, so reading the whole Node on every renewal (a
+/// GET and a parse of a few KB, per node, every ~15 s) only re-confirms what the last full
+/// heartbeat saw; the caller drops `last` when a renewal fails, and a full check every
+/// `fresh_for` heals anything else (a condition edited by hand). Halves the API calls of
+/// the hub's steady state.
+pub async fn heartbeat_with(
+    client: &Client,
+    node: &str,
+    last: Option<&NodeChecked>,
+    fresh_for: std::time::Duration,
+) -> Result<NodeChecked, LifecycleError> {
+    match last {
+        Some(last) if last.at.elapsed() < fresh_for => {
+            renew_lease_for(client, node, last.uid.as_deref()).await?;
+            Ok(last.clone())
+        }
+        _ => heartbeat_checked(client, node).await,
+    }
+}
+
+async fn heartbeat_checked(client: &Client, node: &str) -> Result<NodeChecked, LifecycleError> {
+    let at = std::time::Instant::now();
     let nodes: Api<Node> = Api::all(client.clone());
     let Some(current) = nodes
         .get_opt(node)
         .await
         .map_err(api_err("reading the Node", node))?
     else {
-        return renew_lease_for(client, node, None).await;
+        renew_lease_for(client, node, None).await?;
+        return Ok(NodeChecked { uid: None, at });
     };
     let uid = current.metadata.uid.clone();
     renew_lease_for(client, node, uid.as_deref()).await?;
@@ -216,7 +253,7 @@ pub async fn heartbeat(client: &Client, node: &str) -> Result<(), LifecycleError
         })
         .await?;
     }
-    Ok(())
+    Ok(NodeChecked { uid, at })
 }
 
 /// Creates or renews `kube-node-lease/<node>` (holder = node, 40 s, renewTime now).

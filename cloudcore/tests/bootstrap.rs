@@ -680,3 +680,71 @@ async fn a_single_secret_record_moves_into_shards() -> anyhow::Result<()> {
     assert!(b2.is_revoked("b2"));
     Ok(())
 }
+
+/// A heartbeat with a fresh check renews only the Lease (no read of the Node: a Ready
+/// condition changed meanwhile stays as it is); once the check is older than allowed, the
+/// heartbeat reads the Node again and restores Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_reads_the_node_only_when_its_last_check_is_old() -> anyhow::Result<()> {
+    let c = Cluster::start().await?;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
+    let hello = proto::Hello {
+        node_name: "hb".into(),
+        ..Default::default()
+    };
+    lifecycle::node_connected(&c.client, "hb", &hello, None).await?;
+    let first = lifecycle::heartbeat_with(&c.client, "hb", None, Duration::from_secs(30)).await?;
+    let uid = nodes.get("hb").await?.metadata.uid;
+    assert_eq!(first.uid, uid);
+    let set_ready = |status: &'static str| {
+        let nodes = nodes.clone();
+        async move {
+            let patch = json!({"status": {"conditions": [{"type": "Ready", "status": status,
+                "reason": "Test", "lastHeartbeatTime": null, "lastTransitionTime": null}]}});
+            nodes
+                .patch_status(
+                    "hb",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Strategic(&patch),
+                )
+                .await
+        }
+    };
+    set_ready("Unknown").await?;
+    let renewed = |l: Lease| l.spec.and_then(|s| s.renew_time).map(|t| t.0);
+    let before = renewed(leases.get("hb").await?);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let again =
+        lifecycle::heartbeat_with(&c.client, "hb", Some(&first), Duration::from_secs(30)).await?;
+    assert_eq!(again, first, "a fresh check is kept");
+    assert!(
+        renewed(leases.get("hb").await?) > before,
+        "the Lease is renewed"
+    );
+    assert_eq!(
+        lifecycle::ready_status(&nodes.get("hb").await?),
+        Some("Unknown")
+    );
+    // Past `fresh_for` the Node is read and made Ready again.
+    let full = lifecycle::heartbeat_with(&c.client, "hb", Some(&first), Duration::ZERO).await?;
+    assert!(full.at > first.at);
+    assert_eq!(
+        lifecycle::ready_status(&nodes.get("hb").await?),
+        Some("True")
+    );
+    // The hub never trusts a check past the lifecycle grace.
+    assert_eq!(
+        cloudcore::hub::node_check_for(Duration::from_secs(40)),
+        Duration::from_secs(25)
+    );
+    assert_eq!(
+        cloudcore::hub::node_check_for(Duration::from_secs(4)),
+        Duration::ZERO
+    );
+    assert_eq!(
+        cloudcore::hub::node_check_for(Duration::from_secs(300)),
+        Duration::from_secs(30)
+    );
+    Ok(())
+}

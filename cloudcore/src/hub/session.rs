@@ -75,6 +75,16 @@ const REFS_WAIT: Duration = Duration::from_secs(5);
 /// Interval of the Node / Lease heartbeat while the edge is heard from.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
+/// How long a heartbeat may trust the last full check of the Node for a lifecycle `grace`
+/// (renewing only the Lease meanwhile): never past the grace minus one heartbeat interval and
+/// a margin, so a node the lifecycle controller could have marked Unknown is always re-read;
+/// at most 30 s. Zero — read the Node on every heartbeat — when the grace is short.
+pub fn node_check_for(grace: Duration) -> Duration {
+    grace
+        .saturating_sub(HEARTBEAT + Duration::from_secs(5))
+        .min(Duration::from_secs(30))
+}
+
 /// The cloud -> edge window.
 pub(super) fn window_config() -> WindowConfig {
     WindowConfig::default()
@@ -283,6 +293,8 @@ struct Session {
     registered: Arc<AtomicBool>,
     /// A heartbeat call is running.
     beating: Arc<AtomicBool>,
+    /// The last full heartbeat's check of the Node (see `lifecycle::heartbeat_with`).
+    checked: Arc<std::sync::Mutex<Option<crate::lifecycle::NodeChecked>>>,
     next_heartbeat: Instant,
     edge_limits: Limits,
     reported_depth: i64,
@@ -319,6 +331,7 @@ impl Session {
             node_missing: 0,
             registered: Arc::new(AtomicBool::new(false)),
             beating: Arc::new(AtomicBool::new(false)),
+            checked: Arc::new(std::sync::Mutex::new(None)),
             next_heartbeat: now + HEARTBEAT,
             edge_limits: Limits::default(),
             reported_depth: 0,
@@ -448,17 +461,31 @@ impl Session {
         let node = self.node.clone();
         let beating = self.beating.clone();
         let ended = self.ended.clone();
+        let checked = self.checked.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                _ = ended.cancelled() => {}
+            let last = checked.lock().ok().and_then(|c| c.clone());
+            let outcome = tokio::select! {
+                _ = ended.cancelled() => None,
                 r = tokio::time::timeout(HEARTBEAT, async {
                     let _permit = shared.api_permit().await;
-                    crate::lifecycle::heartbeat(&shared.client, &node).await
-                }) => match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(node = %node, error = %e, "node heartbeat failed"),
-                    Err(_) => tracing::warn!(node = %node, "node heartbeat timed out"),
-                },
+                    crate::lifecycle::heartbeat_with(&shared.client, &node, last.as_ref(), shared.cfg.node_check)
+                        .await
+                }) => Some(match r {
+                    Ok(Ok(c)) => Some(c),
+                    Ok(Err(e)) => {
+                        tracing::warn!(node = %node, error = %e, "node heartbeat failed");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!(node = %node, "node heartbeat timed out");
+                        None
+                    }
+                }),
+            };
+            // A failed or timed-out renewal may have let the Lease go stale: the next
+            // heartbeat reads the Node again.
+            if let (Some(c), Ok(mut slot)) = (outcome, checked.lock()) {
+                *slot = c;
             }
             beating.store(false, Ordering::Release);
         });
