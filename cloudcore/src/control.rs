@@ -82,7 +82,7 @@ pub async fn start(
     tracing::info!(
         cluster_cidr = %cfg.hub.cluster_cidr,
         node_cidr_mask_size = cfg.hub.node_cidr_mask_size,
-        node_blocks = cfg.hub.pod_cidrs().blocks(),
+        node_blocks = hub_cfg.pod_cidrs.blocks(),
         "pod CIDR range"
     );
     let hub = {

@@ -13,8 +13,8 @@
 //! record stays small. A record in the single Secret of earlier versions
 //! (`kedge-node-certs`) is moved into the shards at start ([`migrate_legacy`]).
 //!
-//! The decisions are pure functions on [`CertRecord`]; [`update`] applies one to a shard
-//! with optimistic concurrency.
+//! The decisions are pure functions on [`CertRecord`]; [`update_shard`] applies one to a
+//! shard with optimistic concurrency.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -77,6 +77,11 @@ pub struct CertRecord {
     /// Revoked certificates not yet expired.
     #[serde(default)]
     pub revoked: Vec<CertEntry>,
+}
+
+/// The label selector of every shard.
+fn shards_selector() -> String {
+    format!("{SHARD_LABEL}=true")
 }
 
 /// The Secret holding shard `i`.
@@ -279,25 +284,17 @@ pub async fn migrate_legacy(client: &Client) -> Result<(), kube::Error> {
         return Ok(());
     };
     let record = CertRecord::from_secret(&legacy);
+    let moved = record.issued.len() + record.revoked.len();
     let mut by_shard: BTreeMap<u32, CertRecord> = BTreeMap::new();
+    fn part<'a>(parts: &'a mut BTreeMap<u32, CertRecord>, node: &str) -> &'a mut CertRecord {
+        parts.entry(shard_of(node)).or_default()
+    }
     for e in record.issued {
-        by_shard
-            .entry(shard_of(&e.node))
-            .or_default()
-            .issued
-            .push(e);
+        part(&mut by_shard, &e.node).issued.push(e);
     }
     for e in record.revoked {
-        by_shard
-            .entry(shard_of(&e.node))
-            .or_default()
-            .revoked
-            .push(e);
+        part(&mut by_shard, &e.node).revoked.push(e);
     }
-    let moved = by_shard
-        .values()
-        .map(|r| r.issued.len() + r.revoked.len())
-        .sum::<usize>();
     for (shard, part) in by_shard {
         update_shard(client, shard, |r| r.merge(part.clone())).await?;
     }
@@ -317,7 +314,7 @@ pub async fn migrate_legacy(client: &Client) -> Result<(), kube::Error> {
 pub async fn revoked_now(client: &Client) -> Result<HashSet<String>, kube::Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
     let list = api
-        .list(&kube::api::ListParams::default().labels(&format!("{SHARD_LABEL}=true")))
+        .list(&kube::api::ListParams::default().labels(&shards_selector()))
         .await?;
     Ok(list
         .items
@@ -333,7 +330,7 @@ pub(super) async fn follow_record(
     stop: CancellationToken,
 ) {
     let api: Api<Secret> = Api::namespaced(client, NAMESPACE);
-    let cfg = watcher::Config::default().labels(&format!("{SHARD_LABEL}=true"));
+    let cfg = watcher::Config::default().labels(&shards_selector());
     let mut stream = watcher(api, cfg).default_backoff().boxed();
     // Shard name → its revoked serials; `listing` collects a relist before it replaces.
     let mut shards: BTreeMap<String, HashSet<String>> = BTreeMap::new();
