@@ -8,7 +8,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 # --- system packages the e2e tests drive (real parts, not mocks) ---
 pkgs=(containerd runc containernetworking-plugins mosquitto mosquitto-clients socat
-      busybox-static curl openssl ca-certificates iproute2)
+      busybox-static curl openssl ca-certificates iproute2
+      gdb)  # gdb: stacks of a process that hangs instead of exiting, in the test failure
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

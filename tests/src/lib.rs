@@ -271,10 +271,25 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> Result<std::process::E
             return Ok(st);
         }
         if Instant::now() > deadline {
+            let stacks = thread_stacks(child.id());
             let _ = child.kill();
-            bail!("process did not exit within {timeout:?}");
+            bail!("process did not exit within {timeout:?}; its threads:\n{stacks}");
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every thread's stack of process `pid` (gdb, when installed): what a test prints when a
+/// process it stopped hangs instead of exiting.
+pub fn thread_stacks(pid: u32) -> String {
+    let out = Command::new("gdb")
+        .args(["-p", &pid.to_string(), "-batch", "-nx"])
+        .args(["-ex", "set pagination off", "-ex", "thread apply all bt 40"])
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Err(e) => format!("(no stacks: gdb: {e})"),
     }
 }
 
