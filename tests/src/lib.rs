@@ -215,7 +215,12 @@ impl Standalone {
     pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        wait_exit(&mut self.child, Duration::from_secs(20))
+        wait_exit(&mut self.child, Duration::from_secs(20)).map_err(|e| {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            e.context(format!("cloudcore's log ends:\n{}", tail.join("\n")))
+        })
     }
 
     /// kill -9.
