@@ -278,7 +278,7 @@ impl Store {
             let res = tokio::task::spawn_blocking(move || db.flush()).await;
             if !matches!(res, Ok(Ok(_))) {
                 tracing::error!("sled flush failed; writes are no longer acknowledged");
-                let _ = self.failed.send(true);
+                self.failed.send_replace(true);
                 return;
             }
             self.release(target);
@@ -322,7 +322,10 @@ impl Store {
         } else {
             drop(inner);
         }
-        let _ = self.flushed.send(upto);
+        // `send_replace`, not `send`: `send` keeps the old value when nobody is
+        // subscribed (a write whose client went away), and the committer would then
+        // flush the same version forever and never see shutdown.
+        self.flushed.send_replace(upto);
     }
 
     /// Wait until everything up to `rv` is on disk.

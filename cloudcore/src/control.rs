@@ -65,6 +65,7 @@ pub async fn start(
     }
     let join_cfg = JoinConfig {
         node_cert_validity: Duration::from_secs(cfg.hub.node_cert_validity_seconds),
+        shutdown: shutdown.clone(),
         ..JoinConfig::default()
     };
     let bootstrap = Bootstrap::with_config(client.clone(), &sans, join_cfg)

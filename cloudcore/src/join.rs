@@ -47,6 +47,9 @@ pub struct JoinConfig {
     pub live_window: Duration,
     /// Largest accepted `/join` body.
     pub max_body_bytes: usize,
+    /// The process's shutdown: the revocation watchers stop with it (and when the
+    /// [`Bootstrap`] is dropped), before the API they watch goes away.
+    pub shutdown: CancellationToken,
 }
 
 impl Default for JoinConfig {
@@ -55,6 +58,7 @@ impl Default for JoinConfig {
             node_cert_validity: DEFAULT_NODE_CERT_VALIDITY,
             live_window: Duration::from_secs(40),
             max_body_bytes: 64 * 1024,
+            shutdown: CancellationToken::new(),
         }
     }
 }
@@ -235,7 +239,7 @@ impl Bootstrap {
             .map_err(|e| anyhow::anyhow!("moving the certificate record into its shards: {e}"))?;
         let initial = revoke::revoked_now(&client).await?;
         let revoked = Arc::new(RwLock::new(initial));
-        let stop = CancellationToken::new();
+        let stop = cfg.shutdown.child_token();
         tokio::spawn(revoke::follow_record(
             client.clone(),
             revoked.clone(),

@@ -251,6 +251,8 @@ async fn start_local_edge(
     .await?;
     let root = cfg.api.data_dir.join("edge");
     std::fs::create_dir_all(&root)?;
+    // Absolute in the banner (as the kubeconfig's path is) and in the edge's own config.
+    let root = std::fs::canonicalize(&root).unwrap_or(root);
     let exe = edgecore_binary();
     let log = std::fs::OpenOptions::new()
         .create(true)

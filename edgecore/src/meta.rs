@@ -309,7 +309,7 @@ impl Writer {
     fn publish(&mut self, tx: &watch::Sender<Arc<MetaSnapshot>>) {
         self.generation += 1;
         self.metrics.objects.set(self.objects.len() as i64);
-        let _ = tx.send(Arc::new(self.snapshot()));
+        tx.send_replace(Arc::new(self.snapshot()));
     }
 
     async fn handle(&mut self, cmd: Command, tx: &watch::Sender<Arc<MetaSnapshot>>) {

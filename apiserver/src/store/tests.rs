@@ -46,6 +46,36 @@ async fn writes_are_durable_and_replayable_after_reopen() {
     assert_eq!(kinds, vec![(2, EventType::Added), (3, EventType::Deleted)]);
 }
 
+/// A write nobody waits for (its client went away before `durable`) still counts as
+/// flushed, so the committer idles and stops on shutdown instead of flushing the same
+/// version forever (what made `cloudcore standalone` hang on SIGTERM now and then).
+#[tokio::test]
+async fn an_unawaited_write_is_flushed_once_and_shutdown_still_stops_the_committer() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = tokio_util::sync::CancellationToken::new();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let task = tokio::spawn(store.clone().run_committer(token.clone()));
+    let a = put(
+        &store,
+        "core/pods/default/a",
+        json!({"metadata":{"name":"a"}}),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while *store.flushed.borrow() < a.rv {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the flushed version never reached {} with nobody subscribed",
+            a.rv
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the committer did not stop on shutdown")
+        .unwrap();
+}
+
 #[tokio::test]
 async fn watchers_see_only_flushed_events_and_compaction_gives_gone() {
     let dir = tempfile::tempdir().unwrap();

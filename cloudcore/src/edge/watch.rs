@@ -144,6 +144,7 @@ async fn drive<K>(
                 }
             };
             let event = tokio::select! {
+                biased;
                 _ = cache.shutdown.cancelled() => return,
                 _ = rescan_wanted => {
                     if should_relist(&cache, kind).await {

@@ -343,6 +343,7 @@ pub(super) async fn follow_record(
     };
     loop {
         let event = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             e = stream.next() => e,
         };
@@ -382,6 +383,7 @@ pub(super) async fn revoke_deleted_nodes(client: Client, stop: CancellationToken
     let mut listed: BTreeMap<String, String> = BTreeMap::new();
     loop {
         let event = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             e = stream.next() => e,
         };
