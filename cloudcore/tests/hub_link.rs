@@ -154,6 +154,17 @@ async fn edge_receives_its_pods_and_is_refused_others() -> anyhow::Result<()> {
     // The new session got pa again (the inventory was empty).
     assert!(cloud.metric("cloudcore_hub_resyncs_total{reason=\"inventory\"}") >= 3);
 
+    // Each session renews its node's Lease, the first time with a full check of the Node:
+    // counted by result (B's session and A's new one, 10 s after they began).
+    wait_for("a counted heartbeat of each session", || {
+        cloud.metric("cloudcore_hub_heartbeats_total{result=\"checked\"}") >= 2
+    })
+    .await?;
+    for result in ["failed", "timeout"] {
+        let line = format!("cloudcore_hub_heartbeats_total{{result=\"{result}\"}}");
+        assert_eq!(cloud.metric(&line), 0, "{result}");
+    }
+
     cloud.shutdown.cancel();
     Ok(())
 }

@@ -79,6 +79,9 @@ pub struct HubMetrics {
     /// Certificate renewals over the link per result (`issued`, or the refusal reason:
     /// `InvalidCSR`, `CSRIdentityMismatch`, `NodeRevoked`, `InternalError`).
     pub cert_renewals: Family<ResultLabel, Counter>,
+    /// Node heartbeats per result: `lease` (the Lease alone renewed, the last Node check
+    /// being fresh), `checked` (the Node read and kept Ready too), `failed`, `timeout`.
+    pub heartbeats: Family<ResultLabel, Counter>,
 }
 
 /// `{result}`.
@@ -138,6 +141,11 @@ impl HubMetrics {
             "Node certificate renewals over the link by result",
             m.cert_renewals.clone(),
         );
+        reg.register(
+            "heartbeats",
+            "Node heartbeats (Lease renewals) by result: lease, checked, failed, timeout",
+            m.heartbeats.clone(),
+        );
         for phase in Phase::ALL {
             let _ = m.sessions.get_or_create(&StateLabel {
                 state: phase.label(),
@@ -158,6 +166,15 @@ impl HubMetrics {
     /// Counts a certificate renewal by result.
     pub fn cert_renewal(&self, result: &str) {
         self.cert_renewals
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a node heartbeat by result.
+    pub fn heartbeat(&self, result: &str) {
+        self.heartbeats
             .get_or_create(&ResultLabel {
                 result: result.to_owned(),
             })

@@ -464,6 +464,9 @@ impl Session {
         let checked = self.checked.clone();
         tokio::spawn(async move {
             let last = checked.lock().ok().and_then(|c| c.clone());
+            let full = last
+                .as_ref()
+                .is_none_or(|l| l.at.elapsed() >= shared.cfg.node_check);
             let outcome = tokio::select! {
                 _ = ended.cancelled() => None,
                 r = tokio::time::timeout(HEARTBEAT, async {
@@ -471,12 +474,17 @@ impl Session {
                     crate::lifecycle::heartbeat_with(&shared.client, &node, last.as_ref(), shared.cfg.node_check)
                         .await
                 }) => Some(match r {
-                    Ok(Ok(c)) => Some(c),
+                    Ok(Ok(c)) => {
+                        shared.metrics.heartbeat(if full { "checked" } else { "lease" });
+                        Some(c)
+                    }
                     Ok(Err(e)) => {
+                        shared.metrics.heartbeat("failed");
                         tracing::warn!(node = %node, error = %e, "node heartbeat failed");
                         None
                     }
                     Err(_) => {
+                        shared.metrics.heartbeat("timeout");
                         tracing::warn!(node = %node, "node heartbeat timed out");
                         None
                     }

@@ -94,6 +94,8 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
 /// `KEDGE_BENCH_WRAP` may wrap it in a profiler (see `support::wrapped`).
 struct RunHub {
     proc: Proc,
+    /// Its `/metrics` address.
+    metrics: String,
 }
 
 impl RunHub {
@@ -122,6 +124,7 @@ impl RunHub {
             .context("starting cloudcore run")?;
         let mut hub = RunHub {
             proc: Proc::new(child, &program),
+            metrics: metrics.clone(),
         };
         let url = format!("http://{metrics}/readyz");
         let t0 = Instant::now();
@@ -139,6 +142,20 @@ impl RunHub {
 
     fn pid(&self) -> u32 {
         self.proc.pid()
+    }
+
+    /// `cloudcore_hub_heartbeats_total` by result (empty when the scrape fails).
+    fn heartbeats(&self) -> BTreeMap<String, f64> {
+        let url = format!("http://{}/metrics", self.metrics);
+        let (_, body) = tests::curl(&[&url]);
+        body.lines()
+            .filter_map(|l| l.strip_prefix("cloudcore_hub_heartbeats_total{result=\""))
+            .filter_map(|l| {
+                let (result, rest) = l.split_once('"')?;
+                let value = rest.rsplit(' ').next()?.parse().ok()?;
+                Some((result.to_owned(), value))
+            })
+            .collect()
     }
 
     fn kill9(&mut self) {
@@ -374,11 +391,27 @@ pub async fn run(opts: &EdgesOpts) -> Result<Report> {
     // Sustained Lease renewals.
     let window = if opts.smoke { 10 } else { 30 };
     let r0 = fleet.summary().lease_renewals;
+    let h0 = hub.heartbeats();
     tokio::time::sleep(Duration::from_secs(window)).await;
     let renewals = fleet.summary().lease_renewals - r0;
+    let h1 = hub.heartbeats();
     report.info(
         &format!("Lease renewals acked per second ({window} s window, ~10 s interval)"),
         format!("{:.0}/s", renewals as f64 / window as f64),
+    );
+    let rate = |result: &str| {
+        let d = h1.get(result).copied().unwrap_or(0.0) - h0.get(result).copied().unwrap_or(0.0);
+        d / window as f64
+    };
+    report.info(
+        "hub heartbeats per second: Lease only / Node checked too / failed / timed out",
+        format!(
+            "{:.0} / {:.0} / {:.1} / {:.1}",
+            rate("lease"),
+            rate("checked"),
+            rate("failed"),
+            rate("timeout")
+        ),
     );
 
     // Fan-out of one update to every edge.
