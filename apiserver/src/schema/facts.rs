@@ -69,7 +69,7 @@ impl<'a> NodeFacts<'a> {
             for branch in list {
                 let b = resolve(s.defs, branch);
                 let shape = Shape::of(b);
-                if matches!(shape.ty, Some(_)) {
+                if shape.ty.is_some() {
                     branches.push(shape);
                 }
             }
@@ -221,6 +221,7 @@ impl Hasher for AddressHasher {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use serde_json::json;
 
