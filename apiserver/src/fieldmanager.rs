@@ -230,55 +230,84 @@ pub struct Op<'a> {
 /// the status for status writes; no status for main writes of kinds with a status
 /// subresource.
 pub fn tracked(obj: &Value, op: &Op<'_>) -> Value {
-    let Some(m) = obj.as_object() else {
-        return Value::Object(Map::new());
-    };
-    let mut out = Map::new();
-    for (k, v) in m {
-        let keep = match (op.subresource, k.as_str()) {
-            (Some(_), "status") => true,
-            (Some(_), _) => false,
-            (None, "apiVersion" | "kind") => false,
-            (None, "status") => !op.has_status,
-            (None, _) => true,
-        };
-        if !keep {
-            continue;
-        }
-        if k == "metadata"
-            && let Some(meta) = v.as_object()
-        {
-            let mut meta = meta.clone();
-            for s in SYSTEM_META {
-                meta.shift_remove(*s);
-            }
-            if !meta.is_empty() {
-                out.insert(k.clone(), Value::Object(meta));
-            }
-            continue;
-        }
-        out.insert(k.clone(), v.clone());
-    }
+    let meta = tracked_meta(obj);
+    let out = tracked_fields(obj, op, meta.as_ref())
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     Value::Object(out)
+}
+
+/// `metadata` of `obj` without the system fields, when it is an object that keeps any.
+fn tracked_meta(obj: &Value) -> Option<Value> {
+    let meta = obj.get("metadata")?.as_object()?;
+    let kept: Map<String, Value> = meta
+        .iter()
+        .filter(|(k, _)| !SYSTEM_META.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (!kept.is_empty()).then_some(Value::Object(kept))
+}
+
+/// The fields of [`tracked`], borrowed from `obj` but for `metadata`, which is `meta`
+/// ([`tracked_meta`] of `obj`).
+fn tracked_fields<'v>(
+    obj: &'v Value,
+    op: &Op<'_>,
+    meta: Option<&'v Value>,
+) -> impl Iterator<Item = (&'v str, &'v Value)> {
+    let subresource = op.subresource;
+    let has_status = op.has_status;
+    obj.as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(move |(k, v)| {
+            let keep = match (subresource, k.as_str()) {
+                (Some(_), "status") => true,
+                (Some(_), _) => false,
+                (None, "apiVersion" | "kind") => false,
+                (None, "status") => !has_status,
+                (None, _) => true,
+            };
+            if !keep {
+                return None;
+            }
+            if k == "metadata" && v.is_object() {
+                return meta.map(|m| (k.as_str(), m));
+            }
+            Some((k.as_str(), v))
+        })
 }
 
 /// Record a non-apply write of `new` (over `live`, `None` for a create) by `op.manager`.
 pub fn update(live: Option<&Value>, new: &mut Value, node: Node<'_>, op: &Op<'_>) {
     let mut managed = Managed::live_or_new(live, new);
-    let empty = Value::Object(Map::new());
-    let before = tracked(live.unwrap_or(&empty), op);
-    let changes = walk::diff(Some(&before), Some(&tracked(new, op)), node);
-    let mut touched = changes.modified.clone();
-    touched.union_with(&changes.added);
+    // The tracked parts are compared in place: only metadata is copied (without its
+    // system fields), not the object.
+    let changes = {
+        let live_meta = live.and_then(tracked_meta);
+        let new_meta = tracked_meta(new);
+        let before = live
+            .map(|l| walk::object_elements(tracked_fields(l, op, live_meta.as_ref()), node))
+            .unwrap_or_default();
+        let after = walk::object_elements(tracked_fields(new, op, new_meta.as_ref()), node);
+        walk::diff_elements(before, after)
+    };
+    let walk::Changes {
+        added,
+        modified,
+        removed,
+    } = changes;
+    let mut touched = modified;
+    touched.absorb(added);
     let idx = managed.find_or_insert(op, Operation::Update);
     for (i, e) in managed.0.iter_mut().enumerate() {
         if i != idx {
-            e.fields = e.fields.difference(&touched).difference(&changes.removed);
+            e.fields = e.fields.difference(&touched).difference(&removed);
         }
     }
     let e = &mut managed.0[idx];
-    let mut fields = e.fields.difference(&changes.removed);
-    fields.union_with(&touched);
+    let mut fields = e.fields.difference(&removed);
+    fields.absorb(touched);
     if fields != e.fields || e.time.is_none() {
         e.time = Some(op.now.to_string());
     }

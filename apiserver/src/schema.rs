@@ -14,18 +14,21 @@
 //! with it; [`check_structural`] vets a CRD's own schema before the CRD is accepted.
 
 mod defs;
+mod facts;
 mod merge_keys;
 mod prune;
 mod structural;
 mod validate;
 mod values;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::LazyLock;
 
 use serde_json::{Map, Value, json};
 
 use crate::patch_meta::PatchMeta;
+pub(crate) use facts::NodeFacts;
 
 pub use defs::{list_schema, refs_in};
 pub use prune::{apply_defaults, prune};
@@ -157,29 +160,27 @@ impl<'a> SchemaRef<'a> {
     /// beside a reference) to the node that carries the type. Unknown references resolve to
     /// themselves (which then constrain nothing).
     pub fn resolved(&self) -> SchemaRef<'a> {
-        let mut current = *self;
-        for _ in 0..MAX_HOPS {
-            let Some(obj) = current.node.as_object() else {
-                return current;
-            };
-            if let Some(target) = obj
-                .get("$ref")
-                .and_then(Value::as_str)
-                .and_then(ref_name)
-                .and_then(|name| current.defs.get(name))
-            {
-                current.node = target;
-                continue;
-            }
-            let shaped = ["type", "properties", "items", "additionalProperties"]
-                .iter()
-                .any(|k| obj.contains_key(*k));
-            match obj.get("allOf").and_then(Value::as_array) {
-                Some(all) if all.len() == 1 && !shaped => current.node = &all[0],
-                _ => return current,
-            }
+        let node = match facts::builtin(self) {
+            Some(f) => f.resolved,
+            None => facts::resolve(self.defs, self.node),
+        };
+        SchemaRef { node, ..*self }
+    }
+
+    /// What the walks ask of this node, worked out once (kept for built-in nodes).
+    pub(crate) fn facts(&self) -> Cow<'a, NodeFacts<'a>> {
+        match facts::builtin(self) {
+            Some(f) => Cow::Borrowed(f),
+            None => Cow::Owned(NodeFacts::of(*self)),
         }
-        current
+    }
+
+    /// [`Self::resolved`] with this node's facts at hand.
+    pub(crate) fn resolved_in(&self, f: &NodeFacts<'a>) -> SchemaRef<'a> {
+        SchemaRef {
+            node: f.resolved,
+            ..*self
+        }
     }
 
     /// A keyword of the resolved node.
@@ -198,95 +199,70 @@ impl<'a> SchemaRef<'a> {
         self.get("type").and_then(Value::as_str)
     }
 
-    /// Whether this node is the root of an object (a kind or an embedded resource), where
-    /// `apiVersion`, `kind` and `metadata` are always known.
-    fn is_object_root(&self) -> bool {
-        self.root || self.flag("x-kubernetes-embedded-resource")
+    /// Whether this node (with facts `f`) is the root of an object (a kind or an embedded
+    /// resource), where `apiVersion`, `kind` and `metadata` are always known.
+    fn is_object_root(&self, f: &NodeFacts<'a>) -> bool {
+        self.root || f.embedded
     }
 
-    /// The resolved node, then the branches of its `allOf`/`anyOf`/`oneOf` that declare
-    /// type `want` (or any container type when `want` is `None`): the schemas whose
-    /// `properties`/`items` describe a value of that type. Branches without a type only add
-    /// value constraints (structural schemas), so they never define fields.
-    fn shapes(&self, want: Option<&str>) -> Vec<SchemaRef<'a>> {
-        let resolved = self.resolved();
-        let mut out = vec![resolved];
-        for junctor in ["allOf", "anyOf", "oneOf"] {
-            let Some(branches) = resolved.node.get(junctor).and_then(Value::as_array) else {
-                continue;
-            };
-            for branch in branches {
-                let b = resolved.child(branch).resolved();
-                let matches = match (b.type_name(), want) {
-                    (Some(t), Some(w)) => t == w,
-                    (Some(t), None) => t == "object" || t == "array",
-                    (None, _) => false,
-                };
-                if matches {
-                    out.push(b);
-                }
-            }
-        }
-        out
-    }
-
-    /// The schema of property `name` for a value of JSON type `want` (see [`Self::shapes`]).
+    /// The schema of property `name` for a value of JSON type `want`: from the resolved
+    /// node, then the branches of its `allOf`/`anyOf`/`oneOf` that declare type `want` (or
+    /// any container type when `want` is `None`). Branches without a type only add value
+    /// constraints (structural schemas), so they never define fields.
     pub(crate) fn property_for(&self, name: &str, want: Option<&str>) -> Option<SchemaRef<'a>> {
-        if self.is_object_root() {
+        self.property_in(&self.facts(), name, want)
+    }
+
+    /// [`Self::property_for`] with this node's facts at hand.
+    pub(crate) fn property_in(
+        &self,
+        f: &NodeFacts<'a>,
+        name: &str,
+        want: Option<&str>,
+    ) -> Option<SchemaRef<'a>> {
+        if self.is_object_root(f) {
             match name {
                 "metadata" => return object_meta().map(|m| SchemaRef { root: false, ..m }),
                 "apiVersion" | "kind" => {
-                    let declared = self
-                        .shapes(want)
-                        .into_iter()
-                        .find_map(|s| s.node.get("properties")?.get(name).map(|n| s.child(n)));
+                    let declared = f.property(name, want).map(|n| self.child(n));
                     return Some(declared.unwrap_or_else(|| self.child(&STRING_SCHEMA)));
                 }
                 _ => {}
             }
         }
-        self.shapes(want)
-            .into_iter()
-            .find_map(|s| s.node.get("properties")?.get(name).map(|n| s.child(n)))
+        f.property(name, want).map(|n| self.child(n))
     }
 
     /// `additionalProperties` for an object value: `Some(Some(schema))`, `Some(None)` when
     /// any key is allowed unchecked (`true`), `None` when absent or `false`.
     pub(crate) fn additional_for(&self, want: Option<&str>) -> Option<Option<SchemaRef<'a>>> {
-        self.shapes(want)
-            .into_iter()
-            .find_map(|s| match s.node.get("additionalProperties")? {
-                Value::Bool(true) => Some(None),
-                Value::Bool(false) => None,
-                other => Some(Some(s.child(other))),
-            })
+        self.additional_in(&self.facts(), want)
+    }
+
+    /// [`Self::additional_for`] with this node's facts at hand.
+    pub(crate) fn additional_in(
+        &self,
+        f: &NodeFacts<'a>,
+        want: Option<&str>,
+    ) -> Option<Option<SchemaRef<'a>>> {
+        f.additional(want).map(|a| a.map(|n| self.child(n)))
     }
 
     /// `items` for an array value.
     pub(crate) fn items_for(&self, want: Option<&str>) -> Option<SchemaRef<'a>> {
-        self.shapes(want).into_iter().find_map(|s| {
-            s.node
-                .get("items")
-                .filter(|i| i.is_object())
-                .map(|i| s.child(i))
-        })
+        self.items_in(&self.facts(), want)
     }
 
-    /// Whether unknown fields of an object value are kept.
-    pub(crate) fn preserves_unknown(&self) -> bool {
-        self.shapes(Some("object"))
-            .iter()
-            .any(|s| s.node.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)))
+    /// [`Self::items_for`] with this node's facts at hand.
+    pub(crate) fn items_in(&self, f: &NodeFacts<'a>, want: Option<&str>) -> Option<SchemaRef<'a>> {
+        f.items(want).map(|n| self.child(n))
     }
 
     /// Whether this node declares the fields of an object value (`type: object` or
-    /// `properties`), so that keys it does not name are unknown.
-    pub(crate) fn defines_fields(&self) -> bool {
-        self.is_object_root()
-            || self.shapes(Some("object")).iter().any(|s| {
-                s.node.get("type").and_then(Value::as_str) == Some("object")
-                    || s.node.get("properties").is_some()
-            })
+    /// `properties`, or an object root), so that keys it does not name are unknown — unless
+    /// [`NodeFacts::preserves_unknown`].
+    pub(crate) fn defines_fields_in(&self, f: &NodeFacts<'a>) -> bool {
+        self.is_object_root(f) || f.declares_fields()
     }
 
     /// Whether `null` is a value of this node (`nullable: true`); otherwise Kubernetes drops

@@ -140,6 +140,19 @@ impl FieldSet {
         }
     }
 
+    /// Add every path of `other`, taking its nodes instead of copying them.
+    pub fn absorb(&mut self, other: FieldSet) {
+        self.member |= other.member;
+        for (pe, sub) in other.children {
+            match self.children.entry(pe) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(sub);
+                }
+                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().absorb(sub),
+            }
+        }
+    }
+
     /// The paths of `self` that are not in `other`.
     pub fn difference(&self, other: &FieldSet) -> FieldSet {
         let mut out = FieldSet {
@@ -304,5 +317,8 @@ mod tests {
         let mut u = a.clone();
         u.union_with(&b);
         assert_eq!(u.paths().len(), 3);
+        let mut moved = a.clone();
+        moved.absorb(b.clone());
+        assert_eq!(moved, u);
     }
 }

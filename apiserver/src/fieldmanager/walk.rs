@@ -59,7 +59,7 @@ fn extension<'a>(s: &SchemaRef<'a>, keyword: &str) -> Option<&'a Value> {
     s.node().get(keyword).or_else(|| s.get(keyword))
 }
 
-fn definition_name(s: &SchemaRef<'_>) -> Option<String> {
+fn definition_name<'a>(s: &SchemaRef<'a>) -> Option<&'a str> {
     let node = s.node();
     let reference = node.get("$ref").or_else(|| {
         node.get("allOf")
@@ -67,7 +67,7 @@ fn definition_name(s: &SchemaRef<'_>) -> Option<String> {
             .and_then(|a| a.first())
             .and_then(|f| f.get("$ref"))
     })?;
-    schema::ref_name(reference.as_str()?).map(str::to_string)
+    schema::ref_name(reference.as_str()?)
 }
 
 /// The schema of key `key` of an object.
@@ -118,7 +118,7 @@ pub fn list_kind(node: Node<'_>) -> ListKind {
 fn atomic_map(node: Node<'_>) -> bool {
     node.is_some_and(|s| {
         extension(&s, "x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic")
-            || definition_name(&s).is_some_and(|d| ATOMIC_STRUCTS.contains(&d.as_str()))
+            || definition_name(&s).is_some_and(|d| ATOMIC_STRUCTS.contains(&d))
     })
 }
 
@@ -175,7 +175,7 @@ fn key_of(item: &Value, kind: &ListKind, i: usize) -> PathElement {
 }
 
 /// The owned parts of a granular value: (path element, value, schema), in order.
-fn elements<'v, 'a>(v: &'v Value, node: Node<'a>) -> Vec<(PathElement, &'v Value, Node<'a>)> {
+fn elements<'v, 'a>(v: &'v Value, node: Node<'a>) -> Vec<Element<'v, 'a>> {
     match (v, shape(v, node)) {
         (Value::Object(m), Shape::Object) => m
             .iter()
@@ -278,26 +278,55 @@ pub struct Changes {
 
 /// What changed from `old` to `new` (the children of two granular values).
 pub fn diff(old: Option<&Value>, new: Option<&Value>, node: Node<'_>) -> Changes {
+    diff_elements(
+        old.map(|o| elements(o, node)).unwrap_or_default(),
+        new.map(|n| elements(n, node)).unwrap_or_default(),
+    )
+}
+
+/// The owned parts of an object given as its fields (a subset of a granular object's,
+/// e.g. the tracked part of a root), as [`diff_elements`] takes them.
+pub fn object_elements<'v, 'a>(
+    fields: impl IntoIterator<Item = (&'v str, &'v Value)>,
+    node: Node<'a>,
+) -> Vec<Element<'v, 'a>> {
+    if atomic_map(node) {
+        return Vec::new();
+    }
+    fields
+        .into_iter()
+        .map(|(k, c)| (PathElement::Field(k.to_string()), c, child(node, k)))
+        .collect()
+}
+
+/// One owned part of a value: its path element, value and schema.
+pub type Element<'v, 'a> = (PathElement, &'v Value, Node<'a>);
+
+/// What changed between the owned parts of two versions of a value.
+pub fn diff_elements(olds: Vec<Element<'_, '_>>, news: Vec<Element<'_, '_>>) -> Changes {
     let mut out = Changes::default();
-    let mut olds: BTreeMap<PathElement, (&Value, Node<'_>)> = BTreeMap::new();
-    for (pe, v, n) in old.map(|o| elements(o, node)).unwrap_or_default() {
-        olds.entry(pe).or_insert((v, n));
+    let mut old_by: BTreeMap<PathElement, (&Value, Node<'_>)> = BTreeMap::new();
+    for (pe, v, n) in olds {
+        old_by.entry(pe).or_insert((v, n));
     }
-    let mut news: BTreeMap<PathElement, (&Value, Node<'_>)> = BTreeMap::new();
-    for (pe, v, n) in new.map(|o| elements(o, node)).unwrap_or_default() {
-        news.entry(pe).or_insert((v, n));
+    let mut new_by: BTreeMap<PathElement, (&Value, Node<'_>)> = BTreeMap::new();
+    for (pe, v, n) in news {
+        new_by.entry(pe).or_insert((v, n));
     }
-    let keys: std::collections::BTreeSet<&PathElement> = olds.keys().chain(news.keys()).collect();
+    let keys: std::collections::BTreeSet<&PathElement> =
+        old_by.keys().chain(new_by.keys()).collect();
     for pe in keys {
-        let o = olds.get(pe);
-        let n = news.get(pe);
+        let o = old_by.get(pe);
+        let n = new_by.get(pe);
         let cn = n.or(o).and_then(|(_, n)| *n);
         match (o, n) {
+            // Equal values differ in nothing (the common case of an update).
+            (Some((ov, _)), Some((nv, _))) if ov == nv => {}
             (Some((ov, _)), Some((nv, _))) => {
                 let (so, sn) = (shape(ov, cn), shape(nv, cn));
                 if so != Shape::Leaf && so == sn {
                     attach(&mut out, pe, diff(Some(ov), Some(nv), cn));
-                } else if ov != nv {
+                } else {
                     out.modified.child_mut(pe.clone()).member = true;
                 }
             }
@@ -327,7 +356,7 @@ fn attach(out: &mut Changes, pe: &PathElement, sub: Changes) {
         (&mut out.removed, sub.removed),
     ] {
         if !src.is_empty() {
-            dst.child_mut(pe.clone()).union_with(&src);
+            dst.child_mut(pe.clone()).absorb(src);
         }
     }
 }

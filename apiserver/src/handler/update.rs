@@ -25,7 +25,7 @@ use crate::store::{Event, Outcome, Stored};
 /// anything but metadata and status changed.
 fn carry_system_fields(res: &Resource, cur: &Value, new: &mut Value, sub: Option<&str>) {
     if sub == Some("status") {
-        let status = new.get("status").cloned();
+        let status = new.as_object_mut().and_then(|m| m.remove("status"));
         let mut merged = cur.clone();
         match status {
             Some(s) => merged["status"] = s,
@@ -48,7 +48,7 @@ fn carry_system_fields(res: &Resource, cur: &Value, new: &mut Value, sub: Option
             }
         }
     }
-    let cur_meta = cur.get("metadata").cloned().unwrap_or(Value::Null);
+    let cur_meta = cur.get("metadata").unwrap_or(&Value::Null);
     let meta = meta_mut(new);
     for k in [
         "uid",
@@ -68,21 +68,23 @@ fn carry_system_fields(res: &Resource, cur: &Value, new: &mut Value, sub: Option
         }
     }
     meta.remove("selfLink");
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(m) = v.as_object_mut() {
-            m.remove("metadata");
-            m.remove("status");
-        }
-        v
-    };
-    if strip(cur) != strip(new) {
+    if !same_but_meta_and_status(cur, new) {
         let g = cur_meta
             .get("generation")
             .and_then(Value::as_i64)
             .unwrap_or(0);
         meta_mut(new).insert("generation".into(), json!(g + 1));
     }
+}
+
+/// `a == b` but for `metadata` and `status` (without copying either object).
+fn same_but_meta_and_status(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let skipped = |k: &str| k == "metadata" || k == "status";
+    let count = |m: &serde_json::Map<String, Value>| m.keys().filter(|k| !skipped(k)).count();
+    count(a) == count(b) && a.iter().all(|(k, v)| skipped(k) || b.get(k) == Some(v))
 }
 
 /// What an update is: its resource, subresource, validation mode, user and field manager.

@@ -185,12 +185,14 @@ pub(super) fn drop_unknown(
     let Some(schema) = schema_of(res) else {
         return Ok(());
     };
-    let v = schema::validate(schema, obj);
-    if !v.unknown_fields.is_empty() {
+    // Unknown fields and nulls of non-nullable fields are dropped, as the decoder does,
+    // before the values are checked; pruning reports the unknown fields as validation
+    // would (same paths, same order), so one walk both finds and drops them.
+    let unknown = schema::prune(schema, obj);
+    if !unknown.is_empty() {
         match mode {
             FieldValidation::Strict => {
-                let list: Vec<String> = v
-                    .unknown_fields
+                let list: Vec<String> = unknown
                     .iter()
                     .map(|f| format!("unknown field \"{f}\""))
                     .collect();
@@ -201,17 +203,12 @@ pub(super) fn drop_unknown(
                     ver = res.version
                 )));
             }
-            FieldValidation::Warn => warnings.extend(
-                v.unknown_fields
-                    .iter()
-                    .map(|f| format!("unknown field \"{f}\"")),
-            ),
+            FieldValidation::Warn => {
+                warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\"")))
+            }
             FieldValidation::Ignore => {}
         }
     }
-    // Unknown fields and nulls of non-nullable fields are dropped, as the decoder does,
-    // before the values are checked.
-    schema::prune(schema, obj);
     Ok(())
 }
 
@@ -264,9 +261,9 @@ pub(super) fn record_update(
 
 /// Metadata rules (names, labels, annotations, finalizers).
 pub(super) fn validate_meta(res: &Resource, obj: &Value) -> ApiResult<()> {
-    let meta = obj.get("metadata").cloned().unwrap_or(Value::Null);
+    let meta = obj.get("metadata").unwrap_or(&Value::Null);
     let errs = validation::validate_object_meta(
-        &meta,
+        meta,
         validation::name_rule(&res.group, &res.plural),
         res.namespaced,
     );

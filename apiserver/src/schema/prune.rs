@@ -32,15 +32,22 @@ fn prune_node(
     }
     match v {
         Value::Object(map) => {
-            if s.type_name().is_some_and(|t| t != "object") {
+            let f = s.facts();
+            if f.resolved
+                .get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t != "object")
+            {
                 return;
             }
-            let additional = s.additional_for(Some("object"));
-            let closed = !s.preserves_unknown() && s.defines_fields();
+            let additional = s.additional_in(&f, Some("object"));
+            let closed = !f.preserves_unknown() && s.defines_fields_in(&f);
             // One pass in document order: decide, record, recurse; then drop.
             let mut drop = std::collections::HashSet::new();
             for (key, child) in map.iter_mut() {
-                let schema = s.property_for(key, Some("object")).or(additional.flatten());
+                let schema = s
+                    .property_in(&f, key, Some("object"))
+                    .or(additional.flatten());
                 path.with(Seg::Field(key.clone()), |p| match schema {
                     Some(cs) if child.is_null() && !cs.nullable() => {
                         drop.insert(key.clone());

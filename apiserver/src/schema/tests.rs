@@ -556,3 +556,32 @@ fn crd_defaults_fill_absent_fields() {
     apply_defaults(s, &mut empty);
     assert_eq!(empty["spec"], json!({"mode": "auto", "keep": "x"}));
 }
+
+/// The write path finds unknown fields by pruning (one walk); it must report exactly what
+/// validation reports, in the same order.
+#[test]
+fn pruning_reports_the_unknown_fields_validation_reports() {
+    let mut with_typos = pod(json!([
+        {"name": "c", "image": "nginx", "imagee": "typo", "ports": [{"containerPort": 80, "portt": 1}]},
+        {"name": "d", "env": [{"name": "A", "vaule": "x"}], "resources": {"limits": {"cpu": "1"}, "limitz": {}}},
+    ]));
+    with_typos["metadata"]["labelz"] = json!({"a": "b"});
+    with_typos["metadata"]["creationTimestamp"] = Value::Null;
+    with_typos["spek"] = json!(null);
+    with_typos["status"] =
+        json!({"phase": "Running", "phaze": 1, "conditions": [{"type": "Ready", "x": 1}]});
+    let wrong_types = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": {"name": "not-a-list", "bogus": 1}, "volumes": [{"name": "v", "emptyDir": 3, "junk": 1}]}});
+    let crd = crd_sample();
+    let crd_obj = json!({"apiVersion": "a/v1", "kind": "D", "metadata": {"name": "d", "x": 1},
+        "spec": {"model": "m", "extra": {"free": {"a": 1}}, "junk": null, "props": [{"name": "a", "zz": 1}, 7]}, "top": 1});
+    for (s, obj) in [
+        (pod_schema(), with_typos),
+        (pod_schema(), wrong_types),
+        (crd_schema(&crd), crd_obj),
+    ] {
+        let expected = validate(s, &obj).unknown_fields;
+        let mut pruned = obj.clone();
+        assert_eq!(prune(s, &mut pruned), expected, "{obj}");
+    }
+}

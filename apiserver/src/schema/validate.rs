@@ -19,7 +19,7 @@ use super::values::{
     Path, Seg, has_duplicates, is_base64, is_date_time, is_integer, json_eq, json_type,
     pattern_matches, show, show_num, type_matches,
 };
-use super::{Origin, SchemaRef};
+use super::{NodeFacts, Origin, SchemaRef};
 
 /// Deepest nesting [`validate`] and `prune` descend into (serde_json refuses deeper input
 /// anyway); below it values are accepted unchecked.
@@ -201,7 +201,8 @@ impl Walker {
         if depth > MAX_DEPTH || v.is_null() {
             return;
         }
-        let r = s.resolved();
+        let f = s.facts();
+        let r = s.resolved_in(&f);
         let Some(n) = r.node().as_object() else {
             return;
         };
@@ -231,8 +232,8 @@ impl Walker {
         match v {
             Value::Number(num) => self.check_number(n, v, num.as_f64().unwrap_or(0.0), path),
             Value::String(text) => self.check_string(n, v, text, path),
-            Value::Array(items) => self.check_array(s, items, path, depth),
-            Value::Object(_) => self.check_object(s, v, path, depth),
+            Value::Array(items) => self.check_array(s, &f, items, path, depth),
+            Value::Object(_) => self.check_object(s, &f, v, path, depth),
             _ => {}
         }
         self.check_junctors(n, r, v, path, depth);
@@ -328,8 +329,15 @@ impl Walker {
         }
     }
 
-    fn check_array(&mut self, s: SchemaRef<'_>, items: &[Value], path: &mut Path, depth: usize) {
-        let r = s.resolved();
+    fn check_array<'a>(
+        &mut self,
+        s: SchemaRef<'a>,
+        f: &NodeFacts<'a>,
+        items: &[Value],
+        path: &mut Path,
+        depth: usize,
+    ) {
+        let r = s.resolved_in(f);
         let n = |k: &str| r.get(k).and_then(Value::as_u64);
         let len = items.len() as u64;
         if let Some(max) = n("maxItems")
@@ -358,9 +366,9 @@ impl Walker {
             );
         }
         if s.origin() == Origin::Crd {
-            self.check_list_type(s, items, path);
+            self.check_list_type(r, items, path);
         }
-        if let Some(item_schema) = s.items_for(Some("array")) {
+        if let Some(item_schema) = s.items_in(f, Some("array")) {
             for (i, item) in items.iter().enumerate() {
                 path.with(Seg::Index(i), |p| {
                     self.check(item_schema, item, p, depth + 1)
@@ -415,9 +423,16 @@ impl Walker {
         }
     }
 
-    fn check_object(&mut self, s: SchemaRef<'_>, v: &Value, path: &mut Path, depth: usize) {
+    fn check_object<'a>(
+        &mut self,
+        s: SchemaRef<'a>,
+        f: &NodeFacts<'a>,
+        v: &Value,
+        path: &mut Path,
+        depth: usize,
+    ) {
         let Value::Object(map) = v else { return };
-        let r = s.resolved();
+        let r = s.resolved_in(f);
         let count = map.len() as u64;
         if let Some(max) = r.get("maxProperties").and_then(Value::as_u64)
             && count > max
@@ -453,11 +468,11 @@ impl Walker {
                 }
             }
         }
-        let additional = s.additional_for(Some("object"));
-        let closed = !s.preserves_unknown() && s.defines_fields();
+        let additional = s.additional_in(f, Some("object"));
+        let closed = !f.preserves_unknown() && s.defines_fields_in(f);
         for (key, child) in map {
             path.with(Seg::Field(key.clone()), |p| {
-                match s.property_for(key, Some("object")) {
+                match s.property_in(f, key, Some("object")) {
                     Some(ps) => self.check(ps, child, p, depth + 1),
                     None => match additional {
                         Some(Some(schema)) => self.check(schema, child, p, depth + 1),
