@@ -88,11 +88,12 @@ impl BusConfig {
 }
 
 /// The Devices bound to this node with their DeviceModels, as the edge cache holds them
-/// (raw JSON, as the API returned it). Keyed by `ns/name`.
+/// (raw JSON, as the API returned it). Keyed by `ns/name`. The JSON is shared with the
+/// feeder's cache (and a model with all its devices), not copied into every set.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeviceSet {
     /// `ns/name` -> (Device, its DeviceModel if cached).
-    pub devices: BTreeMap<String, (serde_json::Value, Option<serde_json::Value>)>,
+    pub devices: BTreeMap<String, (Arc<serde_json::Value>, Option<Arc<serde_json::Value>>)>,
 }
 
 /// What the outbox must send to the cloud. Coalesce by [`Upstream::coalesce_key`]: statuses

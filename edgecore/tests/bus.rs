@@ -66,7 +66,7 @@ fn device_set(devices: Vec<(Value, Option<Value>)>) -> DeviceSet {
             d["metadata"]["namespace"].as_str().unwrap(),
             d["metadata"]["name"].as_str().unwrap()
         );
-        s.devices.insert(id, (d, m));
+        s.devices.insert(id, (Arc::new(d), m.map(Arc::new)));
     }
     s
 }

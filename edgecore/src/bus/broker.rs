@@ -3,16 +3,24 @@
 //!
 //! Sized for a gateway. rumqttd keeps an in-memory log per subscribed filter and per topic
 //! published without a subscriber (`dynamic_filters`; without it such a publish disconnects
-//! the publisher). Segments are filled as messages come, so a log costs what it holds: at
-//! most 128 KiB (64 segments of 2 KiB) for results, deltas and documents, and 256 KiB × 4
-//! for the bus's own request filters, where a burst of reports must not overrun the bus
-//! client. rumqttd drops a log's oldest segment when it is full, and a subscriber that lags
-//! behind loses what it had not read — QoS 1 or not. Logs are sized by exact filter string,
-//! so a mapper's wildcard subscription to every device's results shares one default-sized
-//! log: with 32 KiB (16 × 2 KiB) such a subscriber lost ~30 of 256 results in flight
-//! (`kedge-bench twin --smoke`, 3 of 3 runs), with 128 KiB none (3 of 3), for +1.6 MiB of
-//! anonymous memory at saturation. Small segments make a full log drop 2 KiB, not half of
-//! itself. rumqttd routes no `$`-topics, hence the `kedge` prefix.
+//! the publisher). Segments are filled as messages come, so a log holds at most 128 KiB
+//! (8 segments of 16 KiB) for results, deltas and documents, and 1 MiB (8 × 128 KiB) for the
+//! bus's own request filters, where a burst of reports must not overrun the bus client.
+//! rumqttd drops a log's oldest segment when it is full, and a subscriber that lags behind
+//! loses what it had not read — QoS 1 or not. Logs are sized by exact filter string, so a
+//! mapper's wildcard subscription to every device's results shares one default-sized log:
+//! with 32 KiB such a subscriber lost ~30 of 256 results in flight (`kedge-bench twin
+//! --smoke`, 3 of 3 runs), with 128 KiB none. Eight segments make a full log drop an eighth
+//! of itself, not half.
+//!
+//! The segment *count* is what costs memory, not the byte budget: rumqttd gives every new
+//! segment a `Vec` with room for 1,024 entries (~240 KiB, of which a 16 KiB segment of
+//! 100–300 byte messages uses a few pages). Once glibc has seen one such block freed it serves
+//! the next ones from the router thread's heap instead of mmap, and that heap then spans
+//! (and, reused for other allocations, touches) ~240 KiB per live segment. 64 segments of
+//! 2 KiB per log cost several MiB of resident memory at 100 devices; 8 of 16 KiB hold the
+//! same 128 KiB (see docs/benchmarks.md, "edgecore memory, session 6").
+//! rumqttd routes no `$`-topics, hence the `kedge` prefix.
 //! With a username, every client must present it (and the password); a wrong password just
 //! drops the socket (rumqttd sends no CONNACK refusal).
 //!
@@ -57,8 +65,8 @@ pub fn config(cfg: &BusConfig) -> Config {
         },
     };
     let big = SegmentConfig {
-        max_segment_size: 256 * 1024,
-        max_segment_count: 4,
+        max_segment_size: 128 * 1024,
+        max_segment_count: 8,
     };
     let custom = devicetwin::topic::edge_subscriptions(&cfg.prefix, &cfg.node_name)
         .unwrap_or_default()
@@ -70,8 +78,8 @@ pub fn config(cfg: &BusConfig) -> Config {
         router: RouterConfig {
             max_connections: 256,
             max_outgoing_packet_count: 200,
-            max_segment_size: 2 * 1024,
-            max_segment_count: 64,
+            max_segment_size: 16 * 1024,
+            max_segment_count: 8,
             custom_segment: Some(custom),
             ..RouterConfig::default()
         },
@@ -205,6 +213,10 @@ mod tests {
         assert!(
             c.router.max_segment_count >= 8,
             "a full log drops one small segment, not half of itself"
+        );
+        assert!(
+            c.router.max_segment_count <= 8,
+            "each segment reserves ~240 KiB in rumqttd; more of them cost resident memory"
         );
         let custom = c.router.custom_segment.clone().unwrap_or_default();
         assert!(custom.contains_key("kedge/events/device/+/+/twin/update"));

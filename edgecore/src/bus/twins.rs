@@ -25,6 +25,7 @@ use devicetwin::topic::{self, NodeTopic, TopicForm};
 use devicetwin::{
     Device, DeviceKey, DeviceStatus, DeviceTopic, Membership, Shadow, Stamp, Topic, TwinEvent,
 };
+use serde::Deserialize;
 use tracing::{debug, info, warn};
 
 use super::ShadowStore;
@@ -431,7 +432,7 @@ impl Twins {
     pub fn sync_devices(&mut self, set: &super::DeviceSet, now: i64) -> Vec<Effect> {
         let mut current = BTreeMap::new();
         for (id, (dv, mv)) in &set.devices {
-            let device: Device = match serde_json::from_value(dv.clone()) {
+            let device = match Device::deserialize(&**dv) {
                 Ok(d) => d,
                 Err(e) => {
                     warn!(device = %id, error = %e, "skipping a Device that does not parse");
@@ -448,7 +449,7 @@ impl Twins {
             }
             let model = mv
                 .as_ref()
-                .and_then(|m| serde_json::from_value::<DeviceModel>(m.clone()).ok())
+                .and_then(|m| DeviceModel::deserialize(&**m).ok())
                 .map(|m| m.spec);
             current.insert(key, (device, model));
         }

@@ -99,7 +99,7 @@ pub struct DeviceCache {
 #[derive(Debug)]
 struct Parsed {
     object: Arc<StoredObject>,
-    json: Value,
+    json: Arc<Value>,
     /// The last refresh round that saw the object.
     seen: u64,
 }
@@ -136,7 +136,7 @@ impl DeviceCache {
                         .is_none_or(|old| !same_inputs(&old.json, &json));
                     let entry = Parsed {
                         object: object.clone(),
-                        json,
+                        json: Arc::new(json),
                         seen: round,
                     };
                     self.parsed.insert(key.clone(), entry);
@@ -404,7 +404,7 @@ mod tests {
                 "spec": {"properties": [{"name": "sp", "type": ty}]}})
         };
         let set = |d: Value, m: Option<Value>| DeviceSet {
-            devices: BTreeMap::from([("ns/d".to_owned(), (d, m))]),
+            devices: BTreeMap::from([("ns/d".to_owned(), (Arc::new(d), m.map(Arc::new)))]),
         };
         let base = set(device(1, "1", "online"), Some(model("INT")));
         // Status churn (our own reports coming back): nothing to do.
@@ -454,7 +454,7 @@ mod tests {
         let mut cache = DeviceCache::default();
         assert!(cache.refresh(objects.iter()), "first sight");
         let set = cache.set("n");
-        assert_eq!(set.devices["ns/d"].1.as_ref(), Some(&model));
+        assert_eq!(set.devices["ns/d"].1.as_deref(), Some(&model));
         assert!(cache.set("other").devices.is_empty());
         assert!(!cache.refresh(objects.iter()), "same objects");
         objects.insert(

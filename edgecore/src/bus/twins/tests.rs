@@ -30,7 +30,7 @@ fn set(devices: Vec<(Value, Option<Value>)>) -> DeviceSet {
             d["metadata"]["namespace"].as_str().unwrap_or("default"),
             d["metadata"]["name"].as_str().unwrap_or("")
         );
-        s.devices.insert(id, (d, m));
+        s.devices.insert(id, (Arc::new(d), m.map(Arc::new)));
     }
     s
 }
