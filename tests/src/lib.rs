@@ -217,9 +217,9 @@ impl Standalone {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         wait_exit(&mut self.child, Duration::from_secs(20)).map_err(|e| {
             let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            e.context(format!("cloudcore's log ends:\n{}", tail.join("\n")))
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+            e.context(format!("cloudcore's log ends:\n{tail}"))
         })
     }
 

@@ -172,27 +172,34 @@ fn address(node: &Value) -> usize {
 /// The facts of every object node of the built-in definitions, by address.
 static BUILTIN: LazyLock<HashMap<usize, NodeFacts<'static>, BuildHasherDefault<AddressHasher>>> =
     LazyLock::new(|| {
-        let defs = builtin_definitions();
-        let mut out = HashMap::default();
-        let mut stack: Vec<&'static Value> = defs.values().collect();
-        while let Some(node) = stack.pop() {
-            match node {
-                Value::Object(map) => {
-                    let s = SchemaRef {
-                        defs,
-                        node,
-                        origin: Origin::Builtin,
-                        root: false,
-                    };
-                    out.insert(address(node), NodeFacts::of(s));
-                    stack.extend(map.values());
-                }
-                Value::Array(items) => stack.extend(items),
-                _ => {}
-            }
-        }
-        out
+        builtin_object_nodes()
+            .into_iter()
+            .map(|s| (address(s.node), NodeFacts::of(s)))
+            .collect()
     });
+
+/// Every object node of the built-in definitions, as a built-in cursor.
+fn builtin_object_nodes() -> Vec<SchemaRef<'static>> {
+    let defs = builtin_definitions();
+    let mut out = Vec::new();
+    let mut stack: Vec<&'static Value> = defs.values().collect();
+    while let Some(node) = stack.pop() {
+        match node {
+            Value::Object(map) => {
+                out.push(SchemaRef {
+                    defs,
+                    node,
+                    origin: Origin::Builtin,
+                    root: false,
+                });
+                stack.extend(map.values());
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    out
+}
 
 /// Hashes an address: a multiply and fold (no need for SipHash's flood resistance; the
 /// keys are the server's own nodes).
@@ -228,32 +235,9 @@ mod tests {
     use super::*;
     use crate::schema::{crd_schema, object_meta};
 
-    /// Every object node of the definitions, as a built-in cursor.
-    fn every_builtin_node() -> Vec<SchemaRef<'static>> {
-        let defs = builtin_definitions();
-        let mut out = Vec::new();
-        let mut stack: Vec<&'static Value> = defs.values().collect();
-        while let Some(node) = stack.pop() {
-            match node {
-                Value::Object(map) => {
-                    out.push(SchemaRef {
-                        defs,
-                        node,
-                        origin: Origin::Builtin,
-                        root: false,
-                    });
-                    stack.extend(map.values());
-                }
-                Value::Array(items) => stack.extend(items),
-                _ => {}
-            }
-        }
-        out
-    }
-
     #[test]
     fn kept_facts_of_builtin_nodes_are_what_the_json_says() {
-        for s in every_builtin_node() {
+        for s in builtin_object_nodes() {
             let kept = builtin(&s).unwrap();
             let fresh = NodeFacts::of(s);
             assert!(std::ptr::eq(kept.resolved, fresh.resolved));

@@ -1,6 +1,16 @@
 use super::*;
 use serde_json::json;
 
+/// A store in `dir` with its committer running until `token` is cancelled.
+fn started(
+    dir: &Path,
+    token: &tokio_util::sync::CancellationToken,
+) -> (Arc<Store>, tokio::task::JoinHandle<()>) {
+    let store = Store::open(dir, StoreOptions::default()).unwrap();
+    let task = tokio::spawn(store.clone().run_committer(token.clone()));
+    (store, task)
+}
+
 fn put(store: &Store, key: &str, v: Value) -> Arc<Event> {
     store
         .mutate(key, |_, _| Ok(Outcome::Put(v)))
@@ -13,8 +23,7 @@ async fn writes_are_durable_and_replayable_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let token = tokio_util::sync::CancellationToken::new();
     {
-        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        let task = tokio::spawn(store.clone().run_committer(token.clone()));
+        let (store, task) = started(dir.path(), &token);
         let a = put(
             &store,
             "core/pods/default/a",
@@ -53,8 +62,7 @@ async fn writes_are_durable_and_replayable_after_reopen() {
 async fn an_unawaited_write_is_flushed_once_and_shutdown_still_stops_the_committer() {
     let dir = tempfile::tempdir().unwrap();
     let token = tokio_util::sync::CancellationToken::new();
-    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-    let task = tokio::spawn(store.clone().run_committer(token.clone()));
+    let (store, task) = started(dir.path(), &token);
     let a = put(
         &store,
         "core/pods/default/a",

@@ -464,9 +464,6 @@ impl Session {
         let checked = self.checked.clone();
         tokio::spawn(async move {
             let last = checked.lock().ok().and_then(|c| c.clone());
-            let full = last
-                .as_ref()
-                .is_none_or(|l| l.at.elapsed() >= shared.cfg.node_check);
             let outcome = tokio::select! {
                 _ = ended.cancelled() => None,
                 r = tokio::time::timeout(HEARTBEAT, async {
@@ -475,7 +472,9 @@ impl Session {
                         .await
                 }) => Some(match r {
                     Ok(Ok(c)) => {
-                        shared.metrics.heartbeat(if full { "checked" } else { "lease" });
+                        // A Lease-only renewal hands back the last check as it was.
+                        let lease_only = last.as_ref().is_some_and(|l| l.at == c.at);
+                        shared.metrics.heartbeat(if lease_only { "lease" } else { "checked" });
                         Some(c)
                     }
                     Ok(Err(e)) => {
