@@ -267,14 +267,21 @@ async fn accept_loop(listener: TcpListener, upstream: Arc<Backends>, control: Co
         };
         control.stats.accepted.fetch_add(1, Ordering::Relaxed);
         let _ = client.set_nodelay(true);
-        tokio::spawn(connection(client, upstream.clone(), control.clone()));
+        // Resets from the moment of accepting apply to this connection, even
+        // one issued before its task first runs.
+        let mut reset = control.reset.clone();
+        reset.mark_unchanged();
+        tokio::spawn(connection(client, reset, upstream.clone(), control.clone()));
     }
 }
 
 /// One proxied connection until either side closes, a reset, or stop.
-async fn connection(client: TcpStream, upstream: Arc<Backends>, control: Control) {
-    let mut reset = control.reset.clone();
-    reset.mark_unchanged();
+async fn connection(
+    client: TcpStream,
+    mut reset: watch::Receiver<u64>,
+    upstream: Arc<Backends>,
+    control: Control,
+) {
     // A connection arriving during a blackhole never reaches the server.
     if *control.fault.borrow() == Fault::Blackhole {
         let (mut r, w) = client.into_split();
@@ -306,7 +313,11 @@ async fn connection(client: TcpStream, upstream: Arc<Backends>, control: Control
     let down = pump(sr, cw, control.clone(), reset, Dir::Down);
     // Each direction ends on EOF (passed on as a FIN), an error, a reset
     // (RST) or stop; a half-closed connection lets the other half finish.
-    tokio::join!(up, down);
+    // A reset is counted once per connection, whichever halves were open.
+    let (up, down) = tokio::join!(up, down);
+    if up || down {
+        control.stats.resets.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -315,14 +326,15 @@ enum Dir {
     Down,
 }
 
-/// Copies `r` to `w` under the current fault until EOF, error, reset or stop.
+/// Copies `r` to `w` under the current fault until EOF, error, reset or
+/// stop; true when a reset aborted it.
 async fn pump(
     mut r: OwnedReadHalf,
     mut w: OwnedWriteHalf,
     control: Control,
     mut reset: watch::Receiver<u64>,
     dir: Dir,
-) {
+) -> bool {
     let mut stop = control.stop.clone();
     let aborted = tokio::select! {
         () = forward(&mut r, &mut w, control.clone(), dir) => false,
@@ -332,10 +344,8 @@ async fn pump(
     if aborted {
         // SO_LINGER 0: closing sends a RST instead of a FIN.
         let _ = r.as_ref().set_zero_linger();
-        if dir == Dir::Up {
-            control.stats.resets.fetch_add(1, Ordering::Relaxed);
-        }
     }
+    aborted
 }
 
 async fn forward(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, mut control: Control, dir: Dir) {
