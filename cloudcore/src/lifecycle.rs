@@ -194,7 +194,7 @@ pub async fn node_connected_from(
 /// renewing — none ever writes NotReady/Unknown (that is the node-lifecycle controller's
 /// job, judged by the Lease's age).
 pub async fn heartbeat(client: &Client, node: &str) -> Result<(), LifecycleError> {
-    heartbeat_checked(client, node).await.map(drop)
+    heartbeat_checked(client, node, true).await.map(drop)
 }
 
 /// What a full heartbeat learnt: the Node's UID (`None`: no Node) and when it was checked.
@@ -206,29 +206,50 @@ pub struct NodeChecked {
     pub at: std::time::Instant,
 }
 
-/// [`heartbeat`] that skips reading the Node while `last` is younger than `fresh_for`: the
-/// Lease alone is renewed. A node whose Lease was renewed within the grace cannot have been
-/// marked Unknown by a lifecycle controller, so reading the whole Node on every renewal (a
-/// GET and a parse of a few KB, per node, every ~15 s) only re-confirms what the last full
-/// heartbeat saw; the caller drops `last` when a renewal fails, and a full check every
-/// `fresh_for` heals anything else (a condition edited by hand). Halves the API calls of
-/// the hub's steady state.
+/// Who renews the node's Lease while its session is live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseRenewal {
+    /// The hub renews it on every heartbeat.
+    Hub,
+    /// The edge renewed it itself through the session within the last heartbeat interval
+    /// (edgecore does, as the kubelet does): the hub only checks the Node.
+    Edge,
+}
+
+/// [`heartbeat`] that skips reading the Node while `last` is younger than `fresh_for`, and
+/// skips the Lease when the edge renews it itself. A node whose Lease was renewed within
+/// the grace cannot have been marked Unknown by a lifecycle controller, so reading the
+/// whole Node on every renewal (a GET and a parse of a few KB, per node, every ~15 s) only
+/// re-confirms what the last full heartbeat saw; the caller drops `last` when a renewal
+/// fails, and a full check every `fresh_for` heals anything else (a condition edited by
+/// hand). Returns the check now in force and whether this call wrote or read anything
+/// (`false`: nothing was due — the edge renews the Lease and the last check is fresh).
 pub async fn heartbeat_with(
     client: &Client,
     node: &str,
     last: Option<&NodeChecked>,
     fresh_for: std::time::Duration,
-) -> Result<NodeChecked, LifecycleError> {
+    lease: LeaseRenewal,
+) -> Result<(NodeChecked, bool), LifecycleError> {
+    let renew = lease == LeaseRenewal::Hub;
     match last {
         Some(last) if last.at.elapsed() < fresh_for => {
-            renew_lease_for(client, node, last.uid.as_deref()).await?;
-            Ok(last.clone())
+            if renew {
+                renew_lease_for(client, node, last.uid.as_deref()).await?;
+            }
+            Ok((last.clone(), renew))
         }
-        _ => heartbeat_checked(client, node).await,
+        _ => heartbeat_checked(client, node, renew)
+            .await
+            .map(|c| (c, true)),
     }
 }
 
-async fn heartbeat_checked(client: &Client, node: &str) -> Result<NodeChecked, LifecycleError> {
+async fn heartbeat_checked(
+    client: &Client,
+    node: &str,
+    renew: bool,
+) -> Result<NodeChecked, LifecycleError> {
     let at = std::time::Instant::now();
     let nodes: Api<Node> = Api::all(client.clone());
     let Some(current) = nodes
@@ -236,11 +257,15 @@ async fn heartbeat_checked(client: &Client, node: &str) -> Result<NodeChecked, L
         .await
         .map_err(api_err("reading the Node", node))?
     else {
-        renew_lease_for(client, node, None).await?;
+        if renew {
+            renew_lease_for(client, node, None).await?;
+        }
         return Ok(NodeChecked { uid: None, at });
     };
     let uid = current.metadata.uid.clone();
-    renew_lease_for(client, node, uid.as_deref()).await?;
+    if renew {
+        renew_lease_for(client, node, uid.as_deref()).await?;
+    }
     if ready_status(&current) != Some("True") {
         update_status(&nodes, node, current, |conditions| {
             let ready = status::ready_condition(

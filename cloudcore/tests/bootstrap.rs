@@ -15,7 +15,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use cloudcore::edge::{EdgeCache, NodeChange};
 use cloudcore::join::{Bootstrap, ErrorBody, JoinRequest, JoinResponse};
-use cloudcore::lifecycle::{self, LifecycleConfig};
+use cloudcore::lifecycle::{self, LeaseRenewal, LifecycleConfig};
 use cloudcore::token::{self, TokenRecord};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
@@ -681,9 +681,9 @@ async fn a_single_secret_record_moves_into_shards() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A heartbeat with a fresh check renews only the Lease (no read of the Node: a Ready
-/// condition changed meanwhile stays as it is); once the check is older than allowed, the
-/// heartbeat reads the Node again and restores Ready.
+/// A heartbeat with a fresh check renews only the Lease, or nothing when the edge renews it
+/// (no read of the Node: a Ready condition changed meanwhile stays as it is); once the check
+/// is older than allowed, the heartbeat reads the Node again and restores Ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_reads_the_node_only_when_its_last_check_is_old() -> anyhow::Result<()> {
     let c = Cluster::start().await?;
@@ -694,7 +694,14 @@ async fn heartbeat_reads_the_node_only_when_its_last_check_is_old() -> anyhow::R
         ..Default::default()
     };
     lifecycle::node_connected(&c.client, "hb", &hello, None).await?;
-    let first = lifecycle::heartbeat_with(&c.client, "hb", None, Duration::from_secs(30)).await?;
+    let (first, _) = lifecycle::heartbeat_with(
+        &c.client,
+        "hb",
+        None,
+        Duration::from_secs(30),
+        LeaseRenewal::Hub,
+    )
+    .await?;
     let uid = nodes.get("hb").await?.metadata.uid;
     assert_eq!(first.uid, uid);
     let set_ready = |status: &'static str| {
@@ -715,24 +722,49 @@ async fn heartbeat_reads_the_node_only_when_its_last_check_is_old() -> anyhow::R
     let renewed = |l: Lease| l.spec.and_then(|s| s.renew_time).map(|t| t.0);
     let before = renewed(leases.get("hb").await?);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let again =
-        lifecycle::heartbeat_with(&c.client, "hb", Some(&first), Duration::from_secs(30)).await?;
-    assert_eq!(again, first, "a fresh check is kept");
-    assert!(
-        renewed(leases.get("hb").await?) > before,
-        "the Lease is renewed"
-    );
+    let again = lifecycle::heartbeat_with(
+        &c.client,
+        "hb",
+        Some(&first),
+        Duration::from_secs(30),
+        LeaseRenewal::Hub,
+    )
+    .await?;
+    assert_eq!(again, (first.clone(), true), "a fresh check is kept");
+    let after = renewed(leases.get("hb").await?);
+    assert!(after > before, "the Lease is renewed");
+    // An edge that renews its own Lease is left to it: a fresh check does nothing.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let idle = lifecycle::heartbeat_with(
+        &c.client,
+        "hb",
+        Some(&first),
+        Duration::from_secs(30),
+        LeaseRenewal::Edge,
+    )
+    .await?;
+    assert_eq!(idle, (first.clone(), false));
+    assert_eq!(renewed(leases.get("hb").await?), after, "not renewed twice");
     assert_eq!(
         lifecycle::ready_status(&nodes.get("hb").await?),
         Some("Unknown")
     );
-    // Past `fresh_for` the Node is read and made Ready again.
-    let full = lifecycle::heartbeat_with(&c.client, "hb", Some(&first), Duration::ZERO).await?;
-    assert!(full.at > first.at);
+    // Past `fresh_for` the Node is read and made Ready again — also when the edge renews
+    // the Lease, which the hub then leaves alone.
+    let (full, called) = lifecycle::heartbeat_with(
+        &c.client,
+        "hb",
+        Some(&first),
+        Duration::ZERO,
+        LeaseRenewal::Edge,
+    )
+    .await?;
+    assert!(called && full.at > first.at);
     assert_eq!(
         lifecycle::ready_status(&nodes.get("hb").await?),
         Some("True")
     );
+    assert_eq!(renewed(leases.get("hb").await?), after);
     // The hub never trusts a check past the lifecycle grace.
     assert_eq!(
         cloudcore::hub::node_check_for(Duration::from_secs(40)),

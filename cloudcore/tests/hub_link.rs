@@ -408,3 +408,84 @@ async fn deleting_the_node_closes_its_session_and_refuses_its_certificate() -> a
     cloud.shutdown.cancel();
     Ok(())
 }
+
+/// An edge that renews its own Lease over the link (edgecore does, as the kubelet does) is
+/// left to it: the hub's heartbeats only check the Node, so the Lease is written once per
+/// renewal, not twice. When the edge's renewals stop while it is still heard from, the hub
+/// renews the Lease again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_leaves_the_lease_to_an_edge_that_renews_it() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{WatchEvent, WatchParams};
+
+    let cloud = Cloud::start().await?;
+    let leases: Api<Lease> = Api::namespaced(cloud.client.clone(), "kube-node-lease");
+    let mut e = cloud.edge("edge-l").await?;
+    let renewal = r#"{"spec":{"holderIdentity":"edge-l","leaseDurationSeconds":40,"renewTime":"2020-01-01T00:00:00.000000Z"}}"#;
+    let lease_key = "kube-node-lease/lease/edge-l";
+    // The first renewal waits for the session's registration of the Lease.
+    assert_eq!(e.request(Op::Patch, lease_key, renewal).await?.code, 200);
+    let rv = leases
+        .get("edge-l")
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut writes = leases
+        .watch(&WatchParams::default().fields("metadata.name=edge-l"), &rv)
+        .await?
+        .boxed();
+    // Past two hub heartbeats (10 s apart), renewing every 2 s.
+    let mut renewed = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(23);
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(e.request(Op::Patch, lease_key, renewal).await?.code, 200);
+        renewed += 1;
+    }
+    let mut seen = 0;
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(1), writes.next()).await {
+        if let WatchEvent::Modified(_) = ev? {
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, renewed, "only the edge's renewals wrote the Lease");
+    assert!(cloud.metric("cloudcore_hub_heartbeats_total{result=\"checked\"}") >= 1);
+    assert!(cloud.metric("cloudcore_hub_heartbeats_total{result=\"edge\"}") >= 1);
+    assert_eq!(
+        cloud.metric("cloudcore_hub_heartbeats_total{result=\"lease\"}"),
+        0
+    );
+
+    // The edge stops renewing but keeps talking: the hub renews the Lease once the edge's
+    // last renewal is older than a heartbeat interval and a margin (at most ~25 s).
+    let hub_renewed = async {
+        loop {
+            match writes.next().await {
+                Some(Ok(WatchEvent::Modified(_))) => return Ok(()),
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => return Err(anyhow::Error::from(err)),
+                None => bail!("the Lease watch ended"),
+            }
+        }
+    };
+    let talking = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let own = e.request(Op::Get, "null/node/edge-l", "").await?;
+            anyhow::ensure!(own.code == 200, "reading its own Node: {}", own.code);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(40), async {
+        tokio::select! {
+            r = hub_renewed => r,
+            r = talking => r,
+        }
+    })
+    .await
+    .context("the hub did not take the Lease over")??;
+
+    cloud.shutdown.cancel();
+    Ok(())
+}

@@ -79,8 +79,10 @@ pub struct HubMetrics {
     /// Certificate renewals over the link per result (`issued`, or the refusal reason:
     /// `InvalidCSR`, `CSRIdentityMismatch`, `NodeRevoked`, `InternalError`).
     pub cert_renewals: Family<ResultLabel, Counter>,
-    /// Node heartbeats per result: `lease` (the Lease alone renewed, the last Node check
-    /// being fresh), `checked` (the Node read and kept Ready too), `failed`, `timeout`.
+    /// Node heartbeats per result: `edge` (nothing due: the edge renews its own Lease and
+    /// the last Node check is fresh), `lease` (the Lease alone renewed, the last Node check
+    /// being fresh), `checked` (the Node read and kept Ready, the Lease renewed unless the
+    /// edge renews it), `failed`, `timeout`.
     pub heartbeats: Family<ResultLabel, Counter>,
 }
 
@@ -143,7 +145,7 @@ impl HubMetrics {
         );
         reg.register(
             "heartbeats",
-            "Node heartbeats (Lease renewals) by result: lease, checked, failed, timeout",
+            "Node heartbeats by result: edge (the edge renews its Lease; nothing due), lease, checked, failed, timeout",
             m.heartbeats.clone(),
         );
         for phase in Phase::ALL {

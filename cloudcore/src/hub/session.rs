@@ -295,6 +295,8 @@ struct Session {
     beating: Arc<AtomicBool>,
     /// The last full heartbeat's check of the Node (see `lifecycle::heartbeat_with`).
     checked: Arc<std::sync::Mutex<Option<crate::lifecycle::NodeChecked>>>,
+    /// When the edge's own renewal of its Lease last succeeded through this session.
+    edge_renewed: Arc<std::sync::Mutex<Option<Instant>>>,
     next_heartbeat: Instant,
     edge_limits: Limits,
     reported_depth: i64,
@@ -332,6 +334,7 @@ impl Session {
             registered: Arc::new(AtomicBool::new(false)),
             beating: Arc::new(AtomicBool::new(false)),
             checked: Arc::new(std::sync::Mutex::new(None)),
+            edge_renewed: Arc::new(std::sync::Mutex::new(None)),
             next_heartbeat: now + HEARTBEAT,
             edge_limits: Limits::default(),
             reported_depth: 0,
@@ -445,9 +448,13 @@ impl Session {
         (self.node_missing >= 2).then_some(CloseReason::NodeDeleted)
     }
 
-    /// Renews the Lease (and Ready) while the edge is heard from: the
+    /// Keeps the Lease (and Ready) fresh while the edge is heard from: the
     /// edge pings every `ping`, so silence longer than that plus a margin
     /// stops the heartbeat well before the idle timeout drops the session.
+    /// An edge that renews its own Lease through the session (edgecore does,
+    /// every status interval, as the kubelet does) is left to it — one
+    /// renewal per interval, not two — and the hub only checks the Node;
+    /// the hub renews when the edge's renewals stop arriving.
     fn heartbeat(&self, now: Instant) {
         let heard_recently =
             now.duration_since(self.last_rx) <= self.shared.cfg.ping + Duration::from_secs(5);
@@ -455,6 +462,32 @@ impl Session {
             || !self.registered.load(Ordering::Acquire)
             || self.beating.swap(true, Ordering::AcqRel)
         {
+            return;
+        }
+        let lease = if self
+            .edge_renewed
+            .lock()
+            .ok()
+            .and_then(|t| *t)
+            .is_some_and(|t| now.duration_since(t) <= HEARTBEAT + Duration::from_secs(5))
+        {
+            crate::lifecycle::LeaseRenewal::Edge
+        } else {
+            crate::lifecycle::LeaseRenewal::Hub
+        };
+        let last_fresh = self
+            .checked
+            .lock()
+            .ok()
+            .and_then(|c| {
+                c.as_ref()
+                    .map(|c| c.at.elapsed() < self.shared.cfg.node_check)
+            })
+            .unwrap_or(false);
+        if lease == crate::lifecycle::LeaseRenewal::Edge && last_fresh {
+            // Nothing is due: no task, no API permit.
+            self.shared.metrics.heartbeat("edge");
+            self.beating.store(false, Ordering::Release);
             return;
         }
         let shared = self.shared.clone();
@@ -468,13 +501,17 @@ impl Session {
                 _ = ended.cancelled() => None,
                 r = tokio::time::timeout(HEARTBEAT, async {
                     let _permit = shared.api_permit().await;
-                    crate::lifecycle::heartbeat_with(&shared.client, &node, last.as_ref(), shared.cfg.node_check)
+                    crate::lifecycle::heartbeat_with(&shared.client, &node, last.as_ref(), shared.cfg.node_check, lease)
                         .await
                 }) => Some(match r {
-                    Ok(Ok(c)) => {
+                    Ok(Ok((c, called))) => {
                         // A Lease-only renewal hands back the last check as it was.
-                        let lease_only = last.as_ref().is_some_and(|l| l.at == c.at);
-                        shared.metrics.heartbeat(if lease_only { "lease" } else { "checked" });
+                        let fresh = last.as_ref().is_none_or(|l| l.at != c.at);
+                        shared.metrics.heartbeat(match (fresh, called) {
+                            (true, _) => "checked",
+                            (false, true) => "lease",
+                            (false, false) => "edge",
+                        });
                         Some(c)
                     }
                     Ok(Err(e)) => {

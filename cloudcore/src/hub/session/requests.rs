@@ -128,6 +128,7 @@ impl Session {
             let facts: Arc<dyn Facts + Send + Sync> = self.shared.cache.clone();
             let node = self.node.clone();
             let registered = self.registered.clone();
+            let edge_renewed = renews_own_lease(&node, &frame).then(|| self.edge_renewed.clone());
             let alone = key.is_none();
             self.run(
                 key,
@@ -160,6 +161,13 @@ impl Session {
                         }
                         let _permit = shared.api_permit().await;
                         outcome = upstream::execute(&shared.client, facts, &node, &frame).await;
+                    }
+                    if let (Some(slot), Outcome::Final(response, _)) = (edge_renewed, &outcome)
+                        && (200..300).contains(&response.code)
+                        && let Ok(mut slot) = slot.lock()
+                    {
+                        // The hub's heartbeat leaves the Lease to the edge meanwhile.
+                        *slot = Some(Instant::now());
                     }
                     Done {
                         id: frame.id,
@@ -311,6 +319,13 @@ fn registers(node: &str, frame: &Frame) -> bool {
                 _ => false,
             }
     })
+}
+
+/// Whether `frame` renews `node`'s own Lease (a patch of it).
+fn renews_own_lease(node: &str, frame: &Frame) -> bool {
+    registers(node, frame)
+        && frame.key().is_ok_and(|k| k.kind == "lease")
+        && frame.op().is_ok_and(|op| op == proto::frame::Op::Patch)
 }
 
 /// What a frame writes, if it may run while others run: a REQUEST patching an object's
