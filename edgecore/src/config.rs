@@ -123,10 +123,15 @@ pub struct StoreSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StatusConfig {
-    /// Seconds between Node status reports and Lease renewals.
+    /// Seconds between Lease renewals, and between checks of the Node status (posted when
+    /// it changed).
     pub interval_secs: u64,
     /// `spec.leaseDurationSeconds` of the node Lease.
     pub lease_duration_secs: u64,
+    /// Seconds after which an unchanged Node status is posted anyway (the kubelet's
+    /// `nodeStatusReportFrequency`). A change, a new session or a changed condition posts
+    /// it at once.
+    pub report_secs: u64,
 }
 
 /// The device bus. The embedded broker listens on the top-level `mqtt_listen`.
@@ -200,6 +205,7 @@ impl Default for StatusConfig {
         StatusConfig {
             interval_secs: 10,
             lease_duration_secs: 40,
+            report_secs: 300,
         }
     }
 }
@@ -297,6 +303,7 @@ impl Config {
                 "status.lease_duration_secs",
                 self.status.lease_duration_secs,
             ),
+            ("status.report_secs", self.status.report_secs),
         ] {
             if v == 0 {
                 return Err(invalid(field, "must be greater than 0"));

@@ -1,8 +1,10 @@
 //! What the edge reports about itself: the facts in HELLO ([`NodeInfo`] read
 //! from `/proc` and `/etc`), the Node status patch and the Lease renewal —
 //! built by pure functions ([`node_status_patch`], [`lease_patch`]) — and the
-//! [`run_reporter`] task that queues both in the outbox every
-//! `status.interval_secs` and at once whenever a session comes up.
+//! [`run_reporter`] task that renews the Lease every `status.interval_secs` and
+//! posts the Node status when it changed, every `status.report_secs` anyway (as
+//! the kubelet does: the Lease is the heartbeat, not the Node), and both at once
+//! whenever a session comes up.
 //!
 //! Both go through the outbox coalesced under fixed keys, so an edge that is
 //! offline for a day sends one status and one renewal when it returns, not
@@ -222,10 +224,12 @@ pub struct Reporter {
     pub info: NodeInfo,
     /// Extra conditions (e.g. store recovered).
     pub conditions: watch::Receiver<Vec<Condition>>,
-    /// Seconds between reports.
+    /// Between Lease renewals (and checks of the Node status).
     pub interval: Duration,
     /// Lease duration.
     pub lease_duration_secs: u64,
+    /// After this, an unchanged Node status is posted anyway.
+    pub report: Duration,
 }
 
 impl Reporter {
@@ -235,32 +239,54 @@ impl Reporter {
         ready_since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Vec<(String, Upstream)> {
-        let mut out = Vec::with_capacity(2);
-        if let Ok(node_key) = ResourceKey::cluster("node", self.node.clone()) {
-            let extra = self.conditions.borrow().clone();
-            let body = node_status_patch(&self.info, ready_since, &extra, now);
-            out.push((
-                STATUS_KEY.to_owned(),
-                Upstream::request(Op::PatchStatus, &node_key, &body)
-                    .with_content_type(proto::frame::MERGE_PATCH),
-            ));
-        }
-        if let Ok(lease_key) =
-            ResourceKey::namespaced("kube-node-lease", "lease", self.node.clone())
-        {
-            let body = lease_patch(&self.node, self.lease_duration_secs, now);
-            out.push((
-                LEASE_KEY.to_owned(),
-                Upstream::request(Op::Patch, &lease_key, &body)
-                    .with_content_type(proto::frame::MERGE_PATCH),
-            ));
-        }
-        out
+        self.status_entry(ready_since, now)
+            .into_iter()
+            .chain(self.lease_entry(now))
+            .collect()
+    }
+
+    /// The Node status report.
+    pub fn status_entry(
+        &self,
+        ready_since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<(String, Upstream)> {
+        let node_key = ResourceKey::cluster("node", self.node.clone()).ok()?;
+        let body = node_status_patch(&self.info, ready_since, &self.conditions.borrow(), now);
+        Some((
+            STATUS_KEY.to_owned(),
+            Upstream::request(Op::PatchStatus, &node_key, &body)
+                .with_content_type(proto::frame::MERGE_PATCH),
+        ))
+    }
+
+    /// The Lease renewal.
+    pub fn lease_entry(&self, now: DateTime<Utc>) -> Option<(String, Upstream)> {
+        let lease_key =
+            ResourceKey::namespaced("kube-node-lease", "lease", self.node.clone()).ok()?;
+        let body = lease_patch(&self.node, self.lease_duration_secs, now);
+        Some((
+            LEASE_KEY.to_owned(),
+            Upstream::request(Op::Patch, &lease_key, &body)
+                .with_content_type(proto::frame::MERGE_PATCH),
+        ))
+    }
+
+    /// What the Node status says, heartbeat times left out: a change of it is posted at
+    /// once.
+    pub fn status_content(&self, ready_since: DateTime<Utc>) -> Value {
+        node_status_patch(
+            &self.info,
+            ready_since,
+            &self.conditions.borrow(),
+            ready_since,
+        )
     }
 }
 
-/// Queues the Node status and Lease renewal every interval, at once when a
-/// session comes up, and when the extra conditions change; until `shutdown`.
+/// Queues the Lease renewal every interval and the Node status when it changed or
+/// `report` passed; both at once when a session comes up and when the extra
+/// conditions change; until `shutdown`.
 pub async fn run_reporter(
     mut reporter: Reporter,
     outbox: Outbox,
@@ -272,10 +298,12 @@ pub async fn run_reporter(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_sessions = hub.borrow().sessions;
     let mut conditions_open = true;
+    // What was last posted, and when.
+    let mut posted: Option<(Value, tokio::time::Instant)> = None;
     loop {
-        tokio::select! {
+        let force = tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tick.tick() => false,
             changed = hub.changed() => {
                 if changed.is_err() {
                     return;
@@ -286,17 +314,33 @@ pub async fn run_reporter(
                     continue;
                 }
                 last_sessions = status.sessions;
+                true
             }
             changed = reporter.conditions.changed(), if conditions_open => {
                 if changed.is_err() {
                     conditions_open = false;
                     continue;
                 }
+                true
             }
+        };
+        let now = Utc::now();
+        let content = reporter.status_content(ready_since);
+        let due = force
+            || posted
+                .as_ref()
+                .is_none_or(|(last, at)| *last != content || at.elapsed() >= reporter.report);
+        let mut entries = Vec::with_capacity(2);
+        if due {
+            entries.extend(reporter.status_entry(ready_since, now));
         }
-        let entries = reporter.entries(ready_since, Utc::now());
-        if let Err(e) = outbox.put_many(entries).await {
-            tracing::error!(error = %crate::hub::conn::chain(&e), "cannot queue the node status");
+        entries.extend(reporter.lease_entry(now));
+        match outbox.put_many(entries).await {
+            Ok(_) if due => posted = Some((content, tokio::time::Instant::now())),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %crate::hub::conn::chain(&e), "cannot queue the node status");
+            }
         }
     }
 }
@@ -359,6 +403,7 @@ mod tests {
             conditions: rx,
             interval: Duration::from_secs(10),
             lease_duration_secs: 40,
+            report: Duration::from_secs(300),
         };
         let e = r.entries(Utc::now(), Utc::now());
         assert_eq!(e[0].0, STATUS_KEY);
@@ -370,5 +415,65 @@ mod tests {
         for (_, u) in e {
             proto::validate(&u.to_frame(1)).unwrap();
         }
+    }
+
+    /// Drains `outbox` for `for_`, counting what it held by key.
+    async fn drain(outbox: &Outbox, for_: Duration) -> BTreeMap<String, usize> {
+        let mut seen = BTreeMap::new();
+        let until = tokio::time::Instant::now() + for_;
+        while tokio::time::Instant::now() < until {
+            while let Some(t) = outbox.next_ready(tokio::time::Instant::now()) {
+                *seen.entry(t.key.clone()).or_default() += 1;
+                outbox.on_acked(&t.key, t.seq).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn the_lease_is_renewed_every_interval_and_the_status_posted_when_it_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store =
+            crate::store::Store::open(&tmp.path().join("s"), &crate::store::StoreConfig::default())
+                .unwrap();
+        let outbox = Outbox::open(store, crate::telemetry::Metrics::new()).unwrap();
+        let (cond_tx, cond_rx) = watch::channel(Vec::new());
+        let (hub_tx, hub_rx) = watch::channel(HubStatus::default());
+        let reporter = Reporter {
+            node: "edge-1".into(),
+            info: NodeInfo::default(),
+            conditions: cond_rx,
+            interval: Duration::from_millis(100),
+            lease_duration_secs: 40,
+            report: Duration::from_secs(300),
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_reporter(reporter, outbox.clone(), hub_rx, stop.clone()));
+        // Unchanged: the first status, then Lease renewals alone.
+        let seen = drain(&outbox, Duration::from_millis(450)).await;
+        assert_eq!(seen.get(STATUS_KEY), Some(&1), "{seen:?}");
+        assert!(seen.get(LEASE_KEY).is_some_and(|n| *n >= 3), "{seen:?}");
+        // A changed condition is posted at once.
+        cond_tx.send_replace(vec![Condition {
+            kind: STORE_RECOVERED.into(),
+            status: "True".into(),
+            reason: "Test".into(),
+            message: String::new(),
+            since: Utc::now(),
+        }]);
+        let seen = drain(&outbox, Duration::from_millis(50)).await;
+        assert_eq!(seen.get(STATUS_KEY), Some(&1), "{seen:?}");
+        // A new session gets the status again.
+        hub_tx.send_modify(|h| {
+            h.sessions += 1;
+            h.link = Link::Syncing;
+        });
+        let seen = drain(&outbox, Duration::from_millis(50)).await;
+        assert_eq!(seen.get(STATUS_KEY), Some(&1), "{seen:?}");
+        let seen = drain(&outbox, Duration::from_millis(250)).await;
+        assert_eq!(seen.get(STATUS_KEY), None, "{seen:?}");
+        stop.cancel();
+        task.await.unwrap();
     }
 }

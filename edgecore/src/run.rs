@@ -129,6 +129,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         conditions: cond_rx,
         interval: Duration::from_secs(cfg.status.interval_secs),
         lease_duration_secs: cfg.status.lease_duration_secs,
+        report: Duration::from_secs(cfg.status.report_secs),
     };
     tokio::spawn(crate::node::run_reporter(
         reporter,
