@@ -196,6 +196,18 @@ impl EdgeCache {
         self.lock().node_exists(node)
     }
 
+    /// Whether the cached Node of `node` has `Ready=True` (`None`: no such edge node, or
+    /// its JSON unreadable). As fresh as the Node watch.
+    pub fn node_ready(&self, node: &str) -> Option<bool> {
+        let json = self.lock().node_json(node)?;
+        let node: serde_json::Value = serde_json::from_slice(&json).ok()?;
+        let conditions = node.pointer("/status/conditions")?.as_array()?;
+        Some(conditions.iter().any(|c| {
+            c.get("type").and_then(serde_json::Value::as_str) == Some("Ready")
+                && c.get("status").and_then(serde_json::Value::as_str) == Some("True")
+        }))
+    }
+
     /// (edge nodes, pods + devices, referenced objects) held — for metrics.
     pub fn sizes(&self) -> (usize, usize, usize) {
         self.lock().sizes()

@@ -422,10 +422,11 @@ async fn the_hub_leaves_the_lease_to_an_edge_that_renews_it() -> anyhow::Result<
     let cloud = Cloud::start().await?;
     let leases: Api<Lease> = Api::namespaced(cloud.client.clone(), "kube-node-lease");
     let mut e = cloud.edge("edge-l").await?;
-    let renewal = r#"{"spec":{"holderIdentity":"edge-l","leaseDurationSeconds":40,"renewTime":"2020-01-01T00:00:00.000000Z"}}"#;
-    let lease_key = "kube-node-lease/lease/edge-l";
+    const LEASE: &str = "kube-node-lease/lease/edge-l";
+    const RENEWAL: &str =
+        r#"{"spec":{"holderIdentity":"edge-l","renewTime":"2020-01-01T00:00:00.000000Z"}}"#;
     // The first renewal waits for the session's registration of the Lease.
-    assert_eq!(e.request(Op::Patch, lease_key, renewal).await?.code, 200);
+    assert_eq!(e.request(Op::Patch, LEASE, RENEWAL).await?.code, 200);
     let rv = leases
         .get("edge-l")
         .await?
@@ -436,27 +437,60 @@ async fn the_hub_leaves_the_lease_to_an_edge_that_renews_it() -> anyhow::Result<
         .watch(&WatchParams::default().fields("metadata.name=edge-l"), &rv)
         .await?
         .boxed();
-    // Past two hub heartbeats (10 s apart), renewing every 2 s.
-    let mut renewed = 0;
-    let until = tokio::time::Instant::now() + Duration::from_secs(23);
-    while tokio::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(e.request(Op::Patch, lease_key, renewal).await?.code, 200);
-        renewed += 1;
-    }
-    let mut seen = 0;
-    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(1), writes.next()).await {
-        if let WatchEvent::Modified(_) = ev? {
-            seen += 1;
+    // Past a hub heartbeat (every 10 s), renewing every 2 s.
+    async fn renew_for(e: &mut common::Edge, secs: u64) -> anyhow::Result<usize> {
+        let mut renewed = 0;
+        let until = tokio::time::Instant::now() + Duration::from_secs(secs);
+        while tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert_eq!(e.request(Op::Patch, LEASE, RENEWAL).await?.code, 200);
+            renewed += 1;
         }
+        Ok(renewed)
     }
-    assert_eq!(seen, renewed, "only the edge's renewals wrote the Lease");
-    assert!(cloud.metric("cloudcore_hub_heartbeats_total{result=\"checked\"}") >= 1);
+    async fn lease_writes<S>(writes: &mut S) -> anyhow::Result<usize>
+    where
+        S: futures::Stream<Item = kube::Result<WatchEvent<Lease>>> + Unpin,
+    {
+        let mut seen = 0;
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(1), writes.next()).await {
+            if let WatchEvent::Modified(_) = ev? {
+                seen += 1;
+            }
+        }
+        Ok(seen)
+    }
+    let renewed = renew_for(&mut e, 13).await?;
+    assert_eq!(
+        lease_writes(&mut writes).await?,
+        renewed,
+        "only the edge's renewals wrote the Lease"
+    );
+    // The Node is Ready in the hub's cache: nothing to read.
     assert!(cloud.metric("cloudcore_hub_heartbeats_total{result=\"edge\"}") >= 1);
     assert_eq!(
         cloud.metric("cloudcore_hub_heartbeats_total{result=\"lease\"}"),
         0
     );
+
+    // A lifecycle controller marks the Node Unknown (a stall): the next heartbeat sees it
+    // in its cache, reads the Node and makes it Ready again — still without renewing.
+    let nodes: Api<Node> = Api::all(cloud.client.clone());
+    let unknown = serde_json::json!({"status": {"conditions": [{"type": "Ready",
+        "status": "Unknown", "reason": "NodeStatusUnknown", "lastHeartbeatTime": null,
+        "lastTransitionTime": null}]}});
+    nodes
+        .patch_status(
+            "edge-l",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(&unknown),
+        )
+        .await?;
+    let renewed = renew_for(&mut e, 12).await?;
+    let ready = nodes.get("edge-l").await?;
+    assert_eq!(cloudcore::lifecycle::ready_status(&ready), Some("True"));
+    assert!(cloud.metric("cloudcore_hub_heartbeats_total{result=\"checked\"}") >= 1);
+    assert_eq!(lease_writes(&mut writes).await?, renewed);
 
     // The edge stops renewing but keeps talking: the hub renews the Lease once the edge's
     // last renewal is older than a heartbeat interval and a margin (at most ~25 s).

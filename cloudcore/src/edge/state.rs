@@ -631,6 +631,11 @@ impl State {
         self.nodes.contains_key(node)
     }
 
+    /// The JSON of the edge node `node` (cheap: shared bytes).
+    pub fn node_json(&self, node: &str) -> Option<bytes::Bytes> {
+        self.nodes.get(node).map(|n| n.json.clone())
+    }
+
     /// The node a held pod or device (by key) is bound to.
     pub fn holder(&self, key: &ResourceKey) -> Option<&str> {
         self.held.get(key).map(|h| h.node.as_str())

@@ -80,7 +80,7 @@ pub struct HubMetrics {
     /// `InvalidCSR`, `CSRIdentityMismatch`, `NodeRevoked`, `InternalError`).
     pub cert_renewals: Family<ResultLabel, Counter>,
     /// Node heartbeats per result: `edge` (nothing due: the edge renews its own Lease and
-    /// the last Node check is fresh), `lease` (the Lease alone renewed, the last Node check
+    /// its Node is Ready in the cache or the last check is fresh), `lease` (the Lease alone renewed, the last Node check
     /// being fresh), `checked` (the Node read and kept Ready, the Lease renewed unless the
     /// edge renews it), `failed`, `timeout`.
     pub heartbeats: Family<ResultLabel, Counter>,

@@ -484,7 +484,11 @@ impl Session {
                     .map(|c| c.at.elapsed() < self.shared.cfg.node_check)
             })
             .unwrap_or(false);
-        if lease == crate::lifecycle::LeaseRenewal::Edge && last_fresh {
+        // The Node watch shows Ready=True: a read of the Node would only confirm it (a
+        // lifecycle controller's Unknown reaches the cache within the watch's latency, and
+        // the next heartbeat then reads and heals it).
+        let ready = || self.shared.cache.node_ready(&self.node) == Some(true);
+        if lease == crate::lifecycle::LeaseRenewal::Edge && (last_fresh || ready()) {
             // Nothing is due: no task, no API permit.
             self.shared.metrics.heartbeat("edge");
             self.beating.store(false, Ordering::Release);
