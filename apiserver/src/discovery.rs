@@ -1,14 +1,15 @@
 //! Discovery: `/version`, `/api`, `/apis` (aggregated `apidiscovery.k8s.io/v2` documents
 //! and the legacy lists), per-group-version resource lists, and the OpenAPI v3 documents.
-//! Everything is generated from the [`Registry`](crate::registry::Registry), so discovery
-//! always matches what the handlers serve.
+//! Everything is generated from the [`Registry`](crate::registry::Registry) and the
+//! reviews [`review::served`] answers, so discovery always matches what the handlers serve.
 
 use bytes::Bytes;
 use http::{HeaderValue, header};
 use serde_json::{Value, json};
 
 use crate::api::Api;
-use crate::handler::{Resp, json_resp, value_resp};
+use crate::builtin::BuiltinKind;
+use crate::handler::{Resp, json_resp, review, value_resp};
 use crate::openapi::{self, ApiResource, ResourceSchema};
 use crate::registry::{Origin, Resource};
 use crate::request::Route;
@@ -127,9 +128,28 @@ fn scope(r: &Resource) -> &'static str {
     }
 }
 
+/// Group → versions (preferred first) of everything served: the registry's and the reviews'.
+fn groups(api: &Api) -> Vec<(String, Vec<String>)> {
+    let mut out = api.registry.groups();
+    for k in review::served() {
+        match out.iter_mut().find(|(g, _)| g == k.group) {
+            Some((_, vs)) if vs.iter().any(|v| v == k.version) => {}
+            Some((_, vs)) => vs.push(k.version.to_string()),
+            None => out.push((k.group.to_string(), vec![k.version.to_string()])),
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The reviews served in `group/version`: create-only, nothing else.
+fn reviews_in(group: &str, version: &str) -> impl Iterator<Item = &'static BuiltinKind> {
+    review::served().filter(move |k| k.group == group && k.version == version)
+}
+
 fn aggregated_list(api: &Api, core: bool, v: &str) -> Value {
     let mut items = Vec::new();
-    for (group, versions) in api.registry.groups() {
+    for (group, versions) in groups(api) {
         if group.is_empty() != core {
             continue;
         }
@@ -167,6 +187,15 @@ fn aggregated_list(api: &Api, core: bool, v: &str) -> Value {
                     }
                     e
                 })
+                .chain(reviews_in(&group, ver).map(|k| {
+                    json!({
+                        "resource": k.plural,
+                        "responseKind": {"group": k.group, "version": k.version, "kind": k.kind},
+                        "scope": if k.namespaced { "Namespaced" } else { "Cluster" },
+                        "singularResource": k.singular(),
+                        "verbs": ["create"],
+                    })
+                }))
                 .collect();
             vs.push(json!({"version": ver, "resources": resources, "freshness": "Current"}));
         }
@@ -176,9 +205,7 @@ fn aggregated_list(api: &Api, core: bool, v: &str) -> Value {
 }
 
 fn group_list(api: &Api) -> Value {
-    let groups: Vec<Value> = api
-        .registry
-        .groups()
+    let groups: Vec<Value> = groups(api)
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, vs)| {
@@ -200,7 +227,8 @@ fn resource_list(api: &Api, group: &str, version: &str) -> Option<Value> {
         .into_iter()
         .filter(|r| r.group == group && r.version == version)
         .collect();
-    if rs.is_empty() {
+    let reviews: Vec<_> = reviews_in(group, version).collect();
+    if rs.is_empty() && reviews.is_empty() {
         return None;
     }
     let mut resources = Vec::new();
@@ -225,6 +253,9 @@ fn resource_list(api: &Api, group: &str, version: &str) -> Option<Value> {
         if has_token(r) {
             resources.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true, "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
         }
+    }
+    for k in reviews {
+        resources.push(json!({"name": k.plural, "singularName": k.singular(), "namespaced": k.namespaced, "kind": k.kind, "verbs": ["create"]}));
     }
     let gv = if group.is_empty() {
         version.to_string()
@@ -262,9 +293,10 @@ pub fn openapi_doc(api: &Api, group: &str, version: &str) -> Option<(String, Byt
         .into_iter()
         .filter(|r| r.group == group && r.version == version)
         .collect();
-    if rs.is_empty() {
-        return None;
-    }
+    let reviews = reviews_in(group, version).map(|k| ApiResource {
+        verbs: &["create"],
+        ..ApiResource::builtin(k)
+    });
     let ars: Vec<ApiResource<'_>> = rs
         .iter()
         .map(|r| ApiResource {
@@ -282,7 +314,11 @@ pub fn openapi_doc(api: &Api, group: &str, version: &str) -> Option<(String, Byt
                 Origin::Custom(cv) => ResourceSchema::Crd { schema: &cv.schema },
             },
         })
+        .chain(reviews)
         .collect();
+    if ars.is_empty() {
+        return None;
+    }
     let doc = openapi::group_version_doc(group, version, &ars);
     let hash = openapi::doc_hash(&doc);
     let bytes = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
@@ -294,7 +330,7 @@ pub fn openapi_doc(api: &Api, group: &str, version: &str) -> Option<(String, Byt
 
 fn openapi_index(api: &Api) -> Value {
     let mut paths = serde_json::Map::new();
-    for (group, versions) in api.registry.groups() {
+    for (group, versions) in groups(api) {
         for v in versions {
             if let Some((hash, _)) = openapi_doc(api, &group, &v) {
                 let p = gv_path(&group, &v);

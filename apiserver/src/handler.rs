@@ -220,12 +220,17 @@ where
     B::Error: std::fmt::Display,
 {
     let method = req.method().clone();
-    if review::is_self_subject_review(&rp) {
+    if review::is_review(&rp) {
         let answer = match read_body(&ctx, req).await {
-            Ok(body) => review::self_subject_review(&ctx, &method, &rp, &body),
+            Ok(body) => review::answer(&ctx, &method, &rp, &body),
             Err(e) => Err(e),
         };
-        return answer.unwrap_or_else(|e| error_resp(&e));
+        return answer.unwrap_or_else(|e| {
+            if matches!(e.code, 400 | 413 | 415 | 422) {
+                ctx.api.reject(e.reason);
+            }
+            error_resp(&e)
+        });
     }
     let res = match ctx.api.registry.get(&rp.group, &rp.version, &rp.plural) {
         Some(r) => r,

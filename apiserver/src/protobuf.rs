@@ -1,6 +1,6 @@
 //! Protocol-buffer request bodies (`application/vnd.kubernetes.protobuf`) of the kinds
 //! kubectl's typed commands create — `create namespace|serviceaccount|configmap|secret`,
-//! `create token`, and (tables in `workloads`) `run` and `create deployment|job|cronjob|
+//! `create token`, the reviews of `auth whoami` and `auth can-i`, and (tables in `workloads`) `run` and `create deployment|job|cronjob|
 //! service` — decoded to the JSON the handlers take. Other kinds stay 415.
 //!
 //! The body is Kubernetes' envelope: `k8s\0` then a `runtime.Unknown` message (`typeMeta`
@@ -151,6 +151,36 @@ const TOKEN_REQUEST: &[F] = &[
     ),
 ];
 
+const RESOURCE_ATTRIBUTES: &[F] = &[
+    f(1, "namespace", Ty::Str),
+    f(2, "verb", Ty::Str),
+    f(3, "group", Ty::Str),
+    f(4, "version", Ty::Str),
+    f(5, "resource", Ty::Str),
+    f(6, "subresource", Ty::Str),
+    f(7, "name", Ty::Str),
+];
+const NON_RESOURCE_ATTRIBUTES: &[F] = &[f(1, "path", Ty::Str), f(2, "verb", Ty::Str)];
+/// `SubjectAccessReviewSpec` (`extra` is not decoded); its first two fields are
+/// `SelfSubjectAccessReviewSpec`.
+const ACCESS_REVIEW_SPEC: &[F] = &[
+    f(1, "resourceAttributes", Ty::Opt(RESOURCE_ATTRIBUTES)),
+    f(2, "nonResourceAttributes", Ty::Opt(NON_RESOURCE_ATTRIBUTES)),
+    f(3, "user", Ty::Str),
+    rep(4, "groups", Ty::Str),
+    f(6, "uid", Ty::Str),
+];
+const ACCESS_REVIEW: &[F] = &[META, f(2, "spec", Ty::Msg(ACCESS_REVIEW_SPEC))];
+const RULES_REVIEW: &[F] = &[META, f(2, "spec", Ty::Msg(&[f(1, "namespace", Ty::Str)]))];
+const TOKEN_REVIEW: &[F] = &[
+    META,
+    f(
+        2,
+        "spec",
+        Ty::Msg(&[f(1, "token", Ty::Str), rep(2, "audiences", Ty::Str)]),
+    ),
+];
+
 fn table(api_version: &str, kind: &str) -> Option<&'static [F]> {
     Some(match (api_version, kind) {
         ("v1", "Namespace") => NAMESPACE,
@@ -159,6 +189,12 @@ fn table(api_version: &str, kind: &str) -> Option<&'static [F]> {
         ("v1", "Secret") => SECRET,
         ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
         ("authentication.k8s.io/v1", "SelfSubjectReview") => &[META],
+        ("authentication.k8s.io/v1", "TokenReview") => TOKEN_REVIEW,
+        (
+            "authorization.k8s.io/v1",
+            "SelfSubjectAccessReview" | "SubjectAccessReview" | "LocalSubjectAccessReview",
+        ) => ACCESS_REVIEW,
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => RULES_REVIEW,
         ("v1", "Pod") => workloads::POD,
         ("v1", "Service") => workloads::SERVICE,
         ("apps/v1", "Deployment") => workloads::DEPLOYMENT,

@@ -195,3 +195,61 @@ fn other_kinds_and_garbage_are_refused() {
     assert!(decode(&hex("6b 38 73 00 0a 05 0a")).is_err());
     assert!(decode(&hex("6b 38 73 00 ff ff ff ff ff ff ff ff ff ff ff")).is_err());
 }
+
+#[test]
+fn access_and_rules_reviews_as_kubectl_auth_can_i_sends_them() {
+    // resourceAttributes {namespace "default", verb "get", resource "pods"}; Go encodes the
+    // empty strings of the unset fields and an empty status.
+    let attrs = [
+        ld(1, b"default"),
+        ld(2, b"get"),
+        ld(3, b""),
+        ld(4, b""),
+        ld(5, b"pods"),
+        ld(6, b""),
+        ld(7, b""),
+    ]
+    .concat();
+    let raw = [ld(1, &[]), ld(2, &ld(1, &attrs)), ld(3, &[])].concat();
+    assert_eq!(
+        decode(&envelope(
+            "authorization.k8s.io/v1",
+            "SelfSubjectAccessReview",
+            &raw
+        ))
+        .unwrap(),
+        json!({
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"namespace": "default", "verb": "get", "resource": "pods"}},
+        })
+    );
+    // An empty nonResourceAttributes is kept: it is a pointer in Go.
+    let raw = [ld(2, &[ld(2, &[]), ld(3, b"bob"), ld(4, b"devs")].concat())].concat();
+    assert_eq!(
+        decode(&envelope(
+            "authorization.k8s.io/v1",
+            "SubjectAccessReview",
+            &raw
+        ))
+        .unwrap(),
+        json!({
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"nonResourceAttributes": {}, "user": "bob", "groups": ["devs"]},
+        })
+    );
+    let raw = ld(2, &ld(1, b"default"));
+    assert_eq!(
+        decode(&envelope(
+            "authorization.k8s.io/v1",
+            "SelfSubjectRulesReview",
+            &raw
+        ))
+        .unwrap()["spec"],
+        json!({"namespace": "default"})
+    );
+    let raw = ld(2, &[ld(1, b"t0k3n"), ld(2, b"api")].concat());
+    assert_eq!(
+        decode(&envelope("authentication.k8s.io/v1", "TokenReview", &raw)).unwrap()["spec"],
+        json!({"token": "t0k3n", "audiences": ["api"]})
+    );
+}

@@ -81,7 +81,8 @@ impl Server {
         self.raw("GET", uri, "application/json", Vec::new()).await
     }
 
-    /// A request with bearer `token` and no client certificate.
+    /// A request with bearer `token` (none when empty: anonymous) and no client
+    /// certificate.
     pub async fn request(
         &self,
         method: &str,
@@ -107,11 +108,14 @@ impl Server {
                 .await
                 .unwrap();
         tokio::spawn(conn);
-        let req = http::Request::builder()
+        let mut req = http::Request::builder()
             .method(method)
             .uri(uri)
-            .header("host", "localhost")
-            .header("authorization", format!("Bearer {token}"))
+            .header("host", "localhost");
+        if !token.is_empty() {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let req = req
             .header("content-type", content_type)
             .body(http_body_util::Full::new(bytes::Bytes::from(body)))
             .unwrap();
