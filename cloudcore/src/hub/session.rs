@@ -74,6 +74,8 @@ const NODE_WAIT: Duration = Duration::from_secs(10);
 const REFS_WAIT: Duration = Duration::from_secs(5);
 /// Interval of the Node / Lease heartbeat while the edge is heard from.
 const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How long a heartbeat's API calls may take once they started.
+const HEARTBEAT_CALL: Duration = Duration::from_secs(30);
 
 /// How long a heartbeat may trust the last full check of the Node for a lifecycle `grace`
 /// (renewing only the Lease meanwhile): never past the grace minus one heartbeat interval and
@@ -503,11 +505,20 @@ impl Session {
             let last = checked.lock().ok().and_then(|c| c.clone());
             let outcome = tokio::select! {
                 _ = ended.cancelled() => None,
-                r = tokio::time::timeout(HEARTBEAT, async {
-                    let _permit = shared.api_permit().await;
-                    crate::lifecycle::heartbeat_with(&shared.client, &node, last.as_ref(), shared.cfg.node_check, lease)
-                        .await
-                }) => Some(match r {
+                r = async {
+                    // Waiting for a permit past the interval: the next heartbeat will do.
+                    // A call that started is given longer (cancelling requests in flight
+                    // costs the API server their work and the client its connection).
+                    let Ok(_permit) = tokio::time::timeout(HEARTBEAT, shared.api_permit()).await else {
+                        return Err(());
+                    };
+                    tokio::time::timeout(
+                        HEARTBEAT_CALL,
+                        crate::lifecycle::heartbeat_with(&shared.client, &node, last.as_ref(), shared.cfg.node_check, lease),
+                    )
+                    .await
+                    .map_err(drop)
+                } => Some(match r {
                     Ok(Ok((c, called))) => {
                         // A Lease-only renewal hands back the last check as it was.
                         let fresh = last.as_ref().is_none_or(|l| l.at != c.at);

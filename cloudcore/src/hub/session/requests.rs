@@ -129,6 +129,11 @@ impl Session {
             let node = self.node.clone();
             let registered = self.registered.clone();
             let edge_renewed = renews_own_lease(&node, &frame).then(|| self.edge_renewed.clone());
+            if let Some(Ok(mut slot)) = edge_renewed.as_ref().map(|s| s.lock()) {
+                // A renewal on its way to the API counts: under load the hub must not add its
+                // own behind it (that doubles the writes exactly when the API is slowest).
+                *slot = Some(now);
+            }
             let alone = key.is_none();
             self.run(
                 key,
@@ -162,12 +167,11 @@ impl Session {
                         let _permit = shared.api_permit().await;
                         outcome = upstream::execute(&shared.client, facts, &node, &frame).await;
                     }
-                    if let (Some(slot), Outcome::Final(response, _)) = (edge_renewed, &outcome)
-                        && (200..300).contains(&response.code)
-                        && let Ok(mut slot) = slot.lock()
-                    {
-                        // The hub's heartbeat leaves the Lease to the edge meanwhile.
-                        *slot = Some(Instant::now());
+                    if let Some(Ok(mut slot)) = edge_renewed.as_ref().map(|s| s.lock()) {
+                        // Renewed: the hub's heartbeat leaves the Lease to the edge meanwhile;
+                        // refused or failed: the hub renews it again.
+                        let ok = matches!(&outcome, Outcome::Final(r, _) if (200..300).contains(&r.code));
+                        *slot = ok.then(Instant::now);
                     }
                     Done {
                         id: frame.id,
