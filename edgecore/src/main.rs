@@ -12,8 +12,12 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs every task: a gateway has few cores, and each worker thread costs a
+    // stack and a malloc arena (one thread instead of two workers: ~0.5 MiB less anonymous
+    // memory idle, ~1 MiB with 20 pods; docs/benchmarks.md, "edgecore memory, session 7").
+    // The broker and sled keep their own threads; `spawn_blocking` has its pool. Nothing may
+    // call `block_in_place` (it panics on this runtime).
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
