@@ -523,3 +523,84 @@ async fn the_hub_leaves_the_lease_to_an_edge_that_renews_it() -> anyhow::Result<
     cloud.shutdown.cancel();
     Ok(())
 }
+
+/// Lease renewals sent faster than the API answers them (an edge renews every interval
+/// whether or not the last renewal was answered) are coalesced: a queued renewal replaced by
+/// a newer one is acked without its API call, so they neither pile up in the hub nor cost
+/// the API a write each; the newest is always written and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_renewals_of_the_lease_are_coalesced() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{WatchEvent, WatchParams};
+
+    const LEASE: &str = "kube-node-lease/lease/edge-q";
+    const RENEWAL: &str =
+        r#"{"spec":{"holderIdentity":"edge-q","renewTime":"2020-01-01T00:00:00.000000Z"}}"#;
+    const BURST: u64 = 30;
+    let cloud = Cloud::start().await?;
+    let mut e = cloud.edge("edge-q").await?;
+    assert_eq!(e.request(Op::Patch, LEASE, RENEWAL).await?.code, 200);
+    let leases: Api<Lease> = Api::namespaced(cloud.client.clone(), "kube-node-lease");
+    let rv = leases
+        .get("edge-q")
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut writes = leases
+        .watch(&WatchParams::default().fields("metadata.name=edge-q"), &rv)
+        .await?
+        .boxed();
+
+    let key = proto::ResourceKey::parse(LEASE)?;
+    let first = e.next_id;
+    for _ in 0..BURST {
+        let id = e.next_id;
+        e.next_id += 1;
+        e.send(&Frame::request(
+            id,
+            Op::Patch,
+            &key,
+            RENEWAL.as_bytes().to_vec(),
+        ))
+        .await?;
+    }
+    let last = e.next_id - 1;
+    let (mut answered, mut acked) = (Vec::new(), 0);
+    while acked < last || !answered.contains(&last) {
+        let f = e.recv().await?;
+        match f.checked_kind()? {
+            Kind::Response => {
+                let r = f.control::<proto::Response>()?;
+                assert_eq!(r.code, 200, "{}", r.message);
+                answered.extend(f.ack_of);
+            }
+            Kind::Ack => acked = acked.max(f.control::<proto::Ack>()?.up_to),
+            _ if f.id > e.acked => {
+                e.send(&Frame::ack(f.id)).await?;
+                e.acked = f.id;
+            }
+            _ => {}
+        }
+    }
+    assert!(answered.iter().all(|id| (first..=last).contains(id)));
+    let superseded =
+        cloud.metric("cloudcore_hub_upstream_requests_total{op=\"patch\",code=\"superseded\"}");
+    assert!(
+        superseded >= 1,
+        "a burst of {BURST} renewals was not coalesced"
+    );
+    assert_eq!(answered.len() as u64 + superseded, BURST);
+    // Only the answered renewals wrote the Lease.
+    let mut seen = 0;
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(1), writes.next()).await {
+        if let WatchEvent::Modified(_) = ev? {
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, answered.len());
+
+    cloud.shutdown.cancel();
+    Ok(())
+}

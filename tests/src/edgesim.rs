@@ -81,7 +81,8 @@ impl SimConfig {
 pub struct Stats {
     /// Sessions that got a HELLO_ACK.
     pub sessions: AtomicU64,
-    /// Lease renewals acked by the cloud (the API write finished).
+    /// Lease renewals the cloud answered with success (the API write finished; one the hub
+    /// replaced by a newer renewal before it ran is acked but not answered).
     pub lease_renewals: AtomicU64,
     /// Dial attempts that failed (TCP, TLS, upgrade, timeout).
     pub dial_failures: AtomicU64,

@@ -277,6 +277,9 @@ struct Session {
     refs_waited: bool,
     feed: Option<broadcast::Receiver<(String, NodeChange)>>,
     requests: VecDeque<Frame>,
+    /// Ids of queued requests a newer one for the same object replaced (acked in order
+    /// without their API call; see `requests::coalesces`).
+    superseded: std::collections::HashSet<u64>,
     /// Upstream calls in progress; results come out in the order they were started.
     running: FuturesOrdered<BoxFuture<'static, Done>>,
     /// What each running call writes (`None`: it must run alone), in `running`'s order.
@@ -324,6 +327,7 @@ impl Session {
             refs_waited: false,
             feed: None,
             requests: VecDeque::new(),
+            superseded: std::collections::HashSet::new(),
             running: FuturesOrdered::new(),
             running_keys: VecDeque::new(),
             garbage: GarbageMeter::new(GARBAGE_PER_MINUTE, Duration::from_secs(60)),

@@ -187,7 +187,10 @@ fn table(s: &Summary) -> String {
         ("edges", s.edges.to_string()),
         ("live (in sync)", s.live.to_string()),
         ("sessions", s.sessions.to_string()),
-        ("Lease renewals acked", s.lease_renewals.to_string()),
+        (
+            "Lease renewals written (answered 2xx)",
+            s.lease_renewals.to_string(),
+        ),
         ("failed dials", s.dial_failures.to_string()),
         ("upstream errors", s.upstream_errors.to_string()),
         (

@@ -248,9 +248,6 @@ impl Loop {
             }
             Action::Acked(items) => {
                 for item in items {
-                    if item.key == LEASE {
-                        self.stats.lease_renewals.fetch_add(1, Ordering::Relaxed);
-                    }
                     let done = self
                         .outbox
                         .get(item.key.as_str())
@@ -261,7 +258,10 @@ impl Loop {
                 }
             }
             Action::Responded { key, response, .. } => {
-                if key == LEASE && response.code == 404 {
+                if key == LEASE && (200..300).contains(&response.code) {
+                    // Answered, so written (a renewal the hub coalesced away is acked only).
+                    self.stats.lease_renewals.fetch_add(1, Ordering::Relaxed);
+                } else if key == LEASE && response.code == 404 {
                     self.stats.lease_not_found.fetch_add(1, Ordering::Relaxed);
                 } else if !(200..300).contains(&response.code) {
                     self.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);

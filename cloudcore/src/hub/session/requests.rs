@@ -37,6 +37,9 @@ pub(super) enum Answer {
     Api(Outcome),
     /// A certificate renewal.
     Cert(Result<CertRenewResponse, JoinError>),
+    /// Replaced by a newer write of the same object before it ran: acked, not answered
+    /// (the edge's outbox acts only on the answer for the entry it holds now).
+    Superseded,
 }
 
 impl Session {
@@ -48,7 +51,27 @@ impl Session {
             return;
         }
         match self.tracker.on_frame(frame.id) {
-            Receipt::Deliver => self.requests.push_back(frame),
+            Receipt::Deliver => {
+                if coalesces(&self.node, &frame) {
+                    // An edge renews its Lease (and re-posts its Node status) every interval
+                    // whether or not the last one was answered; while the API lags, the queued
+                    // older ones would only be written and overwritten — and pile up here.
+                    for old in self.requests.iter_mut().filter(|f| f.route == frame.route) {
+                        if self.superseded.insert(old.id) {
+                            old.payload = Vec::new();
+                            self.shared
+                                .metrics
+                                .upstream
+                                .get_or_create(&UpstreamLabel {
+                                    op: op_label(old),
+                                    code: "superseded".into(),
+                                })
+                                .inc();
+                        }
+                    }
+                }
+                self.requests.push_back(frame);
+            }
             Receipt::Duplicate | Receipt::Gap { .. } | Receipt::Unsequenced => {}
         }
     }
@@ -60,6 +83,24 @@ impl Session {
             return;
         }
         for _ in 0..REFUSAL_BUDGET {
+            if let Some(front) = self.requests.front()
+                && self.superseded.remove(&front.id)
+                && let Some(frame) = self.requests.pop_front()
+            {
+                let done = Done {
+                    id: frame.id,
+                    kind: frame.checked_kind().unwrap_or(Kind::Unspecified),
+                    op: op_label(&frame),
+                    answer: Answer::Superseded,
+                };
+                if self.running.is_empty() {
+                    self.on_done(done, now);
+                } else {
+                    // Acked in order, after the calls before it.
+                    self.run(concurrent_key(&frame), Box::pin(std::future::ready(done)));
+                }
+                continue;
+            }
             let Some(key) = self.requests.front().map(concurrent_key) else {
                 return;
             };
@@ -208,6 +249,10 @@ impl Session {
         let metrics = &self.shared.metrics;
         let outcome = match answer {
             Answer::Api(outcome) => outcome,
+            Answer::Superseded => {
+                self.commit(id, now);
+                return;
+            }
             Answer::Cert(Ok(response)) => {
                 metrics
                     .upstream
@@ -286,6 +331,7 @@ impl Session {
     fn retry_from(&mut self, id: u64) {
         self.tracker.redeliver_from(id);
         self.requests.clear();
+        self.superseded.clear();
         self.running = futures::stream::FuturesOrdered::new();
         self.running_keys.clear();
     }
@@ -323,6 +369,19 @@ fn registers(node: &str, frame: &Frame) -> bool {
                 _ => false,
             }
     })
+}
+
+/// Whether a queued `frame` is replaced by a newer one with the same route: the node's own
+/// Lease renewal and Node status, which the edge sends whole every interval (fire and
+/// forget: nothing on the edge waits for their answers).
+fn coalesces(node: &str, frame: &Frame) -> bool {
+    use proto::frame::Op;
+    registers(node, frame)
+        && match (frame.key().map(|k| k.kind), frame.op()) {
+            (Ok(kind), Ok(Op::Patch)) => kind == "lease",
+            (Ok(kind), Ok(Op::PatchStatus)) => kind == "node",
+            _ => false,
+        }
 }
 
 /// Whether `frame` renews `node`'s own Lease (a patch of it).

@@ -396,7 +396,7 @@ pub async fn run(opts: &EdgesOpts) -> Result<Report> {
     let renewals = fleet.summary().lease_renewals - r0;
     let h1 = hub.heartbeats();
     report.info(
-        &format!("Lease renewals acked per second ({window} s window, ~10 s interval)"),
+        &format!("Lease renewals written per second ({window} s window, ~10 s interval)"),
         format!("{:.0}/s", renewals as f64 / window as f64),
     );
     let rate = |result: &str| {
