@@ -120,12 +120,8 @@ fn has_token(r: &Resource) -> bool {
     r.group.is_empty() && r.plural == "serviceaccounts"
 }
 
-fn scope(r: &Resource) -> &'static str {
-    if r.namespaced {
-        "Namespaced"
-    } else {
-        "Cluster"
-    }
+fn scope(namespaced: bool) -> &'static str {
+    if namespaced { "Namespaced" } else { "Cluster" }
 }
 
 /// Group → versions (preferred first) of everything served: the registry's and the reviews'.
@@ -172,7 +168,7 @@ fn aggregated_list(api: &Api, core: bool, v: &str) -> Value {
                     let mut e = json!({
                         "resource": r.plural,
                         "responseKind": kind,
-                        "scope": scope(&r),
+                        "scope": scope(r.namespaced),
                         "singularResource": r.singular,
                         "verbs": r.verbs(),
                     });
@@ -191,7 +187,7 @@ fn aggregated_list(api: &Api, core: bool, v: &str) -> Value {
                     json!({
                         "resource": k.plural,
                         "responseKind": {"group": k.group, "version": k.version, "kind": k.kind},
-                        "scope": if k.namespaced { "Namespaced" } else { "Cluster" },
+                        "scope": scope(k.namespaced),
                         "singularResource": k.singular(),
                         "verbs": ["create"],
                     })

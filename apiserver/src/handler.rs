@@ -225,12 +225,7 @@ where
             Ok(body) => review::answer(&ctx, &method, &rp, &body),
             Err(e) => Err(e),
         };
-        return answer.unwrap_or_else(|e| {
-            if matches!(e.code, 400 | 413 | 415 | 422) {
-                ctx.api.reject(e.reason);
-            }
-            error_resp(&e)
-        });
+        return answer.unwrap_or_else(|e| refused(&ctx, &e));
     }
     let res = match ctx.api.registry.get(&rp.group, &rp.version, &rp.plural) {
         Some(r) => r,
@@ -268,21 +263,11 @@ where
             (&Method::PATCH, true) => update::patch(&mut ctx, &res, &rp, &body).await,
             (&Method::DELETE, true) => delete::delete(&mut ctx, &res, &rp, &body).await,
             (&Method::DELETE, false) => delete::delete_collection(&mut ctx, &res, &rp, &body).await,
-            _ => Err(ApiError::method_not_allowed(format!(
-                "the server does not allow this method on the requested resource ({method})"
-            ))),
+            _ => Err(method_not_allowed(&method)),
         }
     }
     .await;
-    let mut resp = match result {
-        Ok(r) => r,
-        Err(e) => {
-            if e.code == 400 || e.code == 413 || e.code == 415 || e.code == 422 {
-                ctx.api.reject(e.reason);
-            }
-            error_resp(&e)
-        }
-    };
+    let mut resp = result.unwrap_or_else(|e| refused(&ctx, &e));
     for w in &ctx.warnings {
         let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
         if let Ok(v) = HeaderValue::from_str(&text) {
@@ -290,6 +275,21 @@ where
         }
     }
     resp
+}
+
+/// The error response for `e`; bad input (400, 413, 415, 422) is counted by reason.
+fn refused(ctx: &Ctx, e: &ApiError) -> Resp {
+    if matches!(e.code, 400 | 413 | 415 | 422) {
+        ctx.api.reject(e.reason);
+    }
+    error_resp(e)
+}
+
+/// 405 for `method` on a resource that does not take it.
+pub(crate) fn method_not_allowed(method: &Method) -> ApiError {
+    ApiError::method_not_allowed(format!(
+        "the server does not allow this method on the requested resource ({method})"
+    ))
 }
 
 fn check_scope(res: &Resource, rp: &ResourcePath) -> ApiResult<()> {

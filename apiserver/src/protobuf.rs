@@ -1,7 +1,8 @@
 //! Protocol-buffer request bodies (`application/vnd.kubernetes.protobuf`) of the kinds
 //! kubectl's typed commands create — `create namespace|serviceaccount|configmap|secret`,
-//! `create token`, the reviews of `auth whoami` and `auth can-i`, and (tables in `workloads`) `run` and `create deployment|job|cronjob|
-//! service` — decoded to the JSON the handlers take. Other kinds stay 415.
+//! `create token`, the reviews of `auth whoami` and `auth can-i`, and (tables in
+//! `workloads`) `run` and `create deployment|job|cronjob|service` — decoded to the JSON the
+//! handlers take. Other kinds stay 415.
 //!
 //! The body is Kubernetes' envelope: `k8s\0` then a `runtime.Unknown` message (`typeMeta`
 //! = 1 {`apiVersion` = 1, `kind` = 2}, `raw` = 2) whose `raw` is the object in the field

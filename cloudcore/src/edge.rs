@@ -200,12 +200,8 @@ impl EdgeCache {
     /// its JSON unreadable). As fresh as the Node watch.
     pub fn node_ready(&self, node: &str) -> Option<bool> {
         let json = self.lock().node_json(node)?;
-        let node: serde_json::Value = serde_json::from_slice(&json).ok()?;
-        let conditions = node.pointer("/status/conditions")?.as_array()?;
-        Some(conditions.iter().any(|c| {
-            c.get("type").and_then(serde_json::Value::as_str) == Some("Ready")
-                && c.get("status").and_then(serde_json::Value::as_str) == Some("True")
-        }))
+        let node: k8s_openapi::api::core::v1::Node = serde_json::from_slice(&json).ok()?;
+        Some(crate::lifecycle::ready_status(&node) == Some("True"))
     }
 
     /// (edge nodes, pods + devices, referenced objects) held — for metrics.

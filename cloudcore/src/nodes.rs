@@ -4,10 +4,11 @@
 //!
 //! "Connected" is the same liveness the node-lifecycle logic uses (`lifecycle.rs`): the
 //! node's Lease in `kube-node-lease` is renewed every few seconds while the edge's session
-//! to a hub is up (by the edge through its session, or by the hub for an edge that does not), so a Lease younger than its
-//! `leaseDurationSeconds` means connected — unless the node-lifecycle controller already
-//! set Ready=Unknown (its grace period can be shorter than the Lease's duration). [`rows`] decides everything from the objects and
-//! the time, with no IO; [`list`] fetches them.
+//! to a hub is up (by the edge through its session, or by the hub for an edge that does
+//! not), so a Lease younger than its `leaseDurationSeconds` means connected — unless the
+//! node-lifecycle controller already set Ready=Unknown (its grace period can be shorter than
+//! the Lease's duration). [`rows`] decides everything from the objects and the time, with
+//! no IO; [`list`] fetches them.
 
 use std::collections::BTreeMap;
 

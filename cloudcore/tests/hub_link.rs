@@ -416,27 +416,16 @@ async fn deleting_the_node_closes_its_session_and_refuses_its_certificate() -> a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hub_leaves_the_lease_to_an_edge_that_renews_it() -> anyhow::Result<()> {
     use futures::StreamExt;
-    use k8s_openapi::api::coordination::v1::Lease;
-    use kube::api::{WatchEvent, WatchParams};
+    use kube::api::WatchEvent;
 
     let cloud = Cloud::start().await?;
-    let leases: Api<Lease> = Api::namespaced(cloud.client.clone(), "kube-node-lease");
     let mut e = cloud.edge("edge-l").await?;
     const LEASE: &str = "kube-node-lease/lease/edge-l";
     const RENEWAL: &str =
         r#"{"spec":{"holderIdentity":"edge-l","renewTime":"2020-01-01T00:00:00.000000Z"}}"#;
     // The first renewal waits for the session's registration of the Lease.
     assert_eq!(e.request(Op::Patch, LEASE, RENEWAL).await?.code, 200);
-    let rv = leases
-        .get("edge-l")
-        .await?
-        .metadata
-        .resource_version
-        .unwrap_or_default();
-    let mut writes = leases
-        .watch(&WatchParams::default().fields("metadata.name=edge-l"), &rv)
-        .await?
-        .boxed();
+    let mut writes = lease_watch(&cloud, "edge-l").await?;
     // Past a hub heartbeat (every 10 s), renewing every 2 s.
     async fn renew_for(e: &mut common::Edge, secs: u64) -> anyhow::Result<usize> {
         let mut renewed = 0;
@@ -447,18 +436,6 @@ async fn the_hub_leaves_the_lease_to_an_edge_that_renews_it() -> anyhow::Result<
             renewed += 1;
         }
         Ok(renewed)
-    }
-    async fn lease_writes<S>(writes: &mut S) -> anyhow::Result<usize>
-    where
-        S: futures::Stream<Item = kube::Result<WatchEvent<Lease>>> + Unpin,
-    {
-        let mut seen = 0;
-        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(1), writes.next()).await {
-            if let WatchEvent::Modified(_) = ev? {
-                seen += 1;
-            }
-        }
-        Ok(seen)
     }
     let renewed = renew_for(&mut e, 13).await?;
     assert_eq!(
@@ -530,10 +507,6 @@ async fn the_hub_leaves_the_lease_to_an_edge_that_renews_it() -> anyhow::Result<
 /// the API a write each; the newest is always written and answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_renewals_of_the_lease_are_coalesced() -> anyhow::Result<()> {
-    use futures::StreamExt;
-    use k8s_openapi::api::coordination::v1::Lease;
-    use kube::api::{WatchEvent, WatchParams};
-
     const LEASE: &str = "kube-node-lease/lease/edge-q";
     const RENEWAL: &str =
         r#"{"spec":{"holderIdentity":"edge-q","renewTime":"2020-01-01T00:00:00.000000Z"}}"#;
@@ -541,17 +514,7 @@ async fn queued_renewals_of_the_lease_are_coalesced() -> anyhow::Result<()> {
     let cloud = Cloud::start().await?;
     let mut e = cloud.edge("edge-q").await?;
     assert_eq!(e.request(Op::Patch, LEASE, RENEWAL).await?.code, 200);
-    let leases: Api<Lease> = Api::namespaced(cloud.client.clone(), "kube-node-lease");
-    let rv = leases
-        .get("edge-q")
-        .await?
-        .metadata
-        .resource_version
-        .unwrap_or_default();
-    let mut writes = leases
-        .watch(&WatchParams::default().fields("metadata.name=edge-q"), &rv)
-        .await?
-        .boxed();
+    let mut writes = lease_watch(&cloud, "edge-q").await?;
 
     let key = proto::ResourceKey::parse(LEASE)?;
     let first = e.next_id;
@@ -593,14 +556,40 @@ async fn queued_renewals_of_the_lease_are_coalesced() -> anyhow::Result<()> {
     );
     assert_eq!(answered.len() as u64 + superseded, BURST);
     // Only the answered renewals wrote the Lease.
-    let mut seen = 0;
-    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(1), writes.next()).await {
-        if let WatchEvent::Modified(_) = ev? {
-            seen += 1;
-        }
-    }
-    assert_eq!(seen, answered.len());
+    assert_eq!(lease_writes(&mut writes).await?, answered.len());
 
     cloud.shutdown.cancel();
     Ok(())
+}
+
+type LeaseWatch = futures::stream::BoxStream<
+    'static,
+    kube::Result<kube::api::WatchEvent<k8s_openapi::api::coordination::v1::Lease>>,
+>;
+
+/// A watch of `node`'s Lease from its current version: each write is one event.
+async fn lease_watch(cloud: &Cloud, node: &str) -> anyhow::Result<LeaseWatch> {
+    use futures::StreamExt;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(cloud.client.clone(), "kube-node-lease");
+    let rv = leases
+        .get(node)
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let params = kube::api::WatchParams::default().fields(&format!("metadata.name={node}"));
+    Ok(leases.watch(&params, &rv).await?.boxed())
+}
+
+/// The writes `writes` shows until it has been quiet for a second.
+async fn lease_writes(writes: &mut LeaseWatch) -> anyhow::Result<usize> {
+    use futures::StreamExt;
+    let mut seen = 0;
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(1), writes.next()).await {
+        if let kube::api::WatchEvent::Modified(_) = ev? {
+            seen += 1;
+        }
+    }
+    Ok(seen)
 }

@@ -234,11 +234,8 @@ pub struct Reporter {
 
 impl Reporter {
     /// The two outbox entries of one report.
-    pub fn entries(
-        &self,
-        ready_since: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Vec<(String, Upstream)> {
+    #[cfg(test)]
+    fn entries(&self, ready_since: DateTime<Utc>, now: DateTime<Utc>) -> Vec<(String, Upstream)> {
         self.status_entry(ready_since, now)
             .into_iter()
             .chain(self.lease_entry(now))
@@ -271,22 +268,13 @@ impl Reporter {
                 .with_content_type(proto::frame::MERGE_PATCH),
         ))
     }
-
-    /// What the Node status says, heartbeat times left out: a change of it is posted at
-    /// once.
-    pub fn status_content(&self, ready_since: DateTime<Utc>) -> Value {
-        node_status_patch(
-            &self.info,
-            ready_since,
-            &self.conditions.borrow(),
-            ready_since,
-        )
-    }
 }
 
 /// Queues the Lease renewal every interval and the Node status when it changed or
 /// `report` passed; both at once when a session comes up and when the extra
-/// conditions change; until `shutdown`.
+/// conditions change; until `shutdown`. The status changes only through those
+/// conditions (the node's facts are read once, at start), so a change is always
+/// one of the forcing events: nothing needs comparing.
 pub async fn run_reporter(
     mut reporter: Reporter,
     outbox: Outbox,
@@ -298,8 +286,8 @@ pub async fn run_reporter(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_sessions = hub.borrow().sessions;
     let mut conditions_open = true;
-    // What was last posted, and when.
-    let mut posted: Option<(Value, tokio::time::Instant)> = None;
+    // When the Node status was last queued.
+    let mut posted: Option<tokio::time::Instant> = None;
     loop {
         let force = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -325,18 +313,14 @@ pub async fn run_reporter(
             }
         };
         let now = Utc::now();
-        let content = reporter.status_content(ready_since);
-        let due = force
-            || posted
-                .as_ref()
-                .is_none_or(|(last, at)| *last != content || at.elapsed() >= reporter.report);
+        let due = force || posted.is_none_or(|at| at.elapsed() >= reporter.report);
         let mut entries = Vec::with_capacity(2);
         if due {
             entries.extend(reporter.status_entry(ready_since, now));
         }
         entries.extend(reporter.lease_entry(now));
         match outbox.put_many(entries).await {
-            Ok(_) if due => posted = Some((content, tokio::time::Instant::now())),
+            Ok(_) if due => posted = Some(tokio::time::Instant::now()),
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(error = %crate::hub::conn::chain(&e), "cannot queue the node status");

@@ -98,9 +98,7 @@ pub fn answer(ctx: &Ctx, method: &Method, rp: &ResourcePath, body: &[u8]) -> Api
         return Err(ApiError::no_route());
     }
     if method != Method::POST {
-        return Err(ApiError::method_not_allowed(format!(
-            "the server does not allow this method on the requested resource ({method})"
-        )));
+        return Err(super::method_not_allowed(method));
     }
     let mut v = if body.is_empty() {
         json!({})
@@ -177,6 +175,11 @@ fn metadata_is_empty(v: &Value, keep: &[&str]) -> bool {
         }),
         Some(_) => false,
     }
+}
+
+/// The `metadata` cause of an access review whose metadata holds more than `keep`.
+fn metadata_cause(v: &Value, keep: &[&str], message: &str) -> Option<Value> {
+    (!metadata_is_empty(v, keep)).then(|| invalid("metadata", &v["metadata"].to_string(), message))
 }
 
 fn user_info(user: &crate::auth::UserInfo) -> Value {
@@ -265,13 +268,7 @@ fn self_subject_access(_: &Ctx, _: &ResourcePath, v: &mut Value) -> ApiResult<Va
         &v["spec"]["nonResourceAttributes"],
         &mut causes,
     );
-    if !metadata_is_empty(v, &[]) {
-        causes.push(invalid(
-            "metadata",
-            &v["metadata"].to_string(),
-            "must be empty",
-        ));
-    }
+    causes.extend(metadata_cause(v, &[], "must be empty"));
     refuse("SelfSubjectAccessReview", "authorization.k8s.io", causes)?;
     Ok(allowed())
 }
@@ -349,13 +346,7 @@ fn subject_access_causes(
             "at least one of user or group must be specified",
         ));
     }
-    if !metadata_is_empty(v, keep) {
-        causes.push(invalid(
-            "metadata",
-            &v["metadata"].to_string(),
-            metadata_message,
-        ));
-    }
+    causes.extend(metadata_cause(v, keep, metadata_message));
     Ok(causes)
 }
 

@@ -80,9 +80,9 @@ pub struct HubMetrics {
     /// `InvalidCSR`, `CSRIdentityMismatch`, `NodeRevoked`, `InternalError`).
     pub cert_renewals: Family<ResultLabel, Counter>,
     /// Node heartbeats per result: `edge` (nothing due: the edge renews its own Lease and
-    /// its Node is Ready in the cache or the last check is fresh), `lease` (the Lease alone renewed, the last Node check
-    /// being fresh), `checked` (the Node read and kept Ready, the Lease renewed unless the
-    /// edge renews it), `failed`, `timeout`.
+    /// its Node is Ready in the cache or the last check is fresh), `lease` (the Lease alone
+    /// renewed, the last Node check being fresh), `checked` (the Node read and kept Ready,
+    /// the Lease renewed unless the edge renews it), `failed`, `timeout`.
     pub heartbeats: Family<ResultLabel, Counter>,
 }
 
@@ -170,6 +170,16 @@ impl HubMetrics {
         self.cert_renewals
             .get_or_create(&ResultLabel {
                 result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an upstream call made (or spared) for an edge, by op and code.
+    pub fn upstream_call(&self, op: &'static str, code: impl Into<String>) {
+        self.upstream
+            .get_or_create(&UpstreamLabel {
+                op,
+                code: code.into(),
             })
             .inc();
     }

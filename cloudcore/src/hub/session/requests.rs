@@ -13,11 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use proto::{CertRenewRequest, CertRenewResponse, Frame, Kind, Receipt, Response};
+use proto::{CertRenewRequest, CertRenewResponse, Frame, Kind, Op, Receipt, Response};
 use tokio::time::Instant;
 
 use super::super::authz::{self, Facts};
-use super::super::metrics::UpstreamLabel;
 use super::super::phase::Phase;
 use super::super::upstream::{self, Outcome};
 use super::{MAX_QUEUED_REQUESTS, MAX_RUNNING, REFUSAL_BUDGET, Session};
@@ -59,14 +58,6 @@ impl Session {
                     for old in self.requests.iter_mut().filter(|f| f.route == frame.route) {
                         if self.superseded.insert(old.id) {
                             old.payload = Vec::new();
-                            self.shared
-                                .metrics
-                                .upstream
-                                .get_or_create(&UpstreamLabel {
-                                    op: op_label(old),
-                                    code: "superseded".into(),
-                                })
-                                .inc();
                         }
                     }
                 }
@@ -250,17 +241,12 @@ impl Session {
         let outcome = match answer {
             Answer::Api(outcome) => outcome,
             Answer::Superseded => {
+                metrics.upstream_call(op, "superseded");
                 self.commit(id, now);
                 return;
             }
             Answer::Cert(Ok(response)) => {
-                metrics
-                    .upstream
-                    .get_or_create(&UpstreamLabel {
-                        op,
-                        code: "200".into(),
-                    })
-                    .inc();
+                metrics.upstream_call(op, "200");
                 metrics.cert_renewal("issued");
                 tracing::info!(id, "node certificate renewed");
                 self.commit(id, now);
@@ -269,13 +255,7 @@ impl Session {
             }
             Answer::Cert(Err(e)) => {
                 let (code, reason) = e.status();
-                metrics
-                    .upstream
-                    .get_or_create(&UpstreamLabel {
-                        op,
-                        code: code.to_string(),
-                    })
-                    .inc();
+                metrics.upstream_call(op, code.to_string());
                 metrics.cert_renewal(reason);
                 tracing::warn!(id, code, reason, error = %e, "certificate renewal refused");
                 if upstream::is_final(code) {
@@ -289,13 +269,7 @@ impl Session {
         };
         match outcome {
             Outcome::Final(response, rv) => {
-                metrics
-                    .upstream
-                    .get_or_create(&UpstreamLabel {
-                        op,
-                        code: response.code.to_string(),
-                    })
-                    .inc();
+                metrics.upstream_call(op, response.code.to_string());
                 self.commit(id, now);
                 if kind == Kind::Request {
                     let frame = self.response_frame(id, response, &rv);
@@ -305,13 +279,7 @@ impl Session {
                 }
             }
             Outcome::Transient(cause) => {
-                metrics
-                    .upstream
-                    .get_or_create(&UpstreamLabel {
-                        op,
-                        code: "transient".into(),
-                    })
-                    .inc();
+                metrics.upstream_call(op, "transient");
                 if kind == Kind::Event {
                     // Events may be dropped under pressure; ack anyway.
                     tracing::debug!(id, %cause, "event dropped");
@@ -375,20 +343,19 @@ fn registers(node: &str, frame: &Frame) -> bool {
 /// Lease renewal and Node status, which the edge sends whole every interval (fire and
 /// forget: nothing on the edge waits for their answers).
 fn coalesces(node: &str, frame: &Frame) -> bool {
-    use proto::frame::Op;
-    registers(node, frame)
-        && match (frame.key().map(|k| k.kind), frame.op()) {
-            (Ok(kind), Ok(Op::Patch)) => kind == "lease",
-            (Ok(kind), Ok(Op::PatchStatus)) => kind == "node",
-            _ => false,
-        }
+    own_write(node, frame, "lease", Op::Patch) || own_write(node, frame, "node", Op::PatchStatus)
 }
 
 /// Whether `frame` renews `node`'s own Lease (a patch of it).
 fn renews_own_lease(node: &str, frame: &Frame) -> bool {
+    own_write(node, frame, "lease", Op::Patch)
+}
+
+/// Whether `frame` is `op` on `node`'s own object of `kind` (its Lease or Node).
+fn own_write(node: &str, frame: &Frame, kind: &str, op: Op) -> bool {
     registers(node, frame)
-        && frame.key().is_ok_and(|k| k.kind == "lease")
-        && frame.op().is_ok_and(|op| op == proto::frame::Op::Patch)
+        && frame.key().is_ok_and(|k| k.kind == kind)
+        && frame.op().is_ok_and(|o| o == op)
 }
 
 /// What a frame writes, if it may run while others run: a REQUEST patching an object's
