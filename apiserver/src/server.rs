@@ -1,5 +1,8 @@
 //! The listener: TLS (the API's own CA; client certificates optional and verified), HTTP/1.1
-//! and HTTP/2, one task per connection, graceful shutdown.
+//! and HTTP/2, one task per connection, writes batched per poll of it ([`batch`]), graceful
+//! shutdown.
+
+mod batch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,7 +62,10 @@ pub async fn serve(
                     return;
                 }
             };
+            let epoch = batch::Epoch::default();
+            let tls = batch::Batched::new(tls, epoch.clone());
             let user = tls
+                .get_ref()
                 .get_ref()
                 .1
                 .peer_certificates()
@@ -73,7 +79,7 @@ pub async fn serve(
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection(TokioIo::new(tls), svc);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+            if let Err(e) = epoch.run(watcher.watch(conn.into_owned())).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
