@@ -165,6 +165,10 @@ pub struct HubSection {
     /// Prefix length of each node's block (`--node-cidr-mask-size`): the range holds
     /// 2^(mask − range prefix) nodes; past that, nodes register without a pod CIDR.
     pub node_cidr_mask_size: u8,
+    /// MiB of edge requests the hub may hold queued for their API call, over all
+    /// sessions (each session gets at most a sixteenth, and at least one frame). Past
+    /// it, requests wait at the edge, which sends them again.
+    pub queued_request_budget_mib: usize,
 }
 
 impl HubSection {
@@ -213,6 +217,7 @@ impl Default for HubSection {
             idle_seconds: 45,
             node_cert_validity_seconds: crate::nodeca::DEFAULT_NODE_CERT_VALIDITY.as_secs(),
             cluster_cidr: crate::lifecycle::CidrConfig::default().cluster_cidr,
+            queued_request_budget_mib: crate::hub::DEFAULT_QUEUED_REQUEST_BUDGET / (1024 * 1024),
             node_cidr_mask_size: crate::lifecycle::CidrConfig::default().node_prefix,
         }
     }
@@ -276,6 +281,14 @@ impl Config {
             return Err(bad(
                 "hub.max_frame_bytes",
                 "must be between 1 KiB and 64 MiB",
+            ));
+        }
+        if !(1..=64 * 1024).contains(&self.hub.queued_request_budget_mib)
+            || self.hub.queued_request_budget_mib * 1024 * 1024 < self.hub.max_frame_bytes
+        {
+            return Err(bad(
+                "hub.queued_request_budget_mib",
+                "must be between 1 and 65536, and hold at least one frame of hub.max_frame_bytes",
             ));
         }
         if self.hub.ping_seconds == 0 || self.hub.idle_seconds <= self.hub.ping_seconds {
@@ -375,6 +388,23 @@ mod tests {
             assert!(
                 msg.contains("hub.cluster_cidr") && msg.contains(why),
                 "{text}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn queued_request_budget_must_hold_a_frame() {
+        let cfg = Config::parse("[hub]\nqueued_request_budget_mib = 8\n", "f.toml").unwrap();
+        assert_eq!(cfg.hub.queued_request_budget_mib, 8);
+        for text in [
+            "queued_request_budget_mib = 0",
+            "queued_request_budget_mib = 70000",
+            "queued_request_budget_mib = 2\nmax_frame_bytes = 4194304",
+        ] {
+            let err = Config::parse(&format!("[hub]\n{text}\n"), "f.toml").unwrap_err();
+            assert!(
+                err.to_string().contains("hub.queued_request_budget_mib"),
+                "{text}: {err}"
             );
         }
     }

@@ -79,6 +79,7 @@ pub async fn start(
         idle: Duration::from_secs(cfg.hub.idle_seconds),
         pod_cidrs: cfg.hub.pod_cidrs(),
         node_check: crate::hub::node_check_for(Duration::from_secs(cfg.lifecycle.grace_seconds)),
+        queued_request_budget: cfg.hub.queued_request_budget_mib * 1024 * 1024,
     };
     tracing::info!(
         cluster_cidr = %cfg.hub.cluster_cidr,

@@ -76,7 +76,21 @@ pub struct HubConfig {
     /// How long a heartbeat trusts its last read of the Node and renews only the Lease
     /// ([`session::node_check_for`] of the lifecycle grace; zero: always read).
     pub node_check: Duration,
+    /// Bytes of edge requests all sessions together may queue for their API call; a
+    /// request that would exceed it (or a session's share, [`session_share`]) is not
+    /// delivered and the edge sends it again later. Keeps the hub's memory bounded when the
+    /// API lags behind thousands of edges.
+    pub queued_request_budget: usize,
 }
+
+/// What one session may queue of `budget` while it has something queued already: a
+/// sixteenth (a session with nothing queued may take any frame the budget has room for).
+pub fn session_share(budget: usize) -> usize {
+    budget / 16
+}
+
+/// Default of [`HubConfig::queued_request_budget`].
+pub const DEFAULT_QUEUED_REQUEST_BUDGET: usize = 64 * 1024 * 1024;
 
 impl Default for HubConfig {
     fn default() -> Self {
@@ -87,6 +101,7 @@ impl Default for HubConfig {
             idle: Duration::from_secs(45),
             pod_cidrs: crate::lifecycle::CidrConfig::default(),
             node_check: session::node_check_for(Duration::from_secs(40)),
+            queued_request_budget: DEFAULT_QUEUED_REQUEST_BUDGET,
         }
     }
 }
@@ -118,6 +133,8 @@ struct Shared {
     pod_cidrs: crate::lifecycle::cidr::Allocator,
     /// Permits for the sessions' API calls ([`MAX_API_CALLS`]).
     api_calls: Arc<tokio::sync::Semaphore>,
+    /// Bytes of queued edge requests still free ([`HubConfig::queued_request_budget`]).
+    queued_budget: Arc<tokio::sync::Semaphore>,
     sessions: Mutex<HashMap<String, SessionEntry>>,
     next_seq: AtomicU64,
 }
@@ -140,11 +157,16 @@ impl Hub {
         let metrics = HubMetrics::new(registry);
         let pod_cidrs =
             crate::lifecycle::cidr::Allocator::new(client.clone(), cfg.pod_cidrs.clone());
+        let queued_budget = Arc::new(tokio::sync::Semaphore::new(
+            cfg.queued_request_budget
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         Hub {
             shared: Arc::new(Shared {
                 cfg,
                 pod_cidrs,
                 api_calls: Arc::new(tokio::sync::Semaphore::new(MAX_API_CALLS)),
+                queued_budget,
                 client,
                 cache,
                 bootstrap,
@@ -228,6 +250,21 @@ impl Shared {
     /// hub is shutting down (the semaphore is never closed, so never in practice).
     async fn api_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.api_calls.clone().acquire_owned().await.ok()
+    }
+
+    /// The queued-request budget in bytes, as the semaphore holds it.
+    fn queued_budget_total(&self) -> usize {
+        self.cfg
+            .queued_request_budget
+            .min(tokio::sync::Semaphore::MAX_PERMITS)
+    }
+
+    /// Sets the queued-request gauge from the budget's free bytes.
+    fn note_queued_bytes(&self) {
+        let used = self.queued_budget_total() - self.queued_budget.available_permits();
+        self.metrics
+            .queued_request_bytes
+            .set(i64::try_from(used).unwrap_or(i64::MAX));
     }
 
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {

@@ -593,3 +593,91 @@ async fn lease_writes(writes: &mut LeaseWatch) -> anyhow::Result<usize> {
     }
     Ok(seen)
 }
+
+/// A burst of an edge's requests bigger than the hub's queued-request budget: the hub takes
+/// what fits (the rest counted as `budget` refusals, never delivered), the edge sends the
+/// rest again, every request is written exactly once, and the budget is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_queue_budget_wait_at_the_edge() -> anyhow::Result<()> {
+    const BUDGET: usize = 24 * 1024;
+    const BURST: u64 = 80;
+    let cloud = Cloud::start_with(cloudcore::hub::HubConfig {
+        queued_request_budget: BUDGET,
+        ..Default::default()
+    })
+    .await?;
+    let _stop = cloud.shutdown.clone().drop_guard();
+    let mut e = cloud.edge("edge-b").await?;
+    let pods: Api<Pod> = Api::namespaced(cloud.client.clone(), "default");
+    let p = pods
+        .create(&PostParams::default(), &pod("pb", "edge-b"))
+        .await?;
+    wait_for("the cache knows the pod", || {
+        cloud.cache.pod_node("default", "pb").is_some()
+    })
+    .await?;
+
+    let padding = "x".repeat(1024);
+    let mut frames = Vec::new();
+    for i in 0..BURST {
+        let name = format!("pb.ev{i}");
+        let body = serde_json::json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": "default"},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": "default",
+                "name": "pb", "uid": p.metadata.uid},
+            "reason": "Padded", "message": padding, "type": "Normal", "count": 1,
+            "source": {"component": "kubelet", "host": "edge-b"},
+            "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:00:00Z"});
+        let key = proto::ResourceKey::parse(&format!("default/event/{name}"))?;
+        frames.push(Frame::event(
+            e.next_id,
+            Op::Create,
+            &key,
+            body.to_string().into_bytes(),
+        ));
+        e.next_id += 1;
+    }
+    let last = e.next_id - 1;
+    let (mut up_to, mut rounds) = (0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while up_to < last {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {up_to} of {last} acked in 60 s: refused requests were not taken again"
+        );
+        rounds += 1;
+        // What the edge's outbox does: send everything not yet acked again.
+        for f in frames.iter().filter(|f| f.id > up_to) {
+            e.send(f).await?;
+        }
+        while let Ok(f) = tokio::time::timeout(Duration::from_millis(500), e.recv_acking()).await {
+            let f = f?;
+            match f.checked_kind()? {
+                Kind::Ack => up_to = up_to.max(f.control::<proto::Ack>()?.up_to),
+                Kind::Error => bail!("refused: {:?}", f.control::<ErrorInfo>()?),
+                _ => {}
+            }
+        }
+    }
+    let refused = cloud.metric("cloudcore_hub_refused_total{reason=\"budget\"}");
+    assert!(
+        refused >= 1 && rounds >= 2,
+        "{BURST} requests of ~1.3 KB fit a {BUDGET}-byte budget in one round: not enforced"
+    );
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(cloud.client.clone(), "default");
+    let written = events
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|ev| ev.involved_object.name.as_deref() == Some("pb"))
+        .count();
+    assert_eq!(written as u64, BURST, "every request written once");
+    assert_eq!(
+        cloud.metric("cloudcore_hub_queued_request_bytes"),
+        0,
+        "the budget was not given back"
+    );
+    Ok(())
+}

@@ -68,6 +68,9 @@ pub struct HubMetrics {
     pub retransmits: Counter,
     /// Queued plus in-flight cloud -> edge frames over all sessions.
     pub queue_depth: Gauge,
+    /// Bytes of edge requests queued for their API call over all sessions (bounded by
+    /// `hub.queued_request_budget_mib`).
+    pub queued_request_bytes: Gauge,
     /// Full resyncs from the cache per reason (`inventory`, `lagged`).
     pub resyncs: Family<ReasonLabel, Counter>,
     /// Refused connections and frames per reason.
@@ -117,6 +120,11 @@ impl HubMetrics {
             "queue_depth",
             "Queued and in-flight frames to edges",
             m.queue_depth.clone(),
+        );
+        reg.register(
+            "queued_request_bytes",
+            "Bytes of edge requests queued for their API call, over all sessions",
+            m.queued_request_bytes.clone(),
         );
         reg.register(
             "resyncs",

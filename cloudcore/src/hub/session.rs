@@ -192,6 +192,7 @@ pub(super) async fn run<S>(
         }
     }
     drop(s);
+    shared.note_queued_bytes();
     if let Some(info) = reason.error_info() {
         let _ = out_tx.try_send(Message::Binary(Bytes::from(proto::encode(&Frame::error(
             &info,
@@ -276,7 +277,9 @@ struct Session {
     /// reference that never resolves must not keep the session syncing).
     refs_waited: bool,
     feed: Option<broadcast::Receiver<(String, NodeChange)>>,
-    requests: VecDeque<Frame>,
+    requests: VecDeque<requests::Queued>,
+    /// Bytes of the hub's queued-request budget the queued requests hold.
+    queued_bytes: usize,
     /// Ids of queued requests a newer one for the same object replaced (acked in order
     /// without their API call; see `requests::coalesces`).
     superseded: std::collections::HashSet<u64>,
@@ -327,6 +330,7 @@ impl Session {
             refs_waited: false,
             feed: None,
             requests: VecDeque::new(),
+            queued_bytes: 0,
             superseded: std::collections::HashSet::new(),
             running: FuturesOrdered::new(),
             running_keys: VecDeque::new(),

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use proto::{CertRenewRequest, CertRenewResponse, Frame, Kind, Op, Receipt, Response};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::super::authz::{self, Facts};
@@ -41,13 +42,37 @@ pub(super) enum Answer {
     Superseded,
 }
 
+/// A delivered edge request waiting for its API call.
+pub(super) struct Queued {
+    frame: Frame,
+    /// Its bytes of the hub's queued-request budget, given back when it leaves the queue
+    /// or is superseded.
+    charge: Option<OwnedSemaphorePermit>,
+}
+
+/// What a queued request is charged: its payload, route and bookkeeping.
+fn charge_of(frame: &Frame) -> usize {
+    frame.payload.len() + frame.route.as_ref().map_or(0, |r| r.resource.len()) + 128
+}
+
 impl Session {
     /// A sequenced edge frame: deliver in order, queue for execution.
     pub(super) fn on_sequenced(&mut self, frame: Frame) {
-        if self.requests.len() >= MAX_QUEUED_REQUESTS && frame.id > self.tracker.delivered() {
-            // Not delivered: the edge sends it again after its timeout.
-            self.shared.metrics.refuse("busy");
-            return;
+        let mut charge = None;
+        if frame.id > self.tracker.delivered() {
+            // A new frame. One that does not fit is not delivered: the edge sends it again
+            // after its timeout.
+            if self.requests.len() >= MAX_QUEUED_REQUESTS {
+                self.shared.metrics.refuse("busy");
+                return;
+            }
+            match self.take_budget(charge_of(&frame)) {
+                Some(permit) => charge = Some(permit),
+                None => {
+                    self.shared.metrics.refuse("budget");
+                    return;
+                }
+            }
         }
         match self.tracker.on_frame(frame.id) {
             Receipt::Deliver => {
@@ -55,16 +80,51 @@ impl Session {
                     // An edge renews its Lease (and re-posts its Node status) every interval
                     // whether or not the last one was answered; while the API lags, the queued
                     // older ones would only be written and overwritten — and pile up here.
-                    for old in self.requests.iter_mut().filter(|f| f.route == frame.route) {
-                        if self.superseded.insert(old.id) {
-                            old.payload = Vec::new();
+                    for old in self.requests.iter_mut() {
+                        if old.frame.route == frame.route && self.superseded.insert(old.frame.id) {
+                            old.frame.payload = Vec::new();
+                            if let Some(p) = old.charge.take() {
+                                self.queued_bytes -= p.num_permits();
+                            }
                         }
                     }
                 }
-                self.requests.push_back(frame);
+                self.requests.push_back(Queued { frame, charge });
             }
             Receipt::Duplicate | Receipt::Gap { .. } | Receipt::Unsequenced => {}
         }
+        self.shared.note_queued_bytes();
+    }
+
+    /// `bytes` of the hub's queued-request budget for one more request, if this session's
+    /// share and the whole budget have room (a session with nothing queued is held only to
+    /// the whole budget, so any frame can get through once others drain).
+    fn take_budget(&mut self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let budget = self.shared.queued_budget_total();
+        let bytes = bytes.min(budget);
+        let share = crate::hub::session_share(budget);
+        if !self.requests.is_empty() && self.queued_bytes + bytes > share {
+            return None;
+        }
+        let n = u32::try_from(bytes).ok()?;
+        let permit = self
+            .shared
+            .queued_budget
+            .clone()
+            .try_acquire_many_owned(n)
+            .ok()?;
+        self.queued_bytes += permit.num_permits();
+        Some(permit)
+    }
+
+    /// The oldest queued request, its budget given back.
+    fn pop_request(&mut self) -> Option<Frame> {
+        let q = self.requests.pop_front()?;
+        if let Some(p) = q.charge {
+            self.queued_bytes -= p.num_permits();
+        }
+        self.shared.note_queued_bytes();
+        Some(q.frame)
     }
 
     /// Starts the next upstream calls that may run now (see [`may_start`]); refusals are
@@ -75,8 +135,8 @@ impl Session {
         }
         for _ in 0..REFUSAL_BUDGET {
             if let Some(front) = self.requests.front()
-                && self.superseded.remove(&front.id)
-                && let Some(frame) = self.requests.pop_front()
+                && self.superseded.remove(&front.frame.id)
+                && let Some(frame) = self.pop_request()
             {
                 let done = Done {
                     id: frame.id,
@@ -92,13 +152,13 @@ impl Session {
                 }
                 continue;
             }
-            let Some(key) = self.requests.front().map(concurrent_key) else {
+            let Some(key) = self.requests.front().map(|q| concurrent_key(&q.frame)) else {
                 return;
             };
             if !may_start(&self.running_keys, key.as_deref()) {
                 return;
             }
-            let Some(frame) = self.requests.pop_front() else {
+            let Some(frame) = self.pop_request() else {
                 return;
             };
             let kind = frame.checked_kind().unwrap_or(Kind::Unspecified);
@@ -299,6 +359,8 @@ impl Session {
     fn retry_from(&mut self, id: u64) {
         self.tracker.redeliver_from(id);
         self.requests.clear();
+        self.queued_bytes = 0;
+        self.shared.note_queued_bytes();
         self.superseded.clear();
         self.running = futures::stream::FuturesOrdered::new();
         self.running_keys.clear();

@@ -15,6 +15,7 @@ idle_seconds = {{ int64 .Values.hub.idleSeconds }}
 node_cert_validity_seconds = {{ $validity }}
 cluster_cidr = {{ .Values.hub.clusterCIDR | quote }}
 node_cidr_mask_size = {{ int .Values.hub.nodeCIDRMaskSize }}
+queued_request_budget_mib = {{ int .Values.hub.queuedRequestBudgetMiB }}
 
 [metrics]
 listen = "0.0.0.0:{{ int .Values.metrics.port }}"
