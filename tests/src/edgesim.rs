@@ -44,7 +44,8 @@ pub struct SimConfig {
     pub prefix: String,
     /// Time over which edges are started (evenly spread).
     pub ramp: Duration,
-    /// Lease renewal interval (±10 % jitter); the Node status goes every sixth.
+    /// Lease renewal interval (±10 % jitter); the Node status goes on each new session and
+    /// every 30th.
     pub report_interval: Duration,
     /// How many 127.0.0.x source addresses the edges spread over (from 127.0.0.2).
     pub sources: u8,

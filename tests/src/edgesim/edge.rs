@@ -2,7 +2,8 @@
 //! ([`edgecore::hub::link::LinkState`]) driven by a small IO loop that keeps the edge's
 //! objects in memory instead of sled. It dials from its own 127.0.0.x source address,
 //! sends its inventory on every (re)connect, acks what it "applied" at once, renews its
-//! Lease every ~10 s (jittered) and patches its Node status every sixth report, through
+//! Lease every ~10 s (jittered) and patches its Node status on each new session and every
+//! 30th report (edgecore's defaults: an unchanged status goes every 300 s), through
 //! an in-memory outbox coalesced by key that replays unacked writes after a reconnect —
 //! the same frames a real edgecore sends.
 
@@ -33,8 +34,13 @@ use super::Stats;
 const LEASE: &str = edgecore::node::LEASE_KEY;
 /// Outbox key of the Node status patch.
 const STATUS: &str = "node-status";
-/// Every how many Lease renewals the Node status is patched too.
-const STATUS_EVERY: u64 = 6;
+/// Every how many Lease renewals the Node status is patched too, besides on a new session:
+/// edgecore posts an unchanged status every `status.report_secs` and renews the Lease every
+/// `status.interval_secs`.
+fn status_every() -> u64 {
+    let d = edgecore::config::StatusConfig::default();
+    (d.report_secs / d.interval_secs.max(1)).max(1)
+}
 /// Bound on TCP + TLS + WebSocket upgrade.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -282,7 +288,8 @@ impl Loop {
             Action::SessionUp { .. } => {
                 self.edge.with_view(|v| v.sessions += 1);
                 self.stats.sessions.fetch_add(1, Ordering::Relaxed);
-                // A new session reports at once, as edgecore does.
+                // A new session reports at once, its Node status too, as edgecore does.
+                self.reports = 0;
                 self.queue_reports();
             }
             Action::EndSession { .. } => {
@@ -345,7 +352,7 @@ impl Loop {
         up_to
     }
 
-    /// Queues the Lease renewal (and every [`STATUS_EVERY`]th time the Node status).
+    /// Queues the Lease renewal (and every [`status_every`]th time the Node status).
     fn queue_reports(&mut self) {
         let now = Utc::now();
         let edge = self.edge.clone();
@@ -358,7 +365,7 @@ impl Loop {
                     .with_content_type(proto::frame::MERGE_PATCH),
             );
         }
-        if self.reports.is_multiple_of(STATUS_EVERY)
+        if self.reports.is_multiple_of(status_every())
             && let Ok(key) = ResourceKey::cluster("node", name.clone())
         {
             let info = edgecore::node::node_info(name, &self.server, &BTreeMap::new());
