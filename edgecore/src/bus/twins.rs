@@ -129,6 +129,14 @@ struct Entry {
 }
 
 impl Entry {
+    /// Forgets the shadow and status (a new incarnation of the device's name).
+    fn reset(&mut self) {
+        self.shadow = Shadow::new();
+        self.status = DeviceStatus::default();
+        self.report = None;
+        self.unsaved = true;
+    }
+
     /// The DeviceModel the device names but the edge does not hold: the device is held
     /// (no driver, no cloud desired values applied, twin updates refused) until it arrives.
     fn missing_model(&self) -> Option<&str> {
@@ -214,7 +222,7 @@ impl Twins {
     pub fn status(&mut self, key: &DeviceKey) -> Option<serde_json::Value> {
         let entry = self.entries.get_mut(key)?;
         if entry.unsaved {
-            save(self.store.as_ref(), key, &entry.shadow);
+            save(self.store.as_ref(), key, entry);
             entry.unsaved = false;
         }
         entry.status_pending = false;
@@ -480,6 +488,16 @@ impl Twins {
             let Some(entry) = self.entries.get_mut(&key) else {
                 continue;
             };
+            if let (Some(old), Some(new)) = (uid_of(&entry.device), uid_of(&device))
+                && old != new
+            {
+                // Deleted and re-created under the same name while the edge did not see
+                // the gap (offline, or both in one snapshot): a new device, whatever its
+                // generation. The old incarnation's values must not reach the new object.
+                info!(device = %key, old, new, "device re-created; resetting its shadow");
+                entry.reset();
+                fx.push(status_effect(&key, entry));
+            }
             entry.device = device;
             entry.model = model;
             fx.extend(hold_status(&key, entry));
@@ -511,9 +529,7 @@ impl Twins {
                 // The cache always holds the newest object, so a lower generation is a new
                 // incarnation of the name (deleted and re-created): start over.
                 info!(device = %key, generation, observed, "device re-created; resetting its shadow");
-                entry.shadow = Shadow::new();
-                entry.status = DeviceStatus::default();
-                entry.report = None;
+                entry.reset();
             }
         }
         let event = TwinEvent::cloud_desired_from_spec(
@@ -548,11 +564,18 @@ impl Twins {
             .store
             .load(&key.to_string())
             .and_then(|b| match serde_json::from_slice::<Shadow>(&b) {
-                Ok(s) => Some(s),
+                Ok(s) => Some((s, effects::saved_uid(&b))),
                 Err(e) => {
                     warn!(device = %key, error = %e, "saved shadow unreadable; rebuilding it from the Device status");
                     None
                 }
+            })
+            .and_then(|(shadow, saved_uid)| match (saved_uid, uid_of(&device)) {
+                (Some(old), Some(new)) if old != new => {
+                    info!(device = %key, old, new, "saved shadow is of an earlier Device of this name; starting over");
+                    None
+                }
+                _ => Some(shadow),
             });
         let mut ahead = false;
         let (shadow, status) = match saved {
@@ -585,6 +608,11 @@ impl Twins {
         };
         (entry, fx)
     }
+}
+
+/// `metadata.uid` of a Device, if it has one.
+fn uid_of(device: &Device) -> Option<String> {
+    device.metadata.uid.clone().filter(|u| !u.is_empty())
 }
 
 /// Sets or clears `state: model-missing` (with the model in `message`) as the device's

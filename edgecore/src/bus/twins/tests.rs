@@ -461,3 +461,55 @@ fn a_device_without_its_model_is_held_until_the_model_arrives() {
         200
     );
 }
+
+#[test]
+fn a_device_recreated_under_the_same_name_starts_a_new_shadow() {
+    // Deleted and re-created (new uid) while the edge did not see the gap, e.g. offline:
+    // both incarnations are at generation 1.
+    let store = MemoryShadowStore::new();
+    let mut t = twins(&store);
+    let mut old = device(1, "30");
+    old["metadata"]["uid"] = json!("uid-old");
+    let fx = t.sync_devices(&set(vec![(old, Some(model()))]), 1_000);
+    status(&mut t, &fx);
+    let fx = t.on_message(
+        UPDATE,
+        br#"{"twin":{"humidity":{"actual":{"value":"12"}}}}"#,
+        1_100,
+    );
+    status(&mut t, &fx);
+
+    let mut new = device(1, "55");
+    new["metadata"]["uid"] = json!("uid-new");
+    let fx = t.sync_devices(&set(vec![(new, Some(model()))]), 2_000);
+    assert_eq!(
+        publishes(&fx)["kedge/events/device/ns/thermo/twin/update/delta"]["delta"]["temp"],
+        "55",
+        "the new Device's desired value is applied: {fx:?}"
+    );
+    assert!(fx.contains(&Effect::Drive {
+        device: DeviceKey::new("ns", "thermo"),
+        property: "temp".into(),
+        value: "55".into()
+    }));
+    let s = status(&mut t, &fx).unwrap_or_default();
+    assert_eq!(twin(&s, "temp")["observedDesired"]["value"], "55", "{s}");
+    assert!(
+        twin(&s, "humidity")["reported"].is_null(),
+        "the old incarnation's reports do not leak into the new Device: {s}"
+    );
+    // And across a restart the saved shadow is the new incarnation's.
+    let mut again = twins(&store);
+    let mut new = device(1, "55");
+    new["metadata"]["uid"] = json!("uid-new");
+    let fx = again.sync_devices(&set(vec![(new, Some(model()))]), 3_000);
+    let shadow = again
+        .shadow(&DeviceKey::new("ns", "thermo"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        shadow.desired().get("temp").map(|p| p.value.as_str()),
+        Some("55")
+    );
+    assert!(shadow.reported().get("humidity").is_none(), "{fx:?}");
+}
