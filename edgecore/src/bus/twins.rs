@@ -73,6 +73,12 @@ pub enum BusReject {
     /// A request for a device not bound to this node.
     #[error("device {0} is not bound to this node")]
     UnknownDevice(DeviceKey),
+    /// A desired value for a property the Device does not list in `spec.properties`: the
+    /// cloud has nowhere to keep it (and would refuse the whole write).
+    #[error(
+        "the Device has no property {0:?} in spec.properties; desired values can only be set for listed properties"
+    )]
+    NotInDeviceSpec(String),
 }
 
 impl ErrorCode for BusReject {
@@ -81,7 +87,10 @@ impl ErrorCode for BusReject {
     }
 
     fn reason(&self) -> &'static str {
-        "unknown_device"
+        match self {
+            Self::UnknownDevice(_) => "unknown_device",
+            Self::NotInDeviceSpec(_) => "unknown_property",
+        }
     }
 }
 
@@ -332,6 +341,17 @@ impl Twins {
             Err(e) => return self.reject(&reply, payload::peek_event_id(bytes), now, &e),
         };
         let event_id = event.stamp().event_id.clone();
+        if let TwinEvent::EdgeUpdate {
+            desired: Some(d), ..
+        } = &event
+            && let Some(name) = d
+                .props
+                .keys()
+                .find(|n| entry.device.spec.property(n).is_none())
+        {
+            let err = BusReject::NotInDeviceSpec(name.clone());
+            return self.reject(&reply, event_id, now, &err);
+        }
         match entry.shadow.apply(event) {
             Ok(actions) => {
                 self.metrics

@@ -513,3 +513,39 @@ fn a_device_recreated_under_the_same_name_starts_a_new_shadow() {
     );
     assert!(shadow.reported().get("humidity").is_none(), "{fx:?}");
 }
+
+#[test]
+fn edge_desired_writes_to_a_property_the_device_does_not_list_are_refused() {
+    // The model has `setpoint`, the Device lists only temp and humidity: the cloud cannot
+    // keep a desired value for it (and a merged patch carrying it would be refused whole).
+    let mut m = model();
+    m["spec"]["properties"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "setpoint", "type": "INT", "accessMode": "ReadWrite"}));
+    let store = MemoryShadowStore::new();
+    let mut t = twins(&store);
+    t.sync_devices(&set(vec![(device(1, "30"), Some(m))]), 1_000);
+    let body = br#"{"event_id":"w","twin":{"setpoint":{"expected":{"value":"5"}}},"version":1}"#;
+    let fx = t.on_message(UPDATE, body, 1_100);
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::Desired { .. })),
+        "nothing goes up: {fx:?}"
+    );
+    let r = &publishes(&fx)["kedge/events/device/ns/thermo/twin/update/result"];
+    assert_eq!(
+        (r["code"].as_u64(), r["reason"].as_str()),
+        (Some(404), Some("unknown_property")),
+        "{r}"
+    );
+    assert_eq!(
+        t.shadow(&DeviceKey::new("ns", "thermo"))
+            .map(|s| s.desired().version()),
+        Some(1),
+        "the shadow is unchanged"
+    );
+    // Reports of that property are still fine.
+    let ok = br#"{"twin":{"setpoint":{"actual":{"value":"5"}}}}"#;
+    let r = &publishes(&t.on_message(UPDATE, ok, 1_200))["kedge/events/device/ns/thermo/twin/update/result"];
+    assert_eq!(r["code"], 200);
+}
