@@ -98,23 +98,32 @@ impl ErrorCode for BusReject {
 pub const CONFIG_ERROR: &str = "config-error";
 /// `status.state` of a device held because its DeviceModel is not at the edge.
 pub const MODEL_MISSING: &str = "model-missing";
+/// `status.state` of a device held because its DeviceModel is at the edge but unusable
+/// (it does not parse, e.g. a property without a `type`).
+pub const MODEL_INVALID: &str = "model-invalid";
 
-/// A `twin/update` or `state/update` for a device held until its DeviceModel arrives: the
-/// property types are unknown, so values cannot be validated yet. Retryable.
+/// A `twin/update` or `state/update` for a device held until its DeviceModel arrives (or,
+/// with `problem`, until its unusable DeviceModel is fixed): the property types are unknown,
+/// so values cannot be validated yet. Retryable once the model is there or fixed.
 #[derive(Debug, thiserror::Error)]
-#[error("device {device} waits for its DeviceModel {model}")]
+#[error("device {device} waits for its DeviceModel {model}{}", problem.as_ref().map(|p| format!(", which is invalid: {p}")).unwrap_or_default())]
 pub struct ModelMissing {
     device: DeviceKey,
     model: String,
+    problem: Option<String>,
 }
 
 impl ErrorCode for ModelMissing {
     fn code(&self) -> u16 {
-        503
+        if self.problem.is_some() { 422 } else { 503 }
     }
 
     fn reason(&self) -> &'static str {
-        "model_missing"
+        if self.problem.is_some() {
+            "model_invalid"
+        } else {
+            "model_missing"
+        }
     }
 }
 
@@ -123,6 +132,8 @@ impl ErrorCode for ModelMissing {
 struct Entry {
     device: Device,
     model: Option<DeviceModelSpec>,
+    /// Why the cached DeviceModel could not be read (`model` is then `None`).
+    model_error: Option<String>,
     shadow: Shadow,
     /// The status as last built, except for `report`.
     status: DeviceStatus,
@@ -333,6 +344,7 @@ impl Twins {
             let err = ModelMissing {
                 device: key.clone(),
                 model: model.to_owned(),
+                problem: entry.model_error.clone(),
             };
             return self.reject(&reply, payload::peek_event_id(bytes), now, &err);
         }
@@ -475,11 +487,15 @@ impl Twins {
                 debug!(device = %key, node = n, "skipping a Device bound to another node");
                 continue;
             }
-            let model = mv
-                .as_ref()
-                .and_then(|m| DeviceModel::deserialize(&**m).ok())
-                .map(|m| m.spec);
-            current.insert(key, (device, model));
+            let (model, model_error) = match mv.as_ref().map(|m| DeviceModel::deserialize(&**m)) {
+                None => (None, None),
+                Some(Ok(m)) => (Some(m.spec), None),
+                Some(Err(e)) => {
+                    debug!(device = %key, error = %e, "the device's DeviceModel does not parse");
+                    (None, Some(e.to_string()))
+                }
+            };
+            current.insert(key, (device, model, model_error));
         }
 
         let mut fx = Vec::new();
@@ -498,7 +514,7 @@ impl Twins {
             .devices
             .set(i64::try_from(current.len()).unwrap_or(i64::MAX));
 
-        for (key, (device, model)) in current {
+        for (key, (device, model, model_error)) in current {
             if !self.entries.contains_key(&key) {
                 let (entry, status_fx) = self.load(&key, device.clone(), model.clone());
                 fx.extend(status_fx);
@@ -520,6 +536,7 @@ impl Twins {
             }
             entry.device = device;
             entry.model = model;
+            entry.model_error = model_error;
             fx.extend(hold_status(&key, entry));
             if entry.missing_model().is_none() {
                 fx.extend(self.cloud_desired_for(&key, id, now));
@@ -614,6 +631,7 @@ impl Twins {
         let mut entry = Entry {
             device,
             model,
+            model_error: None,
             shadow,
             status,
             report: None,
@@ -639,15 +657,32 @@ fn uid_of(device: &Device) -> Option<String> {
 /// DeviceModel goes missing or arrives; the status change, if any.
 fn hold_status(key: &DeviceKey, entry: &mut Entry) -> Vec<Effect> {
     let held = entry.missing_model().map(str::to_owned);
-    let is_held_state = entry.status.state.as_ref().map(DeviceState::as_str) == Some(MODEL_MISSING);
+    let state = entry.status.state.as_ref().map(DeviceState::as_str);
+    let is_held_state = state == Some(MODEL_MISSING) || state == Some(MODEL_INVALID);
     match held {
         Some(model) => {
-            let message = format!("DeviceModel {model} is not at the edge yet; the device is held");
-            if is_held_state && entry.status.message.as_ref() == Some(&message) {
+            let (word, message) = match &entry.model_error {
+                None => (
+                    MODEL_MISSING,
+                    format!("DeviceModel {model} is not at the edge yet; the device is held"),
+                ),
+                Some(e) => (
+                    MODEL_INVALID,
+                    format!(
+                        "DeviceModel {model} is invalid ({e}); the device is held until it is fixed"
+                    ),
+                ),
+            };
+            if state == Some(word) && entry.status.message.as_ref() == Some(&message) {
                 return Vec::new();
             }
-            warn!(device = %key, model, "device held: its DeviceModel is missing");
-            entry.status.state = Some(DeviceState::Other(MODEL_MISSING.to_owned()));
+            match &entry.model_error {
+                None => warn!(device = %key, model, "device held: its DeviceModel is missing"),
+                Some(e) => {
+                    warn!(device = %key, model, error = %e, "device held: its DeviceModel is invalid")
+                }
+            }
+            entry.status.state = Some(DeviceState::Other(word.to_owned()));
             entry.status.message = Some(message);
         }
         None if is_held_state => {

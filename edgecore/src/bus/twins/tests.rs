@@ -549,3 +549,34 @@ fn edge_desired_writes_to_a_property_the_device_does_not_list_are_refused() {
     let r = &publishes(&t.on_message(UPDATE, ok, 1_200))["kedge/events/device/ns/thermo/twin/update/result"];
     assert_eq!(r["code"], 200);
 }
+
+#[test]
+fn a_device_whose_model_does_not_parse_says_so() {
+    // The CRD admits a property without `type`; kedge cannot type its values.
+    let mut bad = model();
+    bad["spec"]["properties"][1]
+        .as_object_mut()
+        .unwrap()
+        .remove("type");
+    let store = MemoryShadowStore::new();
+    let mut t = twins(&store);
+    let fx = t.sync_devices(&set(vec![(device(1, "30"), Some(bad))]), 1_000);
+    let s = status(&mut t, &fx).unwrap_or_default();
+    assert_eq!(s["state"], MODEL_INVALID, "{s}");
+    let msg = s["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("DeviceModel m is invalid") && msg.contains("type"),
+        "the message names the model and the problem: {msg}"
+    );
+    let body = br#"{"event_id":"e1","twin":{"temp":{"actual":{"value":"1"}}}}"#;
+    assert_eq!(
+        error_of(&mut t, UPDATE, body),
+        (422, "model_invalid".to_owned())
+    );
+    // Fixed: released.
+    let fx = t.sync_devices(&set(vec![(device(1, "30"), Some(model()))]), 2_000);
+    let s = status(&mut t, &fx).unwrap_or_default();
+    assert_ne!(s["state"], MODEL_INVALID, "{s}");
+    assert!(s["message"].is_null(), "{s}");
+    assert_eq!(t.driver_inputs().count(), 1);
+}
