@@ -99,6 +99,9 @@ pub struct PropertyCommon {
     pub ty: PropertyType,
     /// Whether desired values are written (DeviceModel accessMode, ReadWrite when absent).
     pub writable: bool,
+    /// Whether the value may be negative (the DeviceModel's `minimum` is below 0): integer
+    /// registers then read as two's complement, the way negative values are written.
+    pub signed: bool,
     /// Read interval.
     pub collect: Duration,
     /// Longest interval between two readings sent for an unchanged value.
@@ -170,6 +173,12 @@ pub fn visited_properties(
                 name: p.name.clone(),
                 ty,
                 writable: mp.is_none_or(|m| m.is_writable()),
+                signed: mp.is_some_and(|m| {
+                    m.minimum
+                        .as_deref()
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .is_some_and(|v| v < 0.0)
+                }),
                 collect,
                 report,
             };

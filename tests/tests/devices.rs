@@ -226,3 +226,67 @@ fn reports_made_while_cloud_is_down_arrive_after_restart() {
         },
     );
 }
+
+/// A Device deleted and re-created under the same name while its edge is down is a new
+/// device: its own desired values reach the mapper, and the old one's reported values do
+/// not reappear in its status (both incarnations are at generation 1).
+#[test]
+fn a_device_recreated_while_the_edge_is_down_starts_afresh() {
+    let mut t = setup();
+    let port = t.port;
+    let membership = format!("kedge/events/node/{NODE}/membership/updated");
+    let sub = Sub::start(port, &[&membership]);
+    t.s.apply(&manifests());
+    sub.expect(&membership, Duration::from_secs(10));
+    twin_update(port, "1", &[("humidity", "41")]);
+    wait_for("the first report", Duration::from_secs(5), || {
+        reported_value(&t.s, "humidity").as_deref() == Some("41")
+    });
+    // Let the throttled status leave before the edge goes down.
+    std::thread::sleep(Duration::from_millis(600));
+    drop(sub);
+    drop(t.edge);
+
+    t.s.kubectl_ok(&["delete", "device", DEVICE]);
+    let again = manifests().replace(
+        "  - {name: temperature}\n",
+        "  - {name: temperature, desired: {value: \"21\"}}\n",
+    );
+    t.s.apply(&again);
+
+    t.edge = Edge::run(&t.root);
+    wait_for(
+        "the edge serves the broker again",
+        Duration::from_secs(20),
+        || publish(port, "kedge/hello", "x"),
+    );
+    // Asking for the twin shows what the edge holds for the new Device.
+    let get = format!("kedge/events/device/default/{DEVICE}/twin/get");
+    let got = format!("{get}/result");
+    let results = Sub::start(port, &[&got]);
+    let mut twin = Value::Null;
+    wait_for(
+        "the re-created Device's desired value at the edge",
+        Duration::from_secs(20),
+        || {
+            publish(port, &get, "{}");
+            twin = results
+                .try_expect(&got, Duration::from_secs(1))
+                .unwrap_or(Value::Null);
+            twin["twin"]["temperature"]["expected"]["value"] == "21"
+        },
+    );
+    assert!(
+        twin["twin"]["humidity"]["actual"].is_null(),
+        "the old Device's report is gone: {twin}"
+    );
+    twin_update(port, "2", &[("temperature", "20")]);
+    wait_for("a report of the new Device", Duration::from_secs(5), || {
+        reported_value(&t.s, "temperature").as_deref() == Some("20")
+    });
+    let twins = reported(&t.s);
+    assert!(
+        !twins.contains_key("humidity"),
+        "the old incarnation's value leaked into the new Device: {twins:?}"
+    );
+}

@@ -26,11 +26,22 @@ pub(super) fn same_value(ty: Option<PropertyType>, a: &str, b: &str) -> bool {
             (Ok(x), Ok(y)) => x == y,
             _ => same_number(a, b),
         },
-        Some(PropertyType::Float | PropertyType::Double) => same_number(a, b),
+        // FLOAT is single precision (a float32 register, KubeEdge's `float`): "25.7" written
+        // reads back as 25.700000762939453, reported "25.700001"; both are one f32.
+        Some(PropertyType::Float) => same_f32(a, b),
+        Some(PropertyType::Double) => same_number(a, b),
         Some(PropertyType::Boolean) => match (parse_bool(a), parse_bool(b)) {
             (Some(x), Some(y)) => x == y,
             _ => false,
         },
+        _ => false,
+    }
+}
+
+/// Both parse as finite numbers that round to the same `f32`.
+fn same_f32(a: &str, b: &str) -> bool {
+    match (a.trim().parse::<f64>(), b.trim().parse::<f64>()) {
+        (Ok(x), Ok(y)) => x.is_finite() && y.is_finite() && (x as f32) == (y as f32),
         _ => false,
     }
 }

@@ -73,6 +73,12 @@ pub enum BusReject {
     /// A request for a device not bound to this node.
     #[error("device {0} is not bound to this node")]
     UnknownDevice(DeviceKey),
+    /// A desired value for a property the Device does not list in `spec.properties`: the
+    /// cloud has nowhere to keep it (and would refuse the whole write).
+    #[error(
+        "the Device has no property {0:?} in spec.properties; desired values can only be set for listed properties"
+    )]
+    NotInDeviceSpec(String),
 }
 
 impl ErrorCode for BusReject {
@@ -81,7 +87,10 @@ impl ErrorCode for BusReject {
     }
 
     fn reason(&self) -> &'static str {
-        "unknown_device"
+        match self {
+            Self::UnknownDevice(_) => "unknown_device",
+            Self::NotInDeviceSpec(_) => "unknown_property",
+        }
     }
 }
 
@@ -89,23 +98,32 @@ impl ErrorCode for BusReject {
 pub const CONFIG_ERROR: &str = "config-error";
 /// `status.state` of a device held because its DeviceModel is not at the edge.
 pub const MODEL_MISSING: &str = "model-missing";
+/// `status.state` of a device held because its DeviceModel is at the edge but unusable
+/// (it does not parse, e.g. a property without a `type`).
+pub const MODEL_INVALID: &str = "model-invalid";
 
-/// A `twin/update` or `state/update` for a device held until its DeviceModel arrives: the
-/// property types are unknown, so values cannot be validated yet. Retryable.
+/// A `twin/update` or `state/update` for a device held until its DeviceModel arrives (or,
+/// with `problem`, until its unusable DeviceModel is fixed): the property types are unknown,
+/// so values cannot be validated yet. Retryable once the model is there or fixed.
 #[derive(Debug, thiserror::Error)]
-#[error("device {device} waits for its DeviceModel {model}")]
+#[error("device {device} waits for its DeviceModel {model}{}", problem.as_ref().map(|p| format!(", which is invalid: {p}")).unwrap_or_default())]
 pub struct ModelMissing {
     device: DeviceKey,
     model: String,
+    problem: Option<String>,
 }
 
 impl ErrorCode for ModelMissing {
     fn code(&self) -> u16 {
-        503
+        if self.problem.is_some() { 422 } else { 503 }
     }
 
     fn reason(&self) -> &'static str {
-        "model_missing"
+        if self.problem.is_some() {
+            "model_invalid"
+        } else {
+            "model_missing"
+        }
     }
 }
 
@@ -114,6 +132,8 @@ impl ErrorCode for ModelMissing {
 struct Entry {
     device: Device,
     model: Option<DeviceModelSpec>,
+    /// Why the cached DeviceModel could not be read (`model` is then `None`).
+    model_error: Option<String>,
     shadow: Shadow,
     /// The status as last built, except for `report`.
     status: DeviceStatus,
@@ -129,6 +149,14 @@ struct Entry {
 }
 
 impl Entry {
+    /// Forgets the shadow and status (a new incarnation of the device's name).
+    fn reset(&mut self) {
+        self.shadow = Shadow::new();
+        self.status = DeviceStatus::default();
+        self.report = None;
+        self.unsaved = true;
+    }
+
     /// The DeviceModel the device names but the edge does not hold: the device is held
     /// (no driver, no cloud desired values applied, twin updates refused) until it arrives.
     fn missing_model(&self) -> Option<&str> {
@@ -214,7 +242,7 @@ impl Twins {
     pub fn status(&mut self, key: &DeviceKey) -> Option<serde_json::Value> {
         let entry = self.entries.get_mut(key)?;
         if entry.unsaved {
-            save(self.store.as_ref(), key, &entry.shadow);
+            save(self.store.as_ref(), key, entry);
             entry.unsaved = false;
         }
         entry.status_pending = false;
@@ -316,6 +344,7 @@ impl Twins {
             let err = ModelMissing {
                 device: key.clone(),
                 model: model.to_owned(),
+                problem: entry.model_error.clone(),
             };
             return self.reject(&reply, payload::peek_event_id(bytes), now, &err);
         }
@@ -324,6 +353,17 @@ impl Twins {
             Err(e) => return self.reject(&reply, payload::peek_event_id(bytes), now, &e),
         };
         let event_id = event.stamp().event_id.clone();
+        if let TwinEvent::EdgeUpdate {
+            desired: Some(d), ..
+        } = &event
+            && let Some(name) = d
+                .props
+                .keys()
+                .find(|n| entry.device.spec.property(n).is_none())
+        {
+            let err = BusReject::NotInDeviceSpec(name.clone());
+            return self.reject(&reply, event_id, now, &err);
+        }
         match entry.shadow.apply(event) {
             Ok(actions) => {
                 self.metrics
@@ -447,11 +487,15 @@ impl Twins {
                 debug!(device = %key, node = n, "skipping a Device bound to another node");
                 continue;
             }
-            let model = mv
-                .as_ref()
-                .and_then(|m| DeviceModel::deserialize(&**m).ok())
-                .map(|m| m.spec);
-            current.insert(key, (device, model));
+            let (model, model_error) = match mv.as_ref().map(|m| DeviceModel::deserialize(&**m)) {
+                None => (None, None),
+                Some(Ok(m)) => (Some(m.spec), None),
+                Some(Err(e)) => {
+                    debug!(device = %key, error = %e, "the device's DeviceModel does not parse");
+                    (None, Some(e.to_string()))
+                }
+            };
+            current.insert(key, (device, model, model_error));
         }
 
         let mut fx = Vec::new();
@@ -470,7 +514,7 @@ impl Twins {
             .devices
             .set(i64::try_from(current.len()).unwrap_or(i64::MAX));
 
-        for (key, (device, model)) in current {
+        for (key, (device, model, model_error)) in current {
             if !self.entries.contains_key(&key) {
                 let (entry, status_fx) = self.load(&key, device.clone(), model.clone());
                 fx.extend(status_fx);
@@ -480,8 +524,19 @@ impl Twins {
             let Some(entry) = self.entries.get_mut(&key) else {
                 continue;
             };
+            if let (Some(old), Some(new)) = (uid_of(&entry.device), uid_of(&device))
+                && old != new
+            {
+                // Deleted and re-created under the same name while the edge did not see
+                // the gap (offline, or both in one snapshot): a new device, whatever its
+                // generation. The old incarnation's values must not reach the new object.
+                info!(device = %key, old, new, "device re-created; resetting its shadow");
+                entry.reset();
+                fx.push(status_effect(&key, entry));
+            }
             entry.device = device;
             entry.model = model;
+            entry.model_error = model_error;
             fx.extend(hold_status(&key, entry));
             if entry.missing_model().is_none() {
                 fx.extend(self.cloud_desired_for(&key, id, now));
@@ -511,9 +566,7 @@ impl Twins {
                 // The cache always holds the newest object, so a lower generation is a new
                 // incarnation of the name (deleted and re-created): start over.
                 info!(device = %key, generation, observed, "device re-created; resetting its shadow");
-                entry.shadow = Shadow::new();
-                entry.status = DeviceStatus::default();
-                entry.report = None;
+                entry.reset();
             }
         }
         let event = TwinEvent::cloud_desired_from_spec(
@@ -548,11 +601,18 @@ impl Twins {
             .store
             .load(&key.to_string())
             .and_then(|b| match serde_json::from_slice::<Shadow>(&b) {
-                Ok(s) => Some(s),
+                Ok(s) => Some((s, effects::saved_uid(&b))),
                 Err(e) => {
                     warn!(device = %key, error = %e, "saved shadow unreadable; rebuilding it from the Device status");
                     None
                 }
+            })
+            .and_then(|(shadow, saved_uid)| match (saved_uid, uid_of(&device)) {
+                (Some(old), Some(new)) if old != new => {
+                    info!(device = %key, old, new, "saved shadow is of an earlier Device of this name; starting over");
+                    None
+                }
+                _ => Some(shadow),
             });
         let mut ahead = false;
         let (shadow, status) = match saved {
@@ -571,6 +631,7 @@ impl Twins {
         let mut entry = Entry {
             device,
             model,
+            model_error: None,
             shadow,
             status,
             report: None,
@@ -587,19 +648,41 @@ impl Twins {
     }
 }
 
+/// `metadata.uid` of a Device, if it has one.
+fn uid_of(device: &Device) -> Option<String> {
+    device.metadata.uid.clone().filter(|u| !u.is_empty())
+}
+
 /// Sets or clears `state: model-missing` (with the model in `message`) as the device's
 /// DeviceModel goes missing or arrives; the status change, if any.
 fn hold_status(key: &DeviceKey, entry: &mut Entry) -> Vec<Effect> {
     let held = entry.missing_model().map(str::to_owned);
-    let is_held_state = entry.status.state.as_ref().map(DeviceState::as_str) == Some(MODEL_MISSING);
+    let state = entry.status.state.as_ref().map(DeviceState::as_str);
+    let is_held_state = state == Some(MODEL_MISSING) || state == Some(MODEL_INVALID);
     match held {
         Some(model) => {
-            let message = format!("DeviceModel {model} is not at the edge yet; the device is held");
-            if is_held_state && entry.status.message.as_ref() == Some(&message) {
+            let (word, message) = match &entry.model_error {
+                None => (
+                    MODEL_MISSING,
+                    format!("DeviceModel {model} is not at the edge yet; the device is held"),
+                ),
+                Some(e) => (
+                    MODEL_INVALID,
+                    format!(
+                        "DeviceModel {model} is invalid ({e}); the device is held until it is fixed"
+                    ),
+                ),
+            };
+            if state == Some(word) && entry.status.message.as_ref() == Some(&message) {
                 return Vec::new();
             }
-            warn!(device = %key, model, "device held: its DeviceModel is missing");
-            entry.status.state = Some(DeviceState::Other(MODEL_MISSING.to_owned()));
+            match &entry.model_error {
+                None => warn!(device = %key, model, "device held: its DeviceModel is missing"),
+                Some(e) => {
+                    warn!(device = %key, model, error = %e, "device held: its DeviceModel is invalid")
+                }
+            }
+            entry.status.state = Some(DeviceState::Other(word.to_owned()));
             entry.status.message = Some(message);
         }
         None if is_held_state => {

@@ -353,6 +353,7 @@ mod tests {
             name: name.into(),
             ty: PropertyType::Boolean,
             writable: true,
+            signed: false,
             collect: Duration::from_millis(100),
             report: Duration::from_millis(100),
         }

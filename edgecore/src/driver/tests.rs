@@ -35,7 +35,18 @@ fn kubeedge_sample_plans_as_modbus_tcp_without_dialling() {
     let prop = &p.props[0];
     assert_eq!(prop.common.ty, PropertyType::Int);
     assert!(prop.common.writable);
+    assert!(!prop.common.signed, "minimum 1: unsigned registers");
     assert_eq!(prop.common.collect, MAX_CYCLE, "absurd cycles are clamped");
+    let m =
+        model(json!({"spec": {"properties": [{"name": "temp", "type": "INT", "minimum": "-40"}]}}));
+    let Ok(Some(Plan::Modbus(p))) = plan(&d, Some(&m)) else {
+        panic!("still modbus")
+    };
+    assert!(
+        p.props[0].common.signed,
+        "a negative minimum reads two's complement"
+    );
+    assert!(p.props[0].layout.signed);
 }
 
 #[test]

@@ -343,3 +343,44 @@ fn mixed_update_is_atomic() {
         1
     );
 }
+
+#[test]
+fn a_float_desired_value_is_met_by_its_single_precision_read_back() {
+    use crate::model::PropertyType::{Double, Float};
+    // A Modbus float32 register written with "25.7" reads back as 25.700000762939453,
+    // which a driver (or KubeEdge's mapper, six decimals) reports as "25.700001".
+    assert!(view::same_value(Some(Float), "25.7", "25.700001"));
+    assert!(view::same_value(Some(Float), "0.1", "0.100000"));
+    assert!(!view::same_value(Some(Float), "25.7", "25.71"));
+    assert!(!view::same_value(Some(Float), "25.7", "x"));
+    // DOUBLE stays exact.
+    assert!(!view::same_value(Some(Double), "25.7", "25.700001"));
+    let mut s = Shadow::new();
+    let mut desired = BTreeMap::new();
+    desired.insert(
+        "sp".to_owned(),
+        PropertyWrite {
+            value: "25.7".into(),
+            timestamp: None,
+            ty: Some(Float),
+        },
+    );
+    s.apply(TwinEvent::CloudDesired {
+        generation: 1,
+        props: desired,
+        at: Stamp::new("c", 1),
+    })
+    .unwrap();
+    let read_back = PropertyWrite {
+        value: "25.700001".into(),
+        timestamp: None,
+        ty: Some(Float),
+    };
+    s.apply(TwinEvent::edge_reported(
+        BTreeMap::from([("sp".to_owned(), Some(read_back))]),
+        None,
+        Stamp::new("r", 2),
+    ))
+    .unwrap();
+    assert!(s.delta().is_empty(), "{:?}", s.delta());
+}

@@ -2,18 +2,40 @@
 
 use std::collections::BTreeSet;
 
-use devicetwin::{DeviceKey, DeviceTopic, Shadow, Topic, TwinAction};
+use devicetwin::{DeviceKey, DeviceTopic, Topic, TwinAction};
 use serde::Serialize;
 use tracing::{debug, warn};
 
 use super::{Effect, Entry};
 use crate::bus::ShadowStore;
 
-pub(super) fn save(store: &dyn ShadowStore, key: &DeviceKey, shadow: &Shadow) {
-    match serde_json::to_vec(shadow) {
+/// Saves the entry's shadow with the uid of the Device it belongs to (an extra field that
+/// [`devicetwin::Shadow`]'s own reader ignores), so a restart can tell it from a later Device of the
+/// same name.
+pub(super) fn save(store: &dyn ShadowStore, key: &DeviceKey, entry: &Entry) {
+    let mut value = match serde_json::to_value(&entry.shadow) {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(device = %key, error = %e, "serialising a shadow failed");
+            return;
+        }
+    };
+    if let (Some(obj), Some(uid)) = (value.as_object_mut(), super::uid_of(&entry.device)) {
+        obj.insert(UID_FIELD.to_owned(), serde_json::Value::String(uid));
+    }
+    match serde_json::to_vec(&value) {
         Ok(bytes) => store.save(&key.to_string(), &bytes),
         Err(e) => warn!(device = %key, error = %e, "serialising a shadow failed"),
     }
+}
+
+/// The field of a saved shadow naming its Device's uid.
+const UID_FIELD: &str = "deviceUid";
+
+/// The Device uid a saved shadow belongs to (`None` for shadows saved without one).
+pub(super) fn saved_uid(bytes: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    v.get(UID_FIELD)?.as_str().map(str::to_owned)
 }
 
 pub(super) fn publish<T: Serialize>(prefix: &str, t: &Topic, msg: &T) -> Option<Effect> {
@@ -41,7 +63,7 @@ pub(super) fn persist(store: &dyn ShadowStore, key: &DeviceKey, entry: &mut Entr
     if entry.status_pending {
         entry.unsaved = true;
     } else {
-        save(store, key, &entry.shadow);
+        save(store, key, entry);
         entry.unsaved = false;
     }
 }

@@ -461,3 +461,122 @@ fn a_device_without_its_model_is_held_until_the_model_arrives() {
         200
     );
 }
+
+#[test]
+fn a_device_recreated_under_the_same_name_starts_a_new_shadow() {
+    // Deleted and re-created (new uid) while the edge did not see the gap, e.g. offline:
+    // both incarnations are at generation 1.
+    let store = MemoryShadowStore::new();
+    let mut t = twins(&store);
+    let mut old = device(1, "30");
+    old["metadata"]["uid"] = json!("uid-old");
+    let fx = t.sync_devices(&set(vec![(old, Some(model()))]), 1_000);
+    status(&mut t, &fx);
+    let fx = t.on_message(
+        UPDATE,
+        br#"{"twin":{"humidity":{"actual":{"value":"12"}}}}"#,
+        1_100,
+    );
+    status(&mut t, &fx);
+
+    let mut new = device(1, "55");
+    new["metadata"]["uid"] = json!("uid-new");
+    let fx = t.sync_devices(&set(vec![(new, Some(model()))]), 2_000);
+    assert_eq!(
+        publishes(&fx)["kedge/events/device/ns/thermo/twin/update/delta"]["delta"]["temp"],
+        "55",
+        "the new Device's desired value is applied: {fx:?}"
+    );
+    assert!(fx.contains(&Effect::Drive {
+        device: DeviceKey::new("ns", "thermo"),
+        property: "temp".into(),
+        value: "55".into()
+    }));
+    let s = status(&mut t, &fx).unwrap_or_default();
+    assert_eq!(twin(&s, "temp")["observedDesired"]["value"], "55", "{s}");
+    assert!(
+        twin(&s, "humidity")["reported"].is_null(),
+        "the old incarnation's reports do not leak into the new Device: {s}"
+    );
+    // And across a restart the saved shadow is the new incarnation's.
+    let mut again = twins(&store);
+    let mut new = device(1, "55");
+    new["metadata"]["uid"] = json!("uid-new");
+    let fx = again.sync_devices(&set(vec![(new, Some(model()))]), 3_000);
+    let shadow = again
+        .shadow(&DeviceKey::new("ns", "thermo"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        shadow.desired().get("temp").map(|p| p.value.as_str()),
+        Some("55")
+    );
+    assert!(shadow.reported().get("humidity").is_none(), "{fx:?}");
+}
+
+#[test]
+fn edge_desired_writes_to_a_property_the_device_does_not_list_are_refused() {
+    // The model has `setpoint`, the Device lists only temp and humidity: the cloud cannot
+    // keep a desired value for it (and a merged patch carrying it would be refused whole).
+    let mut m = model();
+    m["spec"]["properties"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "setpoint", "type": "INT", "accessMode": "ReadWrite"}));
+    let store = MemoryShadowStore::new();
+    let mut t = twins(&store);
+    t.sync_devices(&set(vec![(device(1, "30"), Some(m))]), 1_000);
+    let body = br#"{"event_id":"w","twin":{"setpoint":{"expected":{"value":"5"}}},"version":1}"#;
+    let fx = t.on_message(UPDATE, body, 1_100);
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::Desired { .. })),
+        "nothing goes up: {fx:?}"
+    );
+    let r = &publishes(&fx)["kedge/events/device/ns/thermo/twin/update/result"];
+    assert_eq!(
+        (r["code"].as_u64(), r["reason"].as_str()),
+        (Some(404), Some("unknown_property")),
+        "{r}"
+    );
+    assert_eq!(
+        t.shadow(&DeviceKey::new("ns", "thermo"))
+            .map(|s| s.desired().version()),
+        Some(1),
+        "the shadow is unchanged"
+    );
+    // Reports of that property are still fine.
+    let ok = br#"{"twin":{"setpoint":{"actual":{"value":"5"}}}}"#;
+    let r = &publishes(&t.on_message(UPDATE, ok, 1_200))["kedge/events/device/ns/thermo/twin/update/result"];
+    assert_eq!(r["code"], 200);
+}
+
+#[test]
+fn a_device_whose_model_does_not_parse_says_so() {
+    // The CRD admits a property without `type`; kedge cannot type its values.
+    let mut bad = model();
+    bad["spec"]["properties"][1]
+        .as_object_mut()
+        .unwrap()
+        .remove("type");
+    let store = MemoryShadowStore::new();
+    let mut t = twins(&store);
+    let fx = t.sync_devices(&set(vec![(device(1, "30"), Some(bad))]), 1_000);
+    let s = status(&mut t, &fx).unwrap_or_default();
+    assert_eq!(s["state"], MODEL_INVALID, "{s}");
+    let msg = s["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("DeviceModel m is invalid") && msg.contains("type"),
+        "the message names the model and the problem: {msg}"
+    );
+    let body = br#"{"event_id":"e1","twin":{"temp":{"actual":{"value":"1"}}}}"#;
+    assert_eq!(
+        error_of(&mut t, UPDATE, body),
+        (422, "model_invalid".to_owned())
+    );
+    // Fixed: released.
+    let fx = t.sync_devices(&set(vec![(device(1, "30"), Some(model()))]), 2_000);
+    let s = status(&mut t, &fx).unwrap_or_default();
+    assert_ne!(s["state"], MODEL_INVALID, "{s}");
+    assert!(s["message"].is_null(), "{s}");
+    assert_eq!(t.driver_inputs().count(), 1);
+}

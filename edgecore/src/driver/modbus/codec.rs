@@ -5,7 +5,8 @@
 //! 2. `isRegisterSwap`: reverse the order of the 16-bit registers;
 //! 3. `isSwap`: swap the two bytes inside each register;
 //! 4. by the property type: `int` — the bytes as an unsigned big-endian integer (1, 2, 4 or 8
-//!    bytes) times `scale`, truncated; `float` — 4 bytes as f32, `double` — 8 bytes as f64,
+//!    bytes; two's complement when the DeviceModel's `minimum` is negative) times `scale`,
+//!    truncated; `float` — 4 bytes as f32, `double` — 8 bytes as f64,
 //!    times `scale`, six decimals; `boolean` — first coil, or any non-zero register; `string`
 //!    — the bytes as text (trailing NULs dropped).
 //!
@@ -72,6 +73,9 @@ pub struct Layout {
     pub swap: bool,
     /// Reverse the register order.
     pub register_swap: bool,
+    /// `int` values are two's complement (the property's minimum is negative), so a
+    /// negative value written reads back as itself.
+    pub signed: bool,
 }
 
 /// A value that does not convert.
@@ -152,6 +156,18 @@ fn be_uint(bytes: &[u8], ty: PropertyType) -> Result<u64, CodecError> {
     Ok(bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
 }
 
+/// The bytes as a big-endian integer: unsigned, or two's complement if `l.signed`.
+fn be_int(bytes: &[u8], l: &Layout) -> Result<f64, CodecError> {
+    let raw = be_uint(bytes, l.ty)?;
+    let bits = bytes.len() * 8;
+    if !l.signed || raw >> (bits - 1) == 0 {
+        return Ok(raw as f64);
+    }
+    // Sign-extend the top bit of a `bits`-wide value.
+    let shift = 64 - bits;
+    Ok(((raw << shift) as i64 >> shift) as f64)
+}
+
 /// Decodes bits (coils, discrete inputs) into a twin value.
 pub fn decode_bits(bits: &[bool], l: &Layout) -> Result<String, CodecError> {
     if l.ty == PropertyType::Boolean {
@@ -172,7 +188,7 @@ fn decode_bytes(bytes: &[u8], l: &Layout) -> Result<String, CodecError> {
     let s = scale(l);
     match l.ty {
         PropertyType::Int => {
-            let v = be_uint(bytes, l.ty)? as f64 * s;
+            let v = be_int(bytes, l)? * s;
             Ok(format!("{}", v.trunc() as i64))
         }
         PropertyType::Float | PropertyType::Double => {
@@ -183,7 +199,7 @@ fn decode_bytes(bytes: &[u8], l: &Layout) -> Result<String, CodecError> {
                     b.copy_from_slice(bytes);
                     f64::from_be_bytes(b)
                 }
-                _ => be_uint(bytes, l.ty)? as f64,
+                _ => be_int(bytes, l)?,
             };
             Ok(format!("{:.6}", v * s))
         }

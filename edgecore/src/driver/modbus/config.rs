@@ -200,6 +200,7 @@ pub fn plan(config: &Value, props: Vec<(PropertyCommon, Value)>) -> Result<Modbu
             scale,
             swap: flag(&v, "isSwap"),
             register_swap: flag(&v, "isRegisterSwap"),
+            signed: common.signed,
         };
         out.push(ModbusProp {
             common,

@@ -10,6 +10,7 @@ fn common(name: &str, ty: PropertyType) -> PropertyCommon {
         name: name.into(),
         ty,
         writable: true,
+        signed: false,
         collect: Duration::from_millis(100),
         report: Duration::from_millis(100),
     }
@@ -101,7 +102,8 @@ fn visitors_follow_kubeedge_names() {
             limit: 2,
             scale: 0.5,
             swap: true,
-            register_swap: true
+            register_swap: true,
+            signed: false,
         }
     );
     for bad in [

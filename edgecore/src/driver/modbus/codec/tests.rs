@@ -8,6 +8,7 @@ fn layout(register: Register, ty: PropertyType, limit: u16) -> Layout {
         scale: 1.0,
         swap: false,
         register_swap: false,
+        signed: false,
     }
 }
 
@@ -165,4 +166,29 @@ fn bad_writes_are_refused() {
     assert_eq!(encode("0", &coil), Ok(WriteOp::Coil(false)));
     assert!(encode("2", &coil).is_err());
     assert!(encode("ABC", &layout(Register::Holding, PropertyType::String, 1)).is_err());
+}
+
+#[test]
+fn negative_values_of_a_signed_property_read_back_as_written() {
+    // An INT property whose DeviceModel minimum is negative (a freezer setpoint of -5).
+    for limit in [1u16, 2, 4] {
+        let mut l = layout(Register::Holding, PropertyType::Int, limit);
+        l.signed = true;
+        for v in ["-5", "-1", "0", "7"] {
+            let Ok(WriteOp::Registers(words)) = encode(v, &l) else {
+                panic!("{v} did not encode for {l:?}");
+            };
+            assert_eq!(dec(&words, &l), v, "limit {limit}");
+        }
+    }
+    let mut l = layout(Register::Holding, PropertyType::Int, 1);
+    l.signed = true;
+    l.scale = 0.1;
+    assert_eq!(dec(&[0xFFFB], &l), "0", "-0.5 truncates toward zero");
+    assert_eq!(dec(&[0xFF9C], &l), "-10");
+    // Unsigned properties keep KubeEdge's reading.
+    assert_eq!(
+        dec(&[0xFFFB], &layout(Register::Holding, PropertyType::Int, 1)),
+        "65531"
+    );
 }
