@@ -100,6 +100,13 @@ fn internal_ip(server: &ServerUrl) -> Option<IpAddr> {
     sock.local_addr().ok().map(|a| a.ip())
 }
 
+/// The version edgecore reports as the Node's `nodeInfo.kubeletVersion` — by the hub when
+/// it registers the Node (from HELLO) and by edgecore's own status posts alike: semver with
+/// a `-kedge` suffix, as KubeEdge's `v1.x.y-kubeedge-…` (`kubectl get nodes` VERSION).
+pub fn kubelet_version() -> String {
+    format!("v{}-kedge", env!("CARGO_PKG_VERSION"))
+}
+
 /// Facts about this node for HELLO and the Node status.
 pub fn node_info(name: &str, server: &ServerUrl, labels: &BTreeMap<String, String>) -> NodeInfo {
     let capacity = capacity();
@@ -120,7 +127,7 @@ pub fn node_info(name: &str, server: &ServerUrl, labels: &BTreeMap<String, Strin
         kernel_version: read_trim("/proc/sys/kernel/osrelease"),
         os_image: os_image(),
         container_runtime_version: String::new(),
-        agent_version: format!("kedge-edgecore/{}", env!("CARGO_PKG_VERSION")),
+        agent_version: kubelet_version(),
         allocatable: capacity.clone(),
         capacity,
         addresses,
@@ -193,7 +200,7 @@ pub fn node_status_patch(
                 "kernelVersion": info.kernel_version,
                 "osImage": info.os_image,
                 "containerRuntimeVersion": info.container_runtime_version,
-                "kubeletVersion": format!("v{}-kedge", env!("CARGO_PKG_VERSION")),
+                "kubeletVersion": info.agent_version,
                 "kubeProxyVersion": "",
                 "operatingSystem": info.os,
                 "architecture": info.arch,
@@ -370,6 +377,16 @@ mod tests {
         assert_eq!(conds[0]["reason"], "KedgeReady");
         assert_eq!(conds[1]["type"], STORE_RECOVERED);
         assert_eq!(p["status"]["nodeInfo"]["architecture"], arch());
+        // The same VERSION whether the hub registered the Node (from HELLO) or edgecore
+        // posted its status: semver, as tools parse it.
+        assert_eq!(
+            p["status"]["nodeInfo"]["kubeletVersion"],
+            info.agent_version
+        );
+        assert_eq!(
+            info.agent_version,
+            format!("v{}-kedge", env!("CARGO_PKG_VERSION"))
+        );
         assert!(
             p["status"]["capacity"]["memory"]
                 .as_str()
