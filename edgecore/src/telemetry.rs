@@ -65,12 +65,17 @@ pub fn init(args: &LogArgs) -> Result<(), String> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let no_broker_spans = filter_fn(not_a_broker_span);
     let res = match args.log_format {
-        LogFormat::Text => builder.finish().with(no_broker_spans).try_init(),
+        LogFormat::Text => builder
+            .finish()
+            .with(no_broker_spans)
+            .with(QuietDisconnects)
+            .try_init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .finish()
             .with(no_broker_spans)
+            .with(QuietDisconnects)
             .try_init(),
     };
     res.map_err(|e| format!("installing the logger: {e}"))
@@ -85,6 +90,49 @@ pub fn init(args: &LogArgs) -> Result<(), String> {
 /// still pass the level filter; they only lose that span as context.
 fn not_a_broker_span(meta: &tracing::Metadata<'_>) -> bool {
     !(meta.is_span() && meta.target().starts_with("rumqttd"))
+}
+
+/// Drops the embedded broker's ERROR lines for a client's ordinary disconnect.
+///
+/// rumqttd 0.20 logs every MQTT client that disconnects — each `mosquitto_pub`, each sensor
+/// that connects per reading — at ERROR (`router-drop`, `no-connection id N is already
+/// gone`, `connection-stop`), so an operator saw an error per publish and real errors got
+/// lost among them. Its other events (a failing link, a refused connection) still pass.
+struct QuietDisconnects;
+
+/// rumqttd's messages for an ordinary disconnect.
+fn is_disconnect_chatter(message: &str) -> bool {
+    message == "router-drop"
+        || message == "connection-stop"
+        || (message.starts_with("no-connection id ") && message.ends_with(" is already gone"))
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for QuietDisconnects {
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        if !event.metadata().target().starts_with("rumqttd") {
+            return true;
+        }
+        struct Message(bool);
+        impl tracing::field::Visit for Message {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                if field.name() == "message" {
+                    self.0 = is_disconnect_chatter(value);
+                }
+            }
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = is_disconnect_chatter(&format!("{value:?}"));
+                }
+            }
+        }
+        let mut m = Message(false);
+        event.record(&mut m);
+        !m.0
+    }
 }
 
 /// Label set of the metric families: `[(name, value)]`.
@@ -331,4 +379,52 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         std::io::Error::new(e.kind(), format!("cannot listen on {addr} (metrics): {e}"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::Layer;
+
+    /// Collects the messages of the events that reach it.
+    struct Capture(Arc<Mutex<Vec<String>>>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Capture {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            struct V(String);
+            impl tracing::field::Visit for V {
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    if f.name() == "message" {
+                        self.0 = format!("{v:?}");
+                    }
+                }
+            }
+            let mut v = V(String::new());
+            event.record(&mut v);
+            if let Ok(mut seen) = self.0.lock() {
+                seen.push(v.0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_client_disconnect_is_not_logged_as_an_error_but_broker_errors_are() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry()
+            .with(QuietDisconnects)
+            .with(Capture(seen.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(target: "rumqttd::server::broker", error = ?"Link(Recv)", "router-drop");
+            tracing::error!(target: "rumqttd::router::routing", "no-connection id {} is already gone", 7);
+            tracing::error!(target: "rumqttd::server::broker", "connection-stop");
+            tracing::error!(target: "rumqttd::server::broker", error = ?"Io", "Remote link error");
+            tracing::error!(target: "edgecore::bus", "router-drop");
+        });
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, ["Remote link error", "router-drop"], "{seen:?}");
+    }
 }
