@@ -300,6 +300,9 @@ spec:
     let yaml = s.kubectl_ok(&["get", "device", device, "-o", "yaml"]);
     assert!(yaml.contains("desiredRefusals:"), "{yaml}");
     assert!(yaml.contains("type_mismatch"), "{yaml}");
+    let described = s.kubectl_ok(&["describe", "device", device]);
+    assert!(described.contains("Desired Refusals"), "{described}");
+    assert!(described.contains("read_only_property"), "{described}");
 
     // Above the maximum.
     patch_desired(
