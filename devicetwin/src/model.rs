@@ -25,7 +25,10 @@ pub use device_model::{
     AccessMode, DeviceModel, DeviceModelSpec, ModelError, ModelProperty, PropertyType, UnknownType,
     ValueError,
 };
-pub use status::{DeviceState, DeviceStatus, Twin, TwinMetadata, TwinValue, rfc3339_from_millis};
+pub(crate) use status::saturating_i64;
+pub use status::{
+    DesiredRefusal, DeviceState, DeviceStatus, Twin, TwinMetadata, TwinValue, rfc3339_from_millis,
+};
 
 /// The API group of Device and DeviceModel.
 pub const GROUP: &str = "devices.kubeedge.io";

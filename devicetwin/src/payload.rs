@@ -143,11 +143,7 @@ impl ErrorCode for PayloadError {
             Self::KeyTooLong { .. } => "key_too_long",
             Self::ValueTooLong { .. } => "value_too_long",
             Self::UnknownProperty(_) => "unknown_property",
-            Self::InvalidValue { source, .. } => match source {
-                ValueError::TypeMismatch(_) => "type_mismatch",
-                ValueError::BelowMinimum(_) => "below_minimum",
-                ValueError::AboveMaximum(_) => "above_maximum",
-            },
+            Self::InvalidValue { source, .. } => source.reason(),
             Self::ReadOnly(_) => "read_only_property",
             Self::InvalidState => "invalid_state",
             Self::NotARequest(_) => "not_a_request",

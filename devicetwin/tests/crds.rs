@@ -305,6 +305,20 @@ fn status_written_by_kedge_validates() {
         errors_for(&object, v1beta1_schema(&device_crd())),
         Vec::<String>::new()
     );
+    // With a refused desired value listed.
+    status.desired_refusals = Some(vec![devicetwin::model::DesiredRefusal {
+        property_name: "temp".into(),
+        value: "abc".into(),
+        reason: "type_mismatch".into(),
+        message: "value is not a valid int".into(),
+        generation: Some(4),
+    }]);
+    let object = json!({"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device",
+        "metadata": {"name": "d"}, "spec": {"nodeName": "n"}, "status": status});
+    assert_eq!(
+        errors_for(&object, v1beta1_schema(&device_crd())),
+        Vec::<String>::new()
+    );
 }
 
 #[test]

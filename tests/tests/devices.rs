@@ -13,7 +13,9 @@ mod devices_common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use devices_common::{Edge, NODE, Sub, device_topic, free_port, join, publish, twin_msg, wait_for};
+use devices_common::{
+    Edge, NODE, Sub, device_json, device_topic, free_port, join, publish, twin_msg, wait_for,
+};
 use serde_json::Value;
 use tests::Standalone;
 
@@ -164,6 +166,192 @@ fn twin_reports_reach_device_status_and_desired_reaches_mqtt() {
         || reported_value(s, "temperature").as_deref() == Some("25"),
     );
     assert_eq!(reported_value(s, "humidity").as_deref(), Some("50"));
+}
+
+/// `kubectl patch --type merge` of the Device's desired values (`None`: no desired).
+fn patch_desired(s: &Standalone, device: &str, props: &[(&str, Option<&str>)]) {
+    let props: Vec<Value> = props
+        .iter()
+        .map(|(name, v)| match v {
+            Some(v) => serde_json::json!({"name": name, "desired": {"value": v}}),
+            None => serde_json::json!({"name": name}),
+        })
+        .collect();
+    let patch = serde_json::json!({"spec": {"properties": props}}).to_string();
+    s.kubectl_ok(&["patch", "device", device, "--type", "merge", "-p", &patch]);
+}
+
+/// `(propertyName, value, reason)` of each `status.desiredRefusals[]` entry.
+fn refusals(s: &Standalone, device: &str) -> Vec<(String, String, String)> {
+    let d = device_json(s, device);
+    d["status"]["desiredRefusals"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    let f = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+                    (f("propertyName"), f("value"), f("reason"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn observed_desired(s: &Standalone, device: &str, prop: &str) -> Option<String> {
+    let d = device_json(s, device);
+    d["status"]["twins"]
+        .as_array()?
+        .iter()
+        .find(|t| t["propertyName"] == prop)?["observedDesired"]["value"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[test]
+fn invalid_desired_values_from_kubectl_are_refused_visibly_and_never_reach_mqtt() {
+    let t = setup();
+    let (s, port) = (&t.s, t.port);
+    let device = "valve-1";
+    let membership = format!("kedge/events/node/{NODE}/membership/updated");
+    let delta = format!("kedge/events/device/default/{device}/twin/update/delta");
+    let sub = Sub::start(port, &[&membership, &delta]);
+    s.apply(&format!(
+        r#"apiVersion: devices.kubeedge.io/v1beta1
+kind: DeviceModel
+metadata: {{name: valve, namespace: default}}
+spec:
+  protocol: virtual
+  properties:
+  - {{name: temperature, type: INT, accessMode: ReadWrite, minimum: "-40", maximum: "100"}}
+  - {{name: humidity, type: INT, accessMode: ReadOnly}}
+  - {{name: open, type: BOOLEAN, accessMode: ReadWrite}}
+---
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata: {{name: {device}, namespace: default}}
+spec:
+  deviceModelRef: {{name: valve}}
+  nodeName: {NODE}
+  protocol: {{protocolName: virtual}}
+  properties:
+  - {{name: temperature}}
+  - {{name: humidity}}
+  - {{name: open}}
+"#
+    ));
+    sub.expect_where(&membership, Duration::from_secs(10), |m| {
+        m.to_string().contains(device)
+    });
+
+    // A valid value flows, and becomes the one in force.
+    patch_desired(
+        s,
+        device,
+        &[
+            ("temperature", Some("30")),
+            ("humidity", None),
+            ("open", None),
+        ],
+    );
+    let d = sub.expect(&delta, Duration::from_secs(5));
+    assert_eq!(d["delta"]["temperature"], "30", "delta: {d}");
+    wait_for("observedDesired 30", Duration::from_secs(5), || {
+        observed_desired(s, device, "temperature").as_deref() == Some("30")
+    });
+
+    // Not an INT, and a desired value for a ReadOnly property: refused, visible in the
+    // Device status, not sent to mappers; 30 stays in force.
+    patch_desired(
+        s,
+        device,
+        &[
+            ("temperature", Some("abc")),
+            ("humidity", Some("5")),
+            ("open", None),
+        ],
+    );
+    let want = vec![
+        (
+            "humidity".to_owned(),
+            "5".to_owned(),
+            "read_only_property".to_owned(),
+        ),
+        (
+            "temperature".to_owned(),
+            "abc".to_owned(),
+            "type_mismatch".to_owned(),
+        ),
+    ];
+    wait_for(
+        "the refusals in the Device status",
+        Duration::from_secs(5),
+        || {
+            let mut got = refusals(s, device);
+            got.sort();
+            got == want
+        },
+    );
+    assert_eq!(sub.try_expect(&delta, Duration::from_secs(2)), None);
+    assert_eq!(
+        observed_desired(s, device, "temperature").as_deref(),
+        Some("30")
+    );
+    assert_eq!(observed_desired(s, device, "humidity"), None);
+    let yaml = s.kubectl_ok(&["get", "device", device, "-o", "yaml"]);
+    assert!(yaml.contains("desiredRefusals:"), "{yaml}");
+    assert!(yaml.contains("type_mismatch"), "{yaml}");
+    let described = s.kubectl_ok(&["describe", "device", device]);
+    assert!(described.contains("Desired Refusals"), "{described}");
+    assert!(described.contains("read_only_property"), "{described}");
+
+    // Above the maximum.
+    patch_desired(
+        s,
+        device,
+        &[
+            ("temperature", Some("150")),
+            ("humidity", None),
+            ("open", None),
+        ],
+    );
+    wait_for(
+        "above_maximum in the Device status",
+        Duration::from_secs(5),
+        || {
+            refusals(s, device)
+                == [(
+                    "temperature".to_owned(),
+                    "150".to_owned(),
+                    "above_maximum".to_owned(),
+                )]
+        },
+    );
+    assert_eq!(sub.try_expect(&delta, Duration::from_secs(2)), None);
+    assert_eq!(
+        observed_desired(s, device, "temperature").as_deref(),
+        Some("30")
+    );
+
+    // Fixed: the delta arrives and the refusal is gone. A BOOLEAN written `ON` is `true`.
+    patch_desired(
+        s,
+        device,
+        &[
+            ("temperature", Some("40")),
+            ("humidity", None),
+            ("open", Some("ON")),
+        ],
+    );
+    let d = sub.expect(&delta, Duration::from_secs(5));
+    assert_eq!(d["delta"]["temperature"], "40", "delta: {d}");
+    assert_eq!(d["delta"]["open"], "true", "delta: {d}");
+    wait_for("the refusal cleared", Duration::from_secs(5), || {
+        refusals(s, device).is_empty()
+            && observed_desired(s, device, "temperature").as_deref() == Some("40")
+    });
+    let d = device_json(s, device);
+    assert!(d["status"].get("desiredRefusals").is_none(), "{d}");
+    assert_eq!(observed_desired(s, device, "open").as_deref(), Some("true"));
 }
 
 #[test]

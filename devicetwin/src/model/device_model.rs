@@ -155,6 +155,31 @@ impl ModelProperty {
         Ok(())
     }
 
+    /// A desired value in its canonical spelling: for `BOOLEAN`, the synonyms users write
+    /// (`on`/`off`, `high`/`low`, `1`/`0`, `yes`/`no` and Go's `ParseBool` spellings, any
+    /// case) become `true`/`false`, KubeEdge's spelling; anything else is returned as is.
+    /// Desired values are normalised before they are checked, compared and stored, so a
+    /// driver reporting `true` meets a desired `on`.
+    pub fn normalize_desired(&self, value: &str) -> String {
+        if self.ty == PropertyType::Boolean
+            && let Some(b) = parse_bool_synonym(value)
+        {
+            return if b { "true" } else { "false" }.to_owned();
+        }
+        value.to_owned()
+    }
+
+    /// Checks a desired value: the property must be writable and the (normalised) value
+    /// must fit the type and bounds. Returns the value to store.
+    pub fn check_desired(&self, value: &str) -> Result<String, ValueError> {
+        if !self.is_writable() {
+            return Err(ValueError::ReadOnly);
+        }
+        let value = self.normalize_desired(value);
+        self.check_value(&value)?;
+        Ok(value)
+    }
+
     fn bound(&self, raw: Option<&str>, which: &'static str) -> Result<Option<f64>, ModelError> {
         let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
             return Ok(None);
@@ -176,6 +201,16 @@ pub(crate) fn parse_bool(v: &str) -> Option<bool> {
     match v {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Booleans as users write desired values: Go's `ParseBool` spellings and `on`/`off`,
+/// `high`/`low`, `yes`/`no`, case-insensitively, surrounding blanks ignored.
+pub(crate) fn parse_bool_synonym(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "t" | "true" | "on" | "high" | "yes" => Some(true),
+        "0" | "f" | "false" | "off" | "low" | "no" => Some(false),
         _ => None,
     }
 }
@@ -216,6 +251,21 @@ pub enum ValueError {
     /// The value is above the property's maximum.
     #[error("value is above the maximum {0}")]
     AboveMaximum(String),
+    /// A desired value for a ReadOnly property.
+    #[error("the property is ReadOnly; only reported values may be written")]
+    ReadOnly,
+}
+
+impl ValueError {
+    /// The stable snake_case reason used in result messages and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::TypeMismatch(_) => "type_mismatch",
+            Self::BelowMinimum(_) => "below_minimum",
+            Self::AboveMaximum(_) => "above_maximum",
+            Self::ReadOnly => "read_only_property",
+        }
+    }
 }
 
 /// Value type of a property. Parsed case-insensitively (`INT` in CRDs, `int` in MQTT payload

@@ -33,6 +33,30 @@ pub struct DeviceStatus {
     /// `state: config-error`. Always serialised, as `null` when there is nothing to say, so
     /// the merge patch the edge sends clears an old message.
     pub message: Option<String>,
+    /// Desired values in the Device's spec that the edge refused (wrong type, out of the
+    /// DeviceModel's range, a ReadOnly property): not applied, not sent to the device; the
+    /// last valid desired value stays in force. Always serialised, as `null` when nothing
+    /// is refused, so the merge patch the edge sends clears old refusals.
+    pub desired_refusals: Option<Vec<DesiredRefusal>>,
+}
+
+/// A desired value of `Device.spec.properties[]` that the edge refused
+/// (`status.desiredRefusals[]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DesiredRefusal {
+    /// Property name.
+    pub property_name: String,
+    /// The refused value, as written in the spec.
+    pub value: String,
+    /// Stable reason: `type_mismatch`, `below_minimum`, `above_maximum`,
+    /// `read_only_property` or `value_too_long` (the edge's MQTT result reasons).
+    pub reason: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The `metadata.generation` whose spec carried the value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
 }
 
 impl DeviceStatus {

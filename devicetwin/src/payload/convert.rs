@@ -82,11 +82,16 @@ impl Checker<'_> {
         key: &str,
         entry: &MsgTwin,
         v: &TwinValueMsg,
+        desired: bool,
     ) -> Result<PropertyWrite, PayloadError> {
-        let value = v.value.clone().unwrap_or_default();
+        let mut value = v.value.clone().unwrap_or_default();
         check_len(key, &value)?;
         let prop = self.property(key)?;
         if let Some(p) = prop {
+            if desired {
+                // `on` for a BOOLEAN is stored (and compared, and sent on) as `true`.
+                value = p.normalize_desired(&value);
+            }
             p.check_value(&value)
                 .map_err(|source| PayloadError::InvalidValue {
                     property: key.to_owned(),
@@ -130,7 +135,7 @@ impl TwinUpdateMsg {
                     reported.insert(key.clone(), None);
                 }
                 Some(Some(v)) => {
-                    reported.insert(key.clone(), Some(checker.write(key, entry, v)?));
+                    reported.insert(key.clone(), Some(checker.write(key, entry, v, false)?));
                 }
             }
             if let Some(side) = side_value(&entry.expected) {
@@ -139,7 +144,9 @@ impl TwinUpdateMsg {
                 {
                     return Err(PayloadError::ReadOnly(key.clone()));
                 }
-                let write = side.map(|v| checker.write(key, entry, v)).transpose()?;
+                let write = side
+                    .map(|v| checker.write(key, entry, v, true))
+                    .transpose()?;
                 desired.insert(key.clone(), write);
             }
         }

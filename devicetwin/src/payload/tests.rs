@@ -451,3 +451,44 @@ fn kubeedge_version_pairs_are_accepted_and_ignored() {
     );
     assert!(ev.is_ok());
 }
+
+#[test]
+fn edge_desired_booleans_are_normalised_like_cloud_ones() {
+    let m = model();
+    let desired_value = |v: &str| {
+        let ev = update(
+            json!({"version": 0, "twin": {"on": {"expected": {"value": v}}}}),
+            Some(&m),
+        )
+        .unwrap();
+        let TwinEvent::EdgeUpdate {
+            desired: Some(d), ..
+        } = ev
+        else {
+            panic!("no desired part")
+        };
+        d.props["on"].clone().unwrap().value
+    };
+    assert_eq!(desired_value("ON"), "true");
+    assert_eq!(desired_value("off"), "false");
+    assert_eq!(desired_value("1"), "true");
+    assert_eq!(desired_value("False"), "false");
+    let e = update(
+        json!({"version": 0, "twin": {"on": {"expected": {"value": "maybe"}}}}),
+        Some(&m),
+    );
+    assert_eq!(reason(e), (422, "type_mismatch"));
+    // Reported values are kept as the device spelled them (compared by meaning).
+    let ev = update(
+        json!({"twin": {"on": {"actual": {"value": "1"}}}}),
+        Some(&m),
+    )
+    .unwrap();
+    let TwinEvent::EdgeUpdate {
+        reported: Some(r), ..
+    } = ev
+    else {
+        panic!("no reported part")
+    };
+    assert_eq!(r.props["on"].clone().unwrap().value, "1");
+}

@@ -6,8 +6,8 @@ use super::view::same_value;
 use super::{
     MAX_PROPERTIES, PropertyState, PropertyWrite, Shadow, Stamp, TwinAction, TwinError, TwinEvent,
 };
-use crate::model::{DeviceModelSpec, DeviceSpec};
-use crate::payload::MsgTwin;
+use crate::model::{DesiredRefusal, DeviceModelSpec, DeviceSpec, saturating_i64};
+use crate::payload::{MAX_VALUE_LEN, MsgTwin};
 
 impl TwinEvent {
     /// The `CloudDesired` event for a Device spec at `generation`: every property with a
@@ -45,6 +45,84 @@ impl TwinEvent {
             props,
             at,
         }
+    }
+}
+
+impl TwinEvent {
+    /// Like [`TwinEvent::cloud_desired_from_spec`], but every desired value is first checked
+    /// against the DeviceModel by the rules edge-originated writes follow (type, `minimum`,
+    /// `maximum`, `ReadOnly`, value length) and normalised (`on` for a BOOLEAN is `true`).
+    /// A refused value is left out of the event, and the property keeps the desired value
+    /// `current` holds for it (the last valid one, if any): it is neither stored nor sent
+    /// on in a delta or to a driver. The refusals are returned for `status.desiredRefusals`.
+    /// Properties the model does not list are not checked (as without a model).
+    pub fn cloud_desired_checked(
+        spec: &DeviceSpec,
+        generation: u64,
+        model: Option<&DeviceModelSpec>,
+        current: &Shadow,
+        at: Stamp,
+    ) -> (Self, Vec<DesiredRefusal>) {
+        let mut event = Self::cloud_desired_from_spec(spec, generation, model, at);
+        let mut refusals = Vec::new();
+        let Self::CloudDesired { props, .. } = &mut event else {
+            return (event, refusals);
+        };
+        let names: Vec<String> = props.keys().cloned().collect();
+        for name in names {
+            let Some(write) = props.get_mut(&name) else {
+                continue;
+            };
+            let checked = if write.value.chars().count() > MAX_VALUE_LEN {
+                Err((
+                    "value_too_long",
+                    format!("the value is over the {MAX_VALUE_LEN} character limit"),
+                ))
+            } else {
+                match model.and_then(|m| m.property(&name)) {
+                    None => Ok(write.value.clone()),
+                    Some(mp) => mp
+                        .check_desired(&write.value)
+                        .map_err(|e| (e.reason(), e.to_string())),
+                }
+            };
+            match checked {
+                Ok(value) => write.value = value,
+                Err((reason, message)) => {
+                    let kept = current.desired.props.get(&name);
+                    let message = match kept {
+                        Some(k) => format!(
+                            "desired value {:?} of {name:?} refused: {message}; {:?} stays in force",
+                            write.value, k.value
+                        ),
+                        None => format!(
+                            "desired value {:?} of {name:?} refused: {message}",
+                            write.value
+                        ),
+                    };
+                    refusals.push(DesiredRefusal {
+                        property_name: name.clone(),
+                        value: write.value.clone(),
+                        reason: reason.to_owned(),
+                        message,
+                        generation: Some(saturating_i64(generation)),
+                    });
+                    match kept {
+                        Some(k) => {
+                            *write = PropertyWrite {
+                                value: k.value.clone(),
+                                timestamp: Some(k.timestamp),
+                                ty: write.ty.or(k.ty),
+                            };
+                        }
+                        None => {
+                            props.remove(&name);
+                        }
+                    }
+                }
+            }
+        }
+        (event, refusals)
     }
 }
 

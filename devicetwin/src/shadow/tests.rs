@@ -5,6 +5,7 @@
 mod cloud;
 mod edge;
 mod misc;
+mod validated;
 
 use std::collections::BTreeMap;
 

@@ -13,6 +13,8 @@ pub type Labels = Vec<(String, String)>;
 pub struct BusMetrics {
     /// `edgecore_twin_rejected_total{reason}`: requests answered with an error result.
     pub rejected: Family<Labels, Counter>,
+    /// Desired values from the cloud (Device spec) refused against the DeviceModel, by reason.
+    pub desired_refused: Family<Labels, Counter>,
     /// `edgecore_twin_requests_total{kind}`: requests received (`twin_update`, ...).
     pub requests: Family<Labels, Counter>,
     /// `edgecore_bus_publish_dropped_total`: publishes dropped because the client queue was full
@@ -73,6 +75,11 @@ impl BusMetrics {
             "edgecore_twin_rejected",
             "Twin requests refused with an error result, by reason",
             m.rejected.clone(),
+        );
+        r.register(
+            "edgecore_cloud_desired_refused",
+            "Desired values set in the cloud (Device spec) refused against the DeviceModel and not applied, by reason",
+            m.desired_refused.clone(),
         );
         r.register(
             "edgecore_twin_requests",

@@ -569,14 +569,24 @@ impl Twins {
                 entry.reset();
             }
         }
-        let event = TwinEvent::cloud_desired_from_spec(
+        let (event, refusals) = TwinEvent::cloud_desired_checked(
             &entry.device.spec,
             generation,
             entry.model.as_ref(),
+            &entry.shadow,
             Stamp::new(event_id, now),
         );
         match entry.shadow.apply(event) {
             Ok(actions) => {
+                for r in &refusals {
+                    warn!(device = %key, property = %r.property_name, value = %r.value, reason = %r.reason, "desired value from the cloud refused");
+                    self.metrics
+                        .desired_refused
+                        .get_or_create(&label("reason", &r.reason))
+                        .inc();
+                }
+                // Set before carrying: the ReportUp it holds marks the status for sending.
+                entry.status.desired_refusals = (!refusals.is_empty()).then_some(refusals);
                 let fx = carry(&self.prefix, key, entry, actions, false);
                 persist(self.store.as_ref(), key, entry);
                 fx

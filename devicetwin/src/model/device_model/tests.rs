@@ -166,3 +166,77 @@ fn model_tolerates_unknown_fields() {
     assert_eq!(m.spec.properties[0].access_mode, Some(AccessMode::ReadOnly));
     assert!(!m.spec.properties[0].is_writable());
 }
+
+#[test]
+fn boolean_desired_synonyms_normalise_to_true_and_false() {
+    let p = prop(PropertyType::Boolean, None, None);
+    for v in [
+        "on", "ON", "On", "1", "true", "TRUE", "True", "t", "high", "HIGH", "yes", " on ",
+    ] {
+        assert_eq!(p.normalize_desired(v), "true", "{v:?}");
+        assert_eq!(p.check_desired(v), Ok("true".to_owned()), "{v:?}");
+    }
+    for v in ["off", "OFF", "Off", "0", "false", "False", "f", "low", "no"] {
+        assert_eq!(p.normalize_desired(v), "false", "{v:?}");
+        assert_eq!(p.check_desired(v), Ok("false".to_owned()), "{v:?}");
+    }
+    for v in ["maybe", "", "2", "onn"] {
+        assert_eq!(p.normalize_desired(v), v);
+        assert_eq!(
+            p.check_desired(v),
+            Err(ValueError::TypeMismatch(PropertyType::Boolean))
+        );
+    }
+    // Only BOOLEAN values are respelled.
+    let s = prop(PropertyType::String, None, None);
+    assert_eq!(s.normalize_desired("on"), "on");
+    let i = prop(PropertyType::Int, None, None);
+    assert_eq!(i.normalize_desired("1"), "1");
+    assert_eq!(
+        i.check_desired("on"),
+        Err(ValueError::TypeMismatch(PropertyType::Int))
+    );
+}
+
+#[test]
+fn desired_checks_access_type_and_bounds() {
+    let p = prop(PropertyType::Int, Some("-40"), Some("100"));
+    assert_eq!(p.check_desired("30"), Ok("30".to_owned()));
+    assert_eq!(p.check_desired("-40"), Ok("-40".to_owned()));
+    assert_eq!(p.check_desired("100"), Ok("100".to_owned()));
+    assert_eq!(
+        p.check_desired("abc"),
+        Err(ValueError::TypeMismatch(PropertyType::Int))
+    );
+    assert_eq!(
+        p.check_desired("101"),
+        Err(ValueError::AboveMaximum("100".into()))
+    );
+    assert_eq!(
+        p.check_desired("-41"),
+        Err(ValueError::BelowMinimum("-40".into()))
+    );
+    let ro = ModelProperty {
+        access_mode: Some(AccessMode::ReadOnly),
+        ..prop(PropertyType::Int, None, None)
+    };
+    assert_eq!(ro.check_desired("1"), Err(ValueError::ReadOnly));
+    let reasons: Vec<&str> = [
+        ValueError::TypeMismatch(PropertyType::Int),
+        ValueError::BelowMinimum("1".into()),
+        ValueError::AboveMaximum("1".into()),
+        ValueError::ReadOnly,
+    ]
+    .iter()
+    .map(ValueError::reason)
+    .collect();
+    assert_eq!(
+        reasons,
+        [
+            "type_mismatch",
+            "below_minimum",
+            "above_maximum",
+            "read_only_property"
+        ]
+    );
+}

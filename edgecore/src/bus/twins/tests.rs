@@ -580,3 +580,68 @@ fn a_device_whose_model_does_not_parse_says_so() {
     assert!(s["message"].is_null(), "{s}");
     assert_eq!(t.driver_inputs().count(), 1);
 }
+
+#[test]
+fn invalid_cloud_desired_values_are_refused_in_the_status_and_not_forwarded() {
+    let (_, mut t, _) = ready();
+    let key = DeviceKey::new("ns", "thermo");
+    let delta_topic = "kedge/events/device/ns/thermo/twin/update/delta";
+    for (generation, value, reason) in [
+        (2, "abc", "type_mismatch"),
+        (3, "101", "above_maximum"),
+        (4, "0", "below_minimum"),
+    ] {
+        let fx = t.sync_devices(
+            &set(vec![(device(generation, value), Some(model()))]),
+            2_000,
+        );
+        assert!(
+            !publishes(&fx).contains_key(delta_topic),
+            "{value}: a delta was published"
+        );
+        assert!(
+            !fx.iter().any(|e| matches!(e, Effect::Drive { .. })),
+            "{value}: driven"
+        );
+        let s = status(&mut t, &fx).unwrap_or_default();
+        assert_eq!(
+            twin(&s, "temp")["observedDesired"]["value"],
+            "30",
+            "{value}: the last valid value stays in force"
+        );
+        assert_eq!(s["observedGeneration"], generation);
+        let r = &s["desiredRefusals"][0];
+        assert_eq!(
+            (&r["propertyName"], &r["value"], &r["reason"]),
+            (&json!("temp"), &json!(value), &json!(reason))
+        );
+        assert_eq!(
+            t.metrics
+                .desired_refused
+                .get_or_create(&label("reason", reason))
+                .get(),
+            1
+        );
+    }
+    // A ReadOnly property's desired value is refused too.
+    let mut d = device(5, "30");
+    d["spec"]["properties"][1]["desired"] = json!({"value": "50"});
+    let fx = t.sync_devices(&set(vec![(d, Some(model()))]), 3_000);
+    assert!(!publishes(&fx).contains_key(delta_topic));
+    let s = status(&mut t, &fx).unwrap_or_default();
+    assert_eq!(s["desiredRefusals"][0]["reason"], "read_only_property");
+    assert!(twin(&s, "humidity")["observedDesired"].is_null());
+
+    // Fixed: the refusal clears and the value flows.
+    let fx = t.sync_devices(&set(vec![(device(6, "40"), Some(model()))]), 4_000);
+    assert_eq!(publishes(&fx)[delta_topic]["delta"]["temp"], "40");
+    assert!(fx.contains(&Effect::Drive {
+        device: key.clone(),
+        property: "temp".into(),
+        value: "40".into()
+    }));
+    let s = status(&mut t, &fx).unwrap_or_default();
+    assert!(s["desiredRefusals"].is_null());
+    assert!(s.as_object().unwrap().contains_key("desiredRefusals"));
+    assert_eq!(twin(&s, "temp")["observedDesired"]["value"], "40");
+}
