@@ -56,6 +56,39 @@ pub const CONNECT_PATH: &str = "/v1/connect";
 /// (about three calls per node at a Lease renewal peak).
 const MAX_API_CALLS: usize = 64;
 
+/// Heartbeat calls at once, on permits of their own ([`ApiPermits`]).
+const MAX_HEARTBEAT_CALLS: usize = 8;
+
+/// Permits for the sessions' API calls: [`MAX_API_CALLS`] shared by edge requests and
+/// registrations, and [`MAX_HEARTBEAT_CALLS`] for heartbeats alone. A heartbeat that calls
+/// the API reads the Node to heal its Ready condition (or renews the Lease of an edge that
+/// does not renew it): while a fleet's renewals keep every shared permit busy on a lagging
+/// API server, heartbeats queued behind them gave up after their interval — at 5,000 edges,
+/// Nodes marked Unknown during the joins stayed Unknown though their Leases were fresh.
+struct ApiPermits {
+    calls: Arc<tokio::sync::Semaphore>,
+    heartbeats: Arc<tokio::sync::Semaphore>,
+}
+
+impl ApiPermits {
+    fn new(calls: usize, heartbeats: usize) -> Self {
+        ApiPermits {
+            calls: Arc::new(tokio::sync::Semaphore::new(calls)),
+            heartbeats: Arc::new(tokio::sync::Semaphore::new(heartbeats)),
+        }
+    }
+
+    /// A permit for an edge request or a registration; `None` only if closed (never).
+    async fn call(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.calls.clone().acquire_owned().await.ok()
+    }
+
+    /// A permit for a heartbeat's calls; `None` only if closed (never).
+    async fn heartbeat(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.heartbeats.clone().acquire_owned().await.ok()
+    }
+}
+
 /// How long shutdown waits for sessions and connections to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -131,8 +164,8 @@ struct Shared {
     /// Pod CIDRs for nodes connecting for the first time (batched: a reconnect storm of
     /// new nodes must not cost one Node list each).
     pod_cidrs: crate::lifecycle::cidr::Allocator,
-    /// Permits for the sessions' API calls ([`MAX_API_CALLS`]).
-    api_calls: Arc<tokio::sync::Semaphore>,
+    /// Permits for the sessions' API calls.
+    api_permits: ApiPermits,
     /// Bytes of queued edge requests still free ([`HubConfig::queued_request_budget`]).
     queued_budget: Arc<tokio::sync::Semaphore>,
     sessions: Mutex<HashMap<String, SessionEntry>>,
@@ -165,7 +198,7 @@ impl Hub {
             shared: Arc::new(Shared {
                 cfg,
                 pod_cidrs,
-                api_calls: Arc::new(tokio::sync::Semaphore::new(MAX_API_CALLS)),
+                api_permits: ApiPermits::new(MAX_API_CALLS, MAX_HEARTBEAT_CALLS),
                 queued_budget,
                 client,
                 cache,
@@ -249,7 +282,12 @@ impl Shared {
     /// Waits for a permit to call the API ([`MAX_API_CALLS`] at once); `None` once the
     /// hub is shutting down (the semaphore is never closed, so never in practice).
     async fn api_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.api_calls.clone().acquire_owned().await.ok()
+        self.api_permits.call().await
+    }
+
+    /// Waits for a permit for a heartbeat's API calls ([`ApiPermits`]).
+    async fn heartbeat_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.api_permits.heartbeat().await
     }
 
     /// The queued-request budget in bytes, as the semaphore holds it.
@@ -318,5 +356,27 @@ impl authz::Facts for EdgeCache {
     }
     fn device_node(&self, namespace: &str, name: &str) -> Option<String> {
         EdgeCache::device_node(self, namespace, name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn heartbeats_do_not_wait_behind_busy_request_permits() {
+        let permits = ApiPermits::new(2, 1);
+        // A fleet's renewals hold every shared permit.
+        let _held = (permits.call().await, permits.call().await);
+        let wait = Duration::from_millis(200);
+        assert!(
+            tokio::time::timeout(wait, permits.call()).await.is_err(),
+            "the shared permits are all taken"
+        );
+        let heartbeat = tokio::time::timeout(wait, permits.heartbeat()).await;
+        assert!(
+            matches!(heartbeat, Ok(Some(_))),
+            "a heartbeat waited behind the requests' permits"
+        );
     }
 }

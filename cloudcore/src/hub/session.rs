@@ -517,7 +517,7 @@ impl Session {
                     // Waiting for a permit past the interval: the next heartbeat will do.
                     // A call that started is given longer (cancelling requests in flight
                     // costs the API server their work and the client its connection).
-                    let Ok(_permit) = tokio::time::timeout(HEARTBEAT, shared.api_permit()).await else {
+                    let Ok(_permit) = tokio::time::timeout(HEARTBEAT, shared.heartbeat_permit()).await else {
                         return Err(());
                     };
                     tokio::time::timeout(
