@@ -168,6 +168,8 @@ struct Shared {
     api_permits: ApiPermits,
     /// Bytes of queued edge requests still free ([`HubConfig::queued_request_budget`]).
     queued_budget: Arc<tokio::sync::Semaphore>,
+    /// The budget's size in bytes, as the semaphore was created with.
+    queued_budget_total: usize,
     sessions: Mutex<HashMap<String, SessionEntry>>,
     next_seq: AtomicU64,
 }
@@ -190,16 +192,17 @@ impl Hub {
         let metrics = HubMetrics::new(registry);
         let pod_cidrs =
             crate::lifecycle::cidr::Allocator::new(client.clone(), cfg.pod_cidrs.clone());
-        let queued_budget = Arc::new(tokio::sync::Semaphore::new(
-            cfg.queued_request_budget
-                .min(tokio::sync::Semaphore::MAX_PERMITS),
-        ));
+        let queued_budget_total = cfg
+            .queued_request_budget
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        let queued_budget = Arc::new(tokio::sync::Semaphore::new(queued_budget_total));
         Hub {
             shared: Arc::new(Shared {
                 cfg,
                 pod_cidrs,
                 api_permits: ApiPermits::new(MAX_API_CALLS, MAX_HEARTBEAT_CALLS),
                 queued_budget,
+                queued_budget_total,
                 client,
                 cache,
                 bootstrap,
@@ -290,16 +293,9 @@ impl Shared {
         self.api_permits.heartbeat().await
     }
 
-    /// The queued-request budget in bytes, as the semaphore holds it.
-    fn queued_budget_total(&self) -> usize {
-        self.cfg
-            .queued_request_budget
-            .min(tokio::sync::Semaphore::MAX_PERMITS)
-    }
-
     /// Sets the queued-request gauge from the budget's free bytes.
     fn note_queued_bytes(&self) {
-        let used = self.queued_budget_total() - self.queued_budget.available_permits();
+        let used = self.queued_budget_total - self.queued_budget.available_permits();
         self.metrics
             .queued_request_bytes
             .set(i64::try_from(used).unwrap_or(i64::MAX));

@@ -100,7 +100,7 @@ impl Session {
     /// share and the whole budget have room (a session with nothing queued is held only to
     /// the whole budget, so any frame can get through once others drain).
     fn take_budget(&mut self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        let budget = self.shared.queued_budget_total();
+        let budget = self.shared.queued_budget_total;
         let bytes = bytes.min(budget);
         let share = crate::hub::session_share(budget);
         if !self.requests.is_empty() && self.queued_bytes + bytes > share {
