@@ -4,7 +4,9 @@
 //! [`run_reporter`] task that renews the Lease every `status.interval_secs` and
 //! posts the Node status when it changed, every `status.report_secs` anyway (as
 //! the kubelet does: the Lease is the heartbeat, not the Node), and both at once
-//! whenever a session comes up.
+//! whenever a session comes up. The unchanged-status period is jittered
+//! ([`status_period`]): a fleet whose sessions came up together (a cloudcore
+//! restart, a reconnect storm) would otherwise post its Node statuses in waves.
 //!
 //! Both go through the outbox coalesced under fixed keys, so an edge that is
 //! offline for a day sends one status and one renewal when it returns, not
@@ -277,8 +279,19 @@ impl Reporter {
     }
 }
 
+/// Share of `report` by which each unchanged-status period is shortened at most.
+const STATUS_JITTER: f64 = 0.25;
+
+/// The period until the next unchanged Node status post, from `report` and a draw
+/// `u` in `[0, 1)`: uniform in `[report × 3/4, report]`, never longer than `report`
+/// (the kubelet's `nodeStatusReportFrequency` is a maximum), so edges that posted
+/// together drift apart by up to a quarter period with every post.
+pub fn status_period(report: Duration, u: f64) -> Duration {
+    report.mul_f64(1.0 - STATUS_JITTER * u.clamp(0.0, 1.0))
+}
+
 /// Queues the Lease renewal every interval and the Node status when it changed or
-/// `report` passed; both at once when a session comes up and when the extra
+/// its jittered [`status_period`] passed; both at once when a session comes up and when the extra
 /// conditions change; until `shutdown`. The status changes only through those
 /// conditions (the node's facts are read once, at start), so a change is always
 /// one of the forcing events: nothing needs comparing.
@@ -293,8 +306,9 @@ pub async fn run_reporter(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_sessions = hub.borrow().sessions;
     let mut conditions_open = true;
-    // When the Node status was last queued.
+    // When the Node status was last queued, and the period drawn for the next one.
     let mut posted: Option<tokio::time::Instant> = None;
+    let mut period = reporter.report;
     loop {
         let force = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -320,14 +334,17 @@ pub async fn run_reporter(
             }
         };
         let now = Utc::now();
-        let due = force || posted.is_none_or(|at| at.elapsed() >= reporter.report);
+        let due = force || posted.is_none_or(|at| at.elapsed() >= period);
         let mut entries = Vec::with_capacity(2);
         if due {
             entries.extend(reporter.status_entry(ready_since, now));
         }
         entries.extend(reporter.lease_entry(now));
         match outbox.put_many(entries).await {
-            Ok(_) if due => posted = Some(tokio::time::Instant::now()),
+            Ok(_) if due => {
+                posted = Some(tokio::time::Instant::now());
+                period = status_period(reporter.report, rand::random::<f64>());
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(error = %crate::hub::conn::chain(&e), "cannot queue the node status");
@@ -430,6 +447,38 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         seen
+    }
+
+    #[test]
+    fn the_unchanged_status_period_is_at_most_report_and_at_least_three_quarters() {
+        let report = Duration::from_secs(300);
+        assert_eq!(status_period(report, 0.0), report);
+        assert_eq!(status_period(report, 1.0), Duration::from_secs(225));
+        assert_eq!(status_period(report, 7.0), Duration::from_secs(225));
+        assert_eq!(status_period(report, -1.0), report);
+    }
+
+    #[test]
+    fn status_posts_of_edges_that_came_up_together_drift_apart() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        // 1,000 edges whose sessions came up in the same second (a cloudcore restart):
+        // by their fourth unchanged post no 10 s window holds more than 15 % of them
+        // (~9 % expected: the sum of four uniform draws; without jitter, all of them).
+        let mut rng = StdRng::seed_from_u64(7);
+        let report = Duration::from_secs(300);
+        let mut buckets = BTreeMap::<u64, u32>::new();
+        for _ in 0..1_000 {
+            let at: Duration = (0..4)
+                .map(|_| status_period(report, rng.random::<f64>()))
+                .sum();
+            assert!(at >= Duration::from_secs(900) && at <= Duration::from_secs(1_200));
+            *buckets.entry(at.as_secs() / 10).or_default() += 1;
+        }
+        let worst = buckets.values().max().copied().unwrap_or(0);
+        assert!(
+            worst <= 150,
+            "{worst} of 1,000 edges posted in one 10 s window"
+        );
     }
 
     #[tokio::test]

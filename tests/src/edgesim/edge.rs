@@ -2,8 +2,9 @@
 //! ([`edgecore::hub::link::LinkState`]) driven by a small IO loop that keeps the edge's
 //! objects in memory instead of sled. It dials from its own 127.0.0.x source address,
 //! sends its inventory on every (re)connect, acks what it "applied" at once, renews its
-//! Lease every ~10 s (jittered) and patches its Node status on each new session and every
-//! 30th report (edgecore's defaults: an unchanged status goes every 300 s), through
+//! Lease every ~10 s (jittered) and patches its Node status on each new session and after
+//! a period of ~30 renewals jittered as edgecore's ([`edgecore::node::status_period`]:
+//! an unchanged status goes every 225–300 s by default), through
 //! an in-memory outbox coalesced by key that replays unacked writes after a reconnect —
 //! the same frames a real edgecore sends.
 
@@ -34,9 +35,9 @@ use super::Stats;
 const LEASE: &str = edgecore::node::LEASE_KEY;
 /// Outbox key of the Node status patch.
 const STATUS: &str = "node-status";
-/// Every how many Lease renewals the Node status is patched too, besides on a new session:
-/// edgecore posts an unchanged status every `status.report_secs` and renews the Lease every
-/// `status.interval_secs`.
+/// The nominal period of the Node status patch in Lease renewals, besides on a new
+/// session: edgecore posts an unchanged status every `status.report_secs` (jittered) and
+/// renews the Lease every `status.interval_secs`.
 fn status_every() -> u64 {
     let d = edgecore::config::StatusConfig::default();
     (d.report_secs / d.interval_secs.max(1)).max(1)
@@ -131,6 +132,8 @@ struct Loop {
     seq: u64,
     reports: u64,
     next_report: Instant,
+    /// When an unchanged Node status is due again.
+    next_status: Instant,
     interval: Duration,
 }
 
@@ -166,6 +169,7 @@ pub async fn run(
         seq: 0,
         reports: 0,
         next_report: Instant::now() + jitter,
+        next_status: Instant::now(),
         interval,
     };
     let mut kicks_open = true;
@@ -289,7 +293,7 @@ impl Loop {
                 self.edge.with_view(|v| v.sessions += 1);
                 self.stats.sessions.fetch_add(1, Ordering::Relaxed);
                 // A new session reports at once, its Node status too, as edgecore does.
-                self.reports = 0;
+                self.next_status = Instant::now();
                 self.queue_reports();
             }
             Action::EndSession { .. } => {
@@ -352,7 +356,7 @@ impl Loop {
         up_to
     }
 
-    /// Queues the Lease renewal (and every [`status_every`]th time the Node status).
+    /// Queues the Lease renewal (and the Node status when its jittered period is over).
     fn queue_reports(&mut self) {
         let now = Utc::now();
         let edge = self.edge.clone();
@@ -365,9 +369,16 @@ impl Loop {
                     .with_content_type(proto::frame::MERGE_PATCH),
             );
         }
-        if self.reports.is_multiple_of(status_every())
+        if Instant::now() >= self.next_status
             && let Ok(key) = ResourceKey::cluster("node", name.clone())
         {
+            let draw = spread(self.edge.index.wrapping_mul(31) + self.reports as usize);
+            let period = edgecore::node::status_period(
+                self.interval
+                    .saturating_mul(u32::try_from(status_every()).unwrap_or(30)),
+                draw,
+            );
+            self.next_status = Instant::now() + period;
             let info = edgecore::node::node_info(name, &self.server, &BTreeMap::new());
             let body = edgecore::node::node_status_patch(&info, now, &[], now);
             self.put(
