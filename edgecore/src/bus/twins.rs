@@ -258,6 +258,7 @@ impl Twins {
             entry.unsaved = false;
         }
         entry.status_pending = false;
+        entry.status.node_name = Some(self.node.clone());
         if let Some(report) = entry.report.take() {
             entry.status.apply_report(&report);
         }
@@ -691,6 +692,7 @@ impl Twins {
     /// The entry starts without a model: the caller sets it, and sees a change.
     fn load(&self, key: &DeviceKey, device: Device) -> (Entry, Vec<Effect>) {
         let cached = device.status.clone().unwrap_or_default();
+        let moved_from = cached.node_name.clone().filter(|n| *n != self.node);
         let saved = self
             .store
             .load(&key.to_string())
@@ -720,6 +722,22 @@ impl Twins {
                 (shadow, status)
             }
             None => (Shadow::from_status(&cached), cached),
+        };
+        let (shadow, status) = match moved_from {
+            // Moved here from another node: the status is that edge's view (its state, its
+            // mapper's readings). Take it over from scratch and say so at once; the cloud
+            // refuses the old edge's later writes, as the Device is no longer its own.
+            Some(from) => {
+                info!(device = %key, from, "device moved here from another node; its status is taken over");
+                ahead = true;
+                let status = DeviceStatus {
+                    state: Some(DeviceState::Unknown),
+                    node_name: Some(self.node.clone()),
+                    ..DeviceStatus::default()
+                };
+                (Shadow::new(), status)
+            }
+            None => (shadow, status),
         };
         info!(device = %key, protocol = device.spec.protocol.as_ref().and_then(|p| p.protocol_name.as_deref()).unwrap_or("-"), "device bound to the node");
         let mut entry = Entry {
