@@ -255,3 +255,49 @@ fn an_invalid_model_holds_the_device_and_a_removed_property_leaves_status() {
         d["status"]["state"] != "model-invalid" && d["status"]["message"].is_null()
     });
 }
+
+#[test]
+fn an_int_spelt_as_an_integral_float_is_accepted_as_the_integer() {
+    let t = Setup::start();
+    let s = &t.s;
+    let result = device_topic(DEVICE, "twin/update/result");
+    let delta = device_topic(DEVICE, "twin/update/delta");
+    let sub = Sub::start(t.port, &[&result, &delta]);
+    s.apply(&manifests("100"));
+    sub.expect(&delta, Duration::from_secs(15));
+
+    // A mapper reports an INT as "23.0": accepted, stored as 23.
+    // (the delta above means the device is bound at the edge)
+    assert!(publish(
+        t.port,
+        &device_topic(DEVICE, "twin/update"),
+        &twin_msg("f1", &[("pressure", "23.0")])
+    ));
+    let r = sub.expect_where(&result, Duration::from_secs(10), |r| r["event_id"] == "f1");
+    assert_eq!(r["code"], 200, "{r}");
+    wait_device(&t, DEVICE, "pressure 23", Duration::from_secs(10), |d| {
+        devices_common::twin_of(d, "pressure").as_deref() == Some("23")
+    });
+    // "23.5" is no INT.
+    assert!(publish(
+        t.port,
+        &device_topic(DEVICE, "twin/update"),
+        &twin_msg("f2", &[("pressure", "23.5")])
+    ));
+    let r = sub.expect_where(&result, Duration::from_secs(10), |r| r["event_id"] == "f2");
+    assert_eq!(
+        (&r["code"], &r["reason"]),
+        (&serde_json::json!(422), &serde_json::json!("type_mismatch")),
+        "{r}"
+    );
+
+    // A desired "60.0" from kubectl is 60 for the mappers, with no refusal.
+    devices_common::set_desired(s, DEVICE, "temperature", "60.0");
+    let d = sub.expect_where(&delta, Duration::from_secs(10), |d| {
+        d["delta"]["temperature"] != "80"
+    });
+    assert_eq!(d["delta"]["temperature"], "60", "{d}");
+    wait_device(&t, DEVICE, "60 in force", Duration::from_secs(10), |d| {
+        refusals(d).is_empty() && observed_desired(d, "temperature").as_deref() == Some("60")
+    });
+}
