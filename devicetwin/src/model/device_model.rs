@@ -229,7 +229,7 @@ fn integral(value: &str) -> Option<i64> {
     let v = value.trim().parse::<f64>().ok()?;
     // 2^63 is exactly representable; every f64 below it in magnitude converts exactly.
     const LIMIT: f64 = 9_223_372_036_854_775_808.0;
-    if !v.is_finite() || v.fract() != 0.0 || v >= LIMIT || v < -LIMIT {
+    if !v.is_finite() || v.fract() != 0.0 || !(-LIMIT..LIMIT).contains(&v) {
         return None;
     }
     #[allow(clippy::cast_possible_truncation)]

@@ -241,7 +241,7 @@ fn a_lowered_maximum_refuses_the_desired_value_in_force_at_the_same_generation()
     assert!(s.desired().get("temp").is_none());
     assert!(!refusals[0].message.contains("stays in force"));
     assert!(drives(&actions).is_empty());
-    assert!(s.delta().get("temp").is_none());
+    assert!(!s.delta().contains_key("temp"));
     assert!(
         actions.iter().any(|a| matches!(a, TwinAction::ReportUp(_))),
         "{actions:?}"
