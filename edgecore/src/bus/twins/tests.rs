@@ -850,3 +850,19 @@ fn a_device_moved_here_from_another_node_takes_its_status_over() {
         "41"
     );
 }
+
+#[test]
+fn a_device_model_changed_while_the_edge_was_down_is_checked_at_start() {
+    let (store, mut t, fx) = ready();
+    let s = status(&mut t, &fx).unwrap_or_default();
+    let mut d = device(1, "30");
+    d["status"] = s;
+    // Restarted with the same generation, but the model's maximum is now below 30.
+    let mut t = twins(&store);
+    let lowered = model_with(|p| p["maximum"] = json!("20"));
+    let fx = t.sync_devices(&set(vec![(d, Some(lowered))]), 2_000);
+    let s = status(&mut t, &fx).expect("a status goes up");
+    assert_eq!(s["desiredRefusals"][0]["reason"], "above_maximum", "{s}");
+    assert_eq!(events(&fx).len(), 1);
+    assert!(drives(&fx).is_empty());
+}
