@@ -23,7 +23,7 @@ pub use device::{
 pub(crate) use device_model::parse_bool;
 pub use device_model::{
     AccessMode, DeviceModel, DeviceModelSpec, ModelError, ModelProperty, PropertyType, UnknownType,
-    ValueError,
+    ValueError, check_value_len,
 };
 pub(crate) use status::saturating_i64;
 pub use status::{

@@ -151,6 +151,24 @@ impl ErrorCode for PayloadError {
     }
 }
 
+impl PayloadError {
+    /// A [`ValueError`] of `property`'s `value`: over-long values keep their own 413 error
+    /// (`value_too_long`), the rest are [`PayloadError::InvalidValue`] (422).
+    pub fn from_value_error(property: &str, value: &str, e: ValueError) -> Self {
+        match e {
+            ValueError::TooLong(len) => Self::ValueTooLong {
+                property: property.to_owned(),
+                len,
+            },
+            source => Self::InvalidValue {
+                property: property.to_owned(),
+                value: value.to_owned(),
+                source,
+            },
+        }
+    }
+}
+
 /// Decodes any payload type with the size limit applied. Empty input decodes as `{}`, which
 /// lets mappers send an empty `twin/get` or `membership/get`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PayloadError> {

@@ -22,6 +22,7 @@
 //! | event | accepted when | effect |
 //! | --- | --- | --- |
 //! | `CloudDesired{generation}` | `generation > observed` (equal: duplicate, no-op) | desired := cloud's set; document, delta, drive for changed values; `ReportUp` |
+//! | `CloudRecheck{generation}` | `generation >= observed` | as `CloudDesired`; nothing at all when no value changes |
 //! | `EdgeUpdate{desired}` | no effective change, or `expected_version == desired.version` | desired changes applied, version + 1; result, document, delta, drive, `DesiredUp`, `ReportUp` |
 //! | `EdgeUpdate{reported}` | no `version`, or `version >= reported.version` | values/timestamps stored; version bumped if a value changed; result, document, `ReportUp` |
 //! | `EdgeState` | always | state stored (online refreshes last-online); result, `StateUp` |
@@ -126,6 +127,19 @@ pub enum TwinEvent {
         /// Trigger id and receive time.
         at: Stamp,
     },
+    /// The Device's DeviceModel changed: the desired values of the applied generation,
+    /// checked again against the new model (build it with
+    /// [`TwinEvent::cloud_desired_checked`] and [`TwinEvent::into_recheck`]). Applied like
+    /// `CloudDesired`, except that a generation equal to the applied one is not a
+    /// duplicate, and a recheck that changes no value does nothing at all.
+    CloudRecheck {
+        /// The Device's `metadata.generation`.
+        generation: u64,
+        /// Every desired value in force under the new model.
+        props: BTreeMap<String, PropertyWrite>,
+        /// Trigger id and receive time.
+        at: Stamp,
+    },
     /// A `twin/update` from a mapper or app (reported and/or desired, applied atomically).
     EdgeUpdate {
         /// Reported part.
@@ -183,6 +197,7 @@ impl TwinEvent {
     pub fn stamp(&self) -> &Stamp {
         match self {
             Self::CloudDesired { at, .. }
+            | Self::CloudRecheck { at, .. }
             | Self::EdgeUpdate { at, .. }
             | Self::EdgeState { at, .. }
             | Self::Get { at } => at,
@@ -447,7 +462,12 @@ impl Shadow {
                 generation,
                 props,
                 at,
-            } => self.cloud_desired(generation, props, at),
+            } => self.cloud_desired(generation, props, at, false),
+            TwinEvent::CloudRecheck {
+                generation,
+                props,
+                at,
+            } => self.cloud_desired(generation, props, at, true),
             TwinEvent::EdgeUpdate {
                 reported,
                 desired,

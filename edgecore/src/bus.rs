@@ -32,7 +32,7 @@ pub mod metrics;
 pub mod throttle;
 pub mod twins;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -52,6 +52,8 @@ use twins::{Effect, Twins};
 
 /// Shortest interval between two `Device.status` writes of one device.
 pub const STATUS_INTERVAL: Duration = Duration::from_millis(200);
+/// Most device Events held while the upstream channel is full; the oldest go first.
+const EVENT_BACKLOG: usize = 256;
 
 /// Bus settings (the rest of edgecore fills them from its config).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +111,13 @@ pub enum Upstream {
         /// The whole status object.
         status: serde_json::Value,
     },
+    /// A Kubernetes Event about the device (never coalesced: each has its own name).
+    DeviceEvent {
+        /// Device namespace.
+        namespace: String,
+        /// The core/v1 Event object (named in its `metadata.name`).
+        event: serde_json::Value,
+    },
     /// Desired values written at the edge, for the Device spec.
     DeviceDesired {
         /// Device namespace.
@@ -130,6 +139,13 @@ impl Upstream {
             Self::DeviceDesired {
                 namespace, name, ..
             } => format!("{namespace}/device/{name}/desired"),
+            Self::DeviceEvent { namespace, event } => format!(
+                "event/{namespace}/{}",
+                event
+                    .pointer("/metadata/name")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+            ),
         }
     }
 
@@ -343,6 +359,8 @@ struct Outflow {
     /// Devices whose status changed; [`Twins::status`] builds it when it may leave.
     status: Throttle<DeviceKey, ()>,
     desired: BTreeMap<DeviceKey, DesiredPatch>,
+    /// Events not yet handed over (the channel was full); at most [`EVENT_BACKLOG`].
+    events: VecDeque<Upstream>,
     retry_at: Option<Instant>,
     metrics: BusMetrics,
 }
@@ -353,6 +371,7 @@ impl Outflow {
             upstream,
             status: Throttle::new(STATUS_INTERVAL),
             desired: BTreeMap::new(),
+            events: VecDeque::new(),
             retry_at: None,
             metrics,
         }
@@ -384,6 +403,16 @@ impl Outflow {
                         self.metrics.status_coalesced.inc();
                     }
                 }
+                Effect::Event { device, event } => {
+                    if self.events.len() >= EVENT_BACKLOG {
+                        warn!(device = %device, "device Event backlog full; the oldest Event dropped");
+                        self.events.pop_front();
+                    }
+                    self.events.push_back(Upstream::DeviceEvent {
+                        namespace: device.namespace,
+                        event,
+                    });
+                }
                 Effect::Desired { device, patch } => match self.desired.get_mut(&device) {
                     Some(p) => p.merge(patch),
                     None => {
@@ -404,6 +433,13 @@ impl Outflow {
 
     fn flush(&mut self, now: Instant, twins: &mut Twins) {
         self.retry_at = None;
+        while let Some(event) = self.events.pop_front() {
+            if let Err(e) = self.upstream.try_send(event) {
+                self.events.push_front(e.into_inner());
+                self.retry_at = Some(now + STATUS_INTERVAL);
+                break;
+            }
+        }
         let keys: Vec<DeviceKey> = self.desired.keys().cloned().collect();
         for device in keys {
             let Some(patch) = self.desired.remove(&device) else {
@@ -443,7 +479,7 @@ impl Outflow {
     fn flush_now(&mut self, twins: &mut Twins) {
         let far = Instant::now() + STATUS_INTERVAL * 2;
         self.flush(far, twins);
-        if self.status.pending() > 0 || !self.desired.is_empty() {
+        if self.status.pending() > 0 || !self.desired.is_empty() || !self.events.is_empty() {
             warn!(
                 statuses = self.status.pending(),
                 patches = self.desired.len(),

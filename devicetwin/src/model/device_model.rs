@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use super::{ObjectMeta, Visitors};
+use crate::payload::MAX_VALUE_LEN;
 
 /// A `devices.kubeedge.io/v1beta1` DeviceModel object.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -119,9 +120,11 @@ impl ModelProperty {
         self.access_mode != Some(AccessMode::ReadOnly)
     }
 
-    /// Checks a wire value against the type and bounds. Bounds that do not parse are
-    /// ignored here (see [`DeviceModelSpec::validate`]).
+    /// Checks a wire value against the length limit ([`check_value_len`]), the type and the
+    /// bounds. Bounds that do not parse are ignored here (see [`DeviceModelSpec::validate`]).
+    /// Run [`ModelProperty::normalize_value`] first: `23.0` is an INT only once spelt `23`.
     pub fn check_value(&self, value: &str) -> Result<(), ValueError> {
+        check_value_len(value)?;
         let number = match self.ty {
             PropertyType::Int => value
                 .parse::<i64>()
@@ -155,9 +158,23 @@ impl ModelProperty {
         Ok(())
     }
 
-    /// A desired value in its canonical spelling: for `BOOLEAN`, the synonyms users write
-    /// (`on`/`off`, `high`/`low`, `1`/`0`, `yes`/`no` and Go's `ParseBool` spellings, any
-    /// case) become `true`/`false`, KubeEdge's spelling; anything else is returned as is.
+    /// A reported or desired value in its canonical spelling: for `INT`, an integral number
+    /// written as a float (`23.0`, `2.3e1`: what a mapper sends when it scales a register
+    /// or formats every number as a float) becomes `23`; a fractional one (`23.5`) is left as is, for
+    /// [`ModelProperty::check_value`] to refuse. Anything else is returned as is.
+    pub fn normalize_value(&self, value: &str) -> String {
+        if self.ty == PropertyType::Int
+            && value.parse::<i64>().is_err()
+            && let Some(i) = integral(value)
+        {
+            return i.to_string();
+        }
+        value.to_owned()
+    }
+
+    /// A desired value in its canonical spelling: [`ModelProperty::normalize_value`], and
+    /// for `BOOLEAN` the synonyms users write (`on`/`off`, `high`/`low`, `1`/`0`, `yes`/`no`
+    /// and Go's `ParseBool` spellings, any case) become `true`/`false`, KubeEdge's spelling.
     /// Desired values are normalised before they are checked, compared and stored, so a
     /// driver reporting `true` meets a desired `on`.
     pub fn normalize_desired(&self, value: &str) -> String {
@@ -166,7 +183,7 @@ impl ModelProperty {
         {
             return if b { "true" } else { "false" }.to_owned();
         }
-        value.to_owned()
+        self.normalize_value(value)
     }
 
     /// Checks a desired value: the property must be writable and the (normalised) value
@@ -194,6 +211,29 @@ impl ModelProperty {
             value: raw.to_owned(),
         })
     }
+}
+
+/// The checks every value is held to, with or without a model property: at most
+/// [`MAX_VALUE_LEN`] characters. Part of [`ModelProperty::check_value`] (and so of
+/// [`ModelProperty::check_desired`]); call it alone for properties no model describes.
+pub fn check_value_len(value: &str) -> Result<(), ValueError> {
+    let len = value.chars().count();
+    if len > MAX_VALUE_LEN {
+        return Err(ValueError::TooLong(len));
+    }
+    Ok(())
+}
+
+/// `value` as an `i64` if it is a finite number with no fractional part that fits.
+fn integral(value: &str) -> Option<i64> {
+    let v = value.trim().parse::<f64>().ok()?;
+    // 2^63 is exactly representable; every f64 below it in magnitude converts exactly.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    if !v.is_finite() || v.fract() != 0.0 || !(-LIMIT..LIMIT).contains(&v) {
+        return None;
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    Some(v as i64)
 }
 
 /// Parses a boolean the way Go's `strconv.ParseBool` does (KubeEdge mappers are Go).
@@ -254,6 +294,9 @@ pub enum ValueError {
     /// A desired value for a ReadOnly property.
     #[error("the property is ReadOnly; only reported values may be written")]
     ReadOnly,
+    /// A value longer than [`MAX_VALUE_LEN`] characters (carries its length).
+    #[error("the value has {0} characters, over the {MAX_VALUE_LEN} character limit")]
+    TooLong(usize),
 }
 
 impl ValueError {
@@ -264,6 +307,7 @@ impl ValueError {
             Self::BelowMinimum(_) => "below_minimum",
             Self::AboveMaximum(_) => "above_maximum",
             Self::ReadOnly => "read_only_property",
+            Self::TooLong(_) => "value_too_long",
         }
     }
 }

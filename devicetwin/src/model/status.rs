@@ -33,6 +33,11 @@ pub struct DeviceStatus {
     /// `state: config-error`. Always serialised, as `null` when there is nothing to say, so
     /// the merge patch the edge sends clears an old message.
     pub message: Option<String>,
+    /// The node whose edge wrote this status. When a Device is moved to another node, the
+    /// new edge sees another node's name here and takes the status over instead of
+    /// carrying on from the old edge's state and reported values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
     /// Desired values in the Device's spec that the edge refused (wrong type, out of the
     /// DeviceModel's range, a ReadOnly property): not applied, not sent to the device; the
     /// last valid desired value stays in force. Always serialised, as `null` when nothing

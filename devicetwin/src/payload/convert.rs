@@ -6,7 +6,7 @@ use super::{
     BaseMsg, MAX_KEY_LEN, MAX_VALUE_LEN, MsgTwin, PayloadError, StateUpdateMsg, TwinUpdateMsg,
     TwinValueMsg,
 };
-use crate::model::{DeviceModelSpec, DeviceState, ModelProperty};
+use crate::model::{DeviceModelSpec, DeviceState, ModelProperty, check_value_len};
 use crate::shadow::{DesiredWrite, PropertyWrite, ReportedWrite, Stamp, TwinEvent};
 
 fn key_char_ok(c: char) -> bool {
@@ -25,15 +25,10 @@ pub(super) fn check_key(key: &str) -> Result<(), PayloadError> {
     Ok(())
 }
 
+/// The model-independent value check ([`check_value_len`], the rule cloud desired values
+/// follow too), as a payload error.
 fn check_len(property: &str, value: &str) -> Result<(), PayloadError> {
-    let len = value.chars().count();
-    if len > MAX_VALUE_LEN {
-        return Err(PayloadError::ValueTooLong {
-            property: property.to_owned(),
-            len,
-        });
-    }
-    Ok(())
+    check_value_len(value).map_err(|e| PayloadError::from_value_error(property, value, e))
 }
 
 /// Model-independent checks: a `twin` object, valid keys, value lengths.
@@ -88,16 +83,15 @@ impl Checker<'_> {
         check_len(key, &value)?;
         let prop = self.property(key)?;
         if let Some(p) = prop {
-            if desired {
-                // `on` for a BOOLEAN is stored (and compared, and sent on) as `true`.
-                value = p.normalize_desired(&value);
-            }
+            // `on` for a BOOLEAN desired value is stored (and compared, and sent on) as
+            // `true`; `23.0` for an INT, reported or desired, as `23`.
+            value = if desired {
+                p.normalize_desired(&value)
+            } else {
+                p.normalize_value(&value)
+            };
             p.check_value(&value)
-                .map_err(|source| PayloadError::InvalidValue {
-                    property: key.to_owned(),
-                    value: value.clone(),
-                    source,
-                })?;
+                .map_err(|e| PayloadError::from_value_error(key, &value, e))?;
         }
         let payload_ty = entry
             .metadata

@@ -492,3 +492,43 @@ fn edge_desired_booleans_are_normalised_like_cloud_ones() {
     };
     assert_eq!(r.props["on"].clone().unwrap().value, "1");
 }
+
+#[test]
+fn int_spelt_as_an_integral_float_is_accepted_as_the_integer() {
+    let m = model();
+    let value = |ev: TwinEvent, desired: bool| match ev {
+        TwinEvent::EdgeUpdate {
+            reported,
+            desired: d,
+            ..
+        } => {
+            let props = if desired {
+                d.unwrap().props
+            } else {
+                reported.unwrap().props
+            };
+            props["temp"].clone().unwrap().value
+        }
+        other => panic!("{other:?}"),
+    };
+    let ev = update(
+        json!({"twin": {"temp": {"actual": {"value": "23.0"}}}}),
+        Some(&m),
+    );
+    assert_eq!(value(ev.unwrap(), false), "23");
+    let ev = update(
+        json!({"version": 0, "twin": {"temp": {"expected": {"value": "42.00"}}}}),
+        Some(&m),
+    );
+    assert_eq!(value(ev.unwrap(), true), "42");
+    let e = update(
+        json!({"twin": {"temp": {"actual": {"value": "23.5"}}}}),
+        Some(&m),
+    );
+    assert_eq!(reason(e), (422, "type_mismatch"));
+    let e = update(
+        json!({"twin": {"temp": {"actual": {"value": "500.0"}}}}),
+        Some(&m),
+    );
+    assert_eq!(reason(e), (422, "above_maximum"));
+}

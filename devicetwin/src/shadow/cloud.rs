@@ -6,8 +6,9 @@ use super::view::same_value;
 use super::{
     MAX_PROPERTIES, PropertyState, PropertyWrite, Shadow, Stamp, TwinAction, TwinError, TwinEvent,
 };
+use crate::model::check_value_len;
 use crate::model::{DesiredRefusal, DeviceModelSpec, DeviceSpec, saturating_i64};
-use crate::payload::{MAX_VALUE_LEN, MsgTwin};
+use crate::payload::MsgTwin;
 
 impl TwinEvent {
     /// The `CloudDesired` event for a Device spec at `generation`: every property with a
@@ -68,57 +69,58 @@ impl TwinEvent {
         let Self::CloudDesired { props, .. } = &mut event else {
             return (event, refusals);
         };
+        // The same rules as edge-originated writes: `check_desired` with a model property,
+        // the model-independent length limit without one.
+        let check = |name: &str, value: &str| match model.and_then(|m| m.property(name)) {
+            None => check_value_len(value).map(|()| value.to_owned()),
+            Some(mp) => mp.check_desired(value),
+        };
         let names: Vec<String> = props.keys().cloned().collect();
         for name in names {
             let Some(write) = props.get_mut(&name) else {
                 continue;
             };
-            let checked = if write.value.chars().count() > MAX_VALUE_LEN {
-                Err((
-                    "value_too_long",
-                    format!("the value is over the {MAX_VALUE_LEN} character limit"),
-                ))
-            } else {
-                match model.and_then(|m| m.property(&name)) {
-                    None => Ok(write.value.clone()),
-                    Some(mp) => mp
-                        .check_desired(&write.value)
-                        .map_err(|e| (e.reason(), e.to_string())),
+            let reason = match check(&name, &write.value) {
+                Ok(value) => {
+                    write.value = value;
+                    continue;
                 }
+                Err(e) => e,
             };
-            match checked {
-                Ok(value) => write.value = value,
-                Err((reason, message)) => {
-                    let kept = current.desired.props.get(&name);
-                    let message = match kept {
-                        Some(k) => format!(
-                            "desired value {:?} of {name:?} refused: {message}; {:?} stays in force",
-                            write.value, k.value
-                        ),
-                        None => format!(
-                            "desired value {:?} of {name:?} refused: {message}",
-                            write.value
-                        ),
+            // The value in force stays only while it passes the model itself: after a
+            // DeviceModel change it may not (see `TwinEvent::CloudRecheck`).
+            let kept = current
+                .desired
+                .props
+                .get(&name)
+                .and_then(|k| Some((k, check(&name, &k.value).ok()?)));
+            let message = match &kept {
+                Some((_, v)) => format!(
+                    "desired value {:?} of {name:?} refused: {reason}; {v:?} stays in force",
+                    write.value
+                ),
+                None => format!(
+                    "desired value {:?} of {name:?} refused: {reason}",
+                    write.value
+                ),
+            };
+            refusals.push(DesiredRefusal {
+                property_name: name.clone(),
+                value: write.value.clone(),
+                reason: reason.reason().to_owned(),
+                message,
+                generation: Some(saturating_i64(generation)),
+            });
+            match kept {
+                Some((k, value)) => {
+                    *write = PropertyWrite {
+                        value,
+                        timestamp: Some(k.timestamp),
+                        ty: write.ty.or(k.ty),
                     };
-                    refusals.push(DesiredRefusal {
-                        property_name: name.clone(),
-                        value: write.value.clone(),
-                        reason: reason.to_owned(),
-                        message,
-                        generation: Some(saturating_i64(generation)),
-                    });
-                    match kept {
-                        Some(k) => {
-                            *write = PropertyWrite {
-                                value: k.value.clone(),
-                                timestamp: Some(k.timestamp),
-                                ty: write.ty.or(k.ty),
-                            };
-                        }
-                        None => {
-                            props.remove(&name);
-                        }
-                    }
+                }
+                None => {
+                    props.remove(&name);
                 }
             }
         }
@@ -126,12 +128,34 @@ impl TwinEvent {
     }
 }
 
+impl TwinEvent {
+    /// A `CloudDesired` event as a `CloudRecheck` (the DeviceModel changed, the generation
+    /// did not); any other event is returned unchanged.
+    pub fn into_recheck(self) -> Self {
+        match self {
+            Self::CloudDesired {
+                generation,
+                props,
+                at,
+            } => Self::CloudRecheck {
+                generation,
+                props,
+                at,
+            },
+            other => other,
+        }
+    }
+}
+
 impl Shadow {
+    /// `recheck`: the same generation again under a changed DeviceModel (see
+    /// [`TwinEvent::CloudRecheck`]).
     pub(super) fn cloud_desired(
         &mut self,
         generation: u64,
         props: BTreeMap<String, PropertyWrite>,
         at: Stamp,
+        recheck: bool,
     ) -> Result<Vec<TwinAction>, TwinError> {
         if let Some(current) = self.observed_generation {
             if generation < current {
@@ -140,7 +164,7 @@ impl Shadow {
                     got: generation,
                 });
             }
-            if generation == current {
+            if generation == current && !recheck {
                 // Redelivery of what is already applied (edge writes may be on top of it).
                 return Ok(Vec::new());
             }
@@ -164,6 +188,9 @@ impl Shadow {
             .chain(changed_values.map(|(n, _)| n))
             .cloned()
             .collect();
+        if recheck && changed.is_empty() && self.observed_generation == Some(generation) {
+            return Ok(Vec::new());
+        }
         let before: BTreeMap<String, Option<MsgTwin>> = changed
             .iter()
             .map(|n| (n.clone(), self.msg_twin(n)))

@@ -11,8 +11,13 @@
 //!   on the request's reply topic (same topic form, so legacy mappers hear back), deltas and
 //!   documents, drive changed desired values, and send the whole status upstream. Anything
 //!   refused becomes an error result with code and reason, counted by reason.
-//! - device set: membership diff -> `membership/updated`; a new `metadata.generation` ->
-//!   [`TwinEvent::cloud_desired_from_spec`] -> delta + drive.
+//! - device set: membership diff -> `membership/updated`; a new `metadata.generation`, or
+//!   a changed DeviceModel at the same generation (a [`TwinEvent::CloudRecheck`]) ->
+//!   [`TwinEvent::cloud_desired_checked`] -> delta + drive, refusals in
+//!   `status.desiredRefusals` and, once per distinct refusal, a `Warning InvalidDesired`
+//!   Event ([`events`]). A DeviceModel is checked ([`DeviceModelSpec::validate`]) before it
+//!   is used; an invalid one holds the device (`state: model-invalid`). Properties removed
+//!   from the Device's spec lose their reported values.
 //! - driver reading or state: like a mapper's report, without a result message.
 
 use std::collections::BTreeMap;
@@ -57,6 +62,13 @@ pub enum Effect {
     Status {
         /// Device.
         device: DeviceKey,
+    },
+    /// A Kubernetes Event about the device (e.g. `InvalidDesired`), for the cloud.
+    Event {
+        /// Device.
+        device: DeviceKey,
+        /// The core/v1 Event object.
+        event: serde_json::Value,
     },
     /// Desired values written at the edge, for the cloud.
     Desired {
@@ -246,6 +258,7 @@ impl Twins {
             entry.unsaved = false;
         }
         entry.status_pending = false;
+        entry.status.node_name = Some(self.node.clone());
         if let Some(report) = entry.report.take() {
             entry.status.apply_report(&report);
         }
@@ -489,7 +502,13 @@ impl Twins {
             }
             let (model, model_error) = match mv.as_ref().map(|m| DeviceModel::deserialize(&**m)) {
                 None => (None, None),
-                Some(Ok(m)) => (Some(m.spec), None),
+                Some(Ok(m)) => match m.spec.validate() {
+                    Ok(()) => (Some(m.spec), None),
+                    Err(e) => {
+                        debug!(device = %key, error = %e, "the device's DeviceModel is invalid");
+                        (None, Some(e.to_string()))
+                    }
+                },
                 Some(Err(e)) => {
                     debug!(device = %key, error = %e, "the device's DeviceModel does not parse");
                     (None, Some(e.to_string()))
@@ -515,8 +534,10 @@ impl Twins {
             .set(i64::try_from(current.len()).unwrap_or(i64::MAX));
 
         for (key, (device, model, model_error)) in current {
+            // A new entry's shadow may have been checked against another model (saved before
+            // a restart, or rebuilt from the status): check it again, like a model change.
             if !self.entries.contains_key(&key) {
-                let (entry, status_fx) = self.load(&key, device.clone(), model.clone());
+                let (entry, status_fx) = self.load(&key, device.clone());
                 fx.extend(status_fx);
                 self.entries.insert(key.clone(), entry);
             }
@@ -534,12 +555,18 @@ impl Twins {
                 entry.reset();
                 fx.push(status_effect(&key, entry));
             }
+            let dropped = dropped_properties(&entry.device, &device);
+            let model_changed = entry.model != model;
             entry.device = device;
             entry.model = model;
             entry.model_error = model_error;
             fx.extend(hold_status(&key, entry));
             if entry.missing_model().is_none() {
-                fx.extend(self.cloud_desired_for(&key, id, now));
+                fx.extend(self.cloud_desired_for(&key, id, now, model_changed));
+            }
+            if !dropped.is_empty() {
+                let at = Stamp::new(self.next_id("spec"), now);
+                fx.extend(self.drop_reported(&key, dropped, at));
             }
         }
         let held = self
@@ -553,14 +580,28 @@ impl Twins {
         fx
     }
 
-    fn cloud_desired_for(&mut self, key: &DeviceKey, event_id: String, now: i64) -> Vec<Effect> {
+    /// Applies the Device's desired values, checked against its DeviceModel, when the
+    /// generation is new, or with `model_changed` also at the applied generation (a
+    /// [`TwinEvent::CloudRecheck`]: refusals appear or clear, deltas and drives follow).
+    fn cloud_desired_for(
+        &mut self,
+        key: &DeviceKey,
+        event_id: String,
+        now: i64,
+        model_changed: bool,
+    ) -> Vec<Effect> {
+        let node = self.node.clone();
         let Some(entry) = self.entries.get_mut(key) else {
             return Vec::new();
         };
         let generation = entry.device.generation();
+        let mut recheck = false;
         if let Some(observed) = entry.shadow.observed_generation() {
             if generation == observed {
-                return Vec::new();
+                if !model_changed {
+                    return Vec::new();
+                }
+                recheck = true;
             }
             if generation < observed {
                 // The cache always holds the newest object, so a lower generation is a new
@@ -576,18 +617,34 @@ impl Twins {
             &entry.shadow,
             Stamp::new(event_id, now),
         );
+        let event = if recheck { event.into_recheck() } else { event };
         match entry.shadow.apply(event) {
             Ok(actions) => {
-                for r in &refusals {
+                let mut fx = Vec::new();
+                // Counted and announced once per distinct refusal: a later generation or a
+                // model recheck that refuses the same value again says nothing new.
+                let before = entry.status.desired_refusals.as_deref().unwrap_or_default();
+                for r in refusals.iter().filter(|r| !events::known(before, r)) {
                     warn!(device = %key, property = %r.property_name, value = %r.value, reason = %r.reason, "desired value from the cloud refused");
                     self.metrics
                         .desired_refused
                         .get_or_create(&label("reason", &r.reason))
                         .inc();
+                    fx.push(Effect::Event {
+                        device: key.clone(),
+                        event: events::invalid_desired(&entry.device, &node, r, now),
+                    });
                 }
+                let refusals = (!refusals.is_empty()).then_some(refusals);
+                let refusals_changed = entry.status.desired_refusals != refusals;
                 // Set before carrying: the ReportUp it holds marks the status for sending.
-                entry.status.desired_refusals = (!refusals.is_empty()).then_some(refusals);
-                let fx = carry(&self.prefix, key, entry, actions, false);
+                entry.status.desired_refusals = refusals;
+                let carried = carry(&self.prefix, key, entry, actions, false);
+                let announced = carried.iter().any(|e| matches!(e, Effect::Status { .. }));
+                fx.extend(carried);
+                if refusals_changed && !announced {
+                    fx.push(status_effect(key, entry));
+                }
                 persist(self.store.as_ref(), key, entry);
                 fx
             }
@@ -598,15 +655,44 @@ impl Twins {
         }
     }
 
+    /// Forgets the reported values of properties removed from the Device's spec, so their
+    /// entries leave `status.twins` with the next status (desired values go with the new
+    /// generation's spec already).
+    fn drop_reported(&mut self, key: &DeviceKey, names: Vec<String>, at: Stamp) -> Vec<Effect> {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return Vec::new();
+        };
+        let props: BTreeMap<String, Option<PropertyWrite>> = names
+            .into_iter()
+            .filter(|n| entry.shadow.reported().get(n).is_some())
+            .map(|n| (n, None))
+            .collect();
+        if props.is_empty() {
+            return Vec::new();
+        }
+        info!(device = %key, properties = ?props.keys().collect::<Vec<_>>(), "properties removed from the Device; their reported values dropped");
+        match entry
+            .shadow
+            .apply(TwinEvent::edge_reported(props, None, at))
+        {
+            Ok(actions) => {
+                let fx = carry(&self.prefix, key, entry, actions, false);
+                persist(self.store.as_ref(), key, entry);
+                fx
+            }
+            Err(e) => {
+                warn!(device = %key, error = %e, "dropping removed properties was refused by the shadow");
+                Vec::new()
+            }
+        }
+    }
+
     /// A new entry: the saved shadow, else one rebuilt from the cached status. If the saved
     /// shadow is ahead of the cached status (reports not yet delivered), the status goes up.
-    fn load(
-        &self,
-        key: &DeviceKey,
-        device: Device,
-        model: Option<DeviceModelSpec>,
-    ) -> (Entry, Vec<Effect>) {
+    /// The entry starts without a model: the caller sets it, and sees a change.
+    fn load(&self, key: &DeviceKey, device: Device) -> (Entry, Vec<Effect>) {
         let cached = device.status.clone().unwrap_or_default();
+        let moved_from = cached.node_name.clone().filter(|n| *n != self.node);
         let saved = self
             .store
             .load(&key.to_string())
@@ -637,10 +723,26 @@ impl Twins {
             }
             None => (Shadow::from_status(&cached), cached),
         };
+        let (shadow, status) = match moved_from {
+            // Moved here from another node: the status is that edge's view (its state, its
+            // mapper's readings). Take it over from scratch and say so at once; the cloud
+            // refuses the old edge's later writes, as the Device is no longer its own.
+            Some(from) => {
+                info!(device = %key, from, "device moved here from another node; its status is taken over");
+                ahead = true;
+                let status = DeviceStatus {
+                    state: Some(DeviceState::Unknown),
+                    node_name: Some(self.node.clone()),
+                    ..DeviceStatus::default()
+                };
+                (Shadow::new(), status)
+            }
+            None => (shadow, status),
+        };
         info!(device = %key, protocol = device.spec.protocol.as_ref().and_then(|p| p.protocol_name.as_deref()).unwrap_or("-"), "device bound to the node");
         let mut entry = Entry {
             device,
-            model,
+            model: None,
             model_error: None,
             shadow,
             status,
@@ -656,6 +758,16 @@ impl Twins {
         };
         (entry, fx)
     }
+}
+
+/// The properties `old` lists in `spec.properties` that `new` no longer does.
+fn dropped_properties(old: &Device, new: &Device) -> Vec<String> {
+    old.spec
+        .properties
+        .iter()
+        .filter(|p| new.spec.property(&p.name).is_none())
+        .map(|p| p.name.clone())
+        .collect()
 }
 
 /// `metadata.uid` of a Device, if it has one.
@@ -706,5 +818,6 @@ fn hold_status(key: &DeviceKey, entry: &mut Entry) -> Vec<Effect> {
 }
 
 mod effects;
+mod events;
 #[cfg(test)]
 mod tests;

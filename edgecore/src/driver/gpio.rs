@@ -59,9 +59,29 @@ pub struct GpioPlan {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Visitor {
+    #[serde(deserialize_with = "pin_number")]
     pin: u8,
     #[serde(default)]
     direction: Option<Direction>,
+}
+
+/// A BCM pin number written as a number (`17`) or, as KubeEdge YAML often has it (its
+/// configData values are strings), a numeric string (`"17"`, blanks ignored).
+fn pin_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    use serde::de::Error;
+    let invalid =
+        |shown: &str| D::Error::custom(format!("pin {shown} is not a pin number (0-255)"));
+    match Value::deserialize(d)? {
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| u8::try_from(n).ok())
+            .ok_or_else(|| invalid(&n.to_string())),
+        Value::String(s) => s
+            .trim()
+            .parse::<u8>()
+            .map_err(|_| invalid(&format!("{s:?}"))),
+        other => Err(invalid(&other.to_string())),
+    }
 }
 
 /// Parses the visitors of a gpio device.
@@ -384,6 +404,35 @@ mod tests {
             )])
             .is_err()
         );
+    }
+
+    #[test]
+    fn pins_written_as_numeric_strings_are_accepted_others_named_in_the_error() {
+        let pins = |v: serde_json::Value| {
+            plan(vec![(common("led"), v)])
+                .map(|p| p.props[0].pin)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(pins(serde_json::json!({"pin": "17"})), Ok(17));
+        assert_eq!(
+            pins(serde_json::json!({"pin": " 4 ", "direction": "out"})),
+            Ok(4)
+        );
+        assert_eq!(pins(serde_json::json!({"pin": 0})), Ok(0));
+        for bad in [
+            serde_json::json!({"pin": "GPIO17"}),
+            serde_json::json!({"pin": "300"}),
+            serde_json::json!({"pin": -1}),
+            serde_json::json!({"pin": 1.5}),
+            serde_json::json!({"pin": true}),
+        ] {
+            let e = pins(bad.clone()).expect_err(&bad.to_string());
+            assert!(
+                e.contains("led") && e.contains("is not a pin number"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(pins(serde_json::json!({"direction": "out"})).is_err());
     }
 
     #[test]

@@ -192,6 +192,12 @@ pub fn outbox_entry(up: &BusUpstream) -> Option<(String, Upstream)> {
         | BusUpstream::DeviceDesired {
             namespace, name, ..
         } => (namespace, name),
+        BusUpstream::DeviceEvent { namespace, event } => {
+            // Created like the pods' Events (an EVENT frame), never coalesced.
+            let name = event.pointer("/metadata/name")?.as_str()?.to_owned();
+            let key = ResourceKey::namespaced(namespace, "event", name).ok()?;
+            return Some((up.coalesce_key(), Upstream::event(Op::Create, &key, event)));
+        }
     };
     let key = ResourceKey::namespaced(namespace, "device", name.clone()).ok()?;
     let item = match up {
@@ -206,6 +212,7 @@ pub fn outbox_entry(up: &BusUpstream) -> Option<(String, Upstream)> {
                 .collect();
             Upstream::request(Op::Patch, &key, &desired_body(props))
         }
+        BusUpstream::DeviceEvent { .. } => return None,
     };
     Some((
         up.coalesce_key(),
@@ -351,7 +358,8 @@ async fn drain_upstream(mut rx: mpsc::Receiver<BusUpstream>, outbox: Outbox) {
                 continue;
             };
             match up {
-                BusUpstream::DeviceStatus { .. } => {
+                // Events have keys of their own, so they ride in the same batch.
+                BusUpstream::DeviceStatus { .. } | BusUpstream::DeviceEvent { .. } => {
                     statuses.insert(key, item);
                 }
                 BusUpstream::DeviceDesired { .. } => {
@@ -493,6 +501,22 @@ mod tests {
         assert_eq!(item.resource, "ns/device/d");
         let body: Value = serde_json::from_str(&item.body).unwrap();
         assert_eq!(body, json!({"status": {"twins": [{"propertyName": "t"}]}}));
+    }
+
+    #[test]
+    fn device_events_become_event_creates_with_keys_of_their_own() {
+        let event =
+            json!({"metadata": {"name": "d.1a2b", "namespace": "ns"}, "reason": "InvalidDesired"});
+        let up = BusUpstream::DeviceEvent {
+            namespace: "ns".into(),
+            event: event.clone(),
+        };
+        let (key, item) = outbox_entry(&up).unwrap();
+        assert_eq!(key, "event/ns/d.1a2b");
+        assert_eq!(item.kind, crate::outbox::UpKind::Event);
+        assert_eq!(item.op, Op::Create.as_str());
+        assert_eq!(item.resource, "ns/event/d.1a2b");
+        assert_eq!(serde_json::from_str::<Value>(&item.body).unwrap(), event);
     }
 
     #[test]

@@ -54,9 +54,14 @@ pub fn token(s: &Standalone) -> String {
 
 /// `edgecore join --no-start` under `root`.
 pub fn join(s: &Standalone, root: &Path, mqtt_port: u16, metrics_port: u16) {
+    join_as(s, NODE, root, mqtt_port, metrics_port);
+}
+
+/// `edgecore join --no-start` under `root` as node `node`.
+pub fn join_as(s: &Standalone, node: &str, root: &Path, mqtt_port: u16, metrics_port: u16) {
     let out = Command::new(bin("edgecore"))
         .args(["join", "--server", &s.hub, "--token", &token(s)])
-        .args(["--node-name", NODE, "--root"])
+        .args(["--node-name", node, "--root"])
         .arg(root)
         .args(["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}")])
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])

@@ -240,3 +240,54 @@ fn desired_checks_access_type_and_bounds() {
         ]
     );
 }
+
+#[test]
+fn int_spelt_as_an_integral_float_normalises_to_the_integer() {
+    let p = prop(PropertyType::Int, None, Some("100"));
+    for (raw, want) in [
+        ("23.0", "23"),
+        ("23.000", "23"),
+        ("-4.0", "-4"),
+        ("2.3e1", "23"),
+        ("23", "23"),
+        ("23.5", "23.5"),
+        ("abc", "abc"),
+        ("NaN", "NaN"),
+        ("1e300", "1e300"),
+    ] {
+        assert_eq!(p.normalize_value(raw), want, "{raw}");
+        assert_eq!(p.normalize_desired(raw), want, "{raw}");
+    }
+    assert_eq!(p.check_desired("23.0"), Ok("23".into()));
+    assert_eq!(
+        p.check_desired("23.5"),
+        Err(ValueError::TypeMismatch(PropertyType::Int))
+    );
+    assert_eq!(
+        p.check_desired("200.0"),
+        Err(ValueError::AboveMaximum("100".into()))
+    );
+    // Other types keep their spelling.
+    let d = prop(PropertyType::Double, None, None);
+    assert_eq!(d.normalize_value("23.0"), "23.0");
+}
+
+#[test]
+fn value_length_is_part_of_the_value_check() {
+    let p = prop(PropertyType::String, None, None);
+    let max = "é".repeat(crate::payload::MAX_VALUE_LEN);
+    assert_eq!(p.check_value(&max), Ok(()));
+    let over = format!("{max}x");
+    assert_eq!(
+        p.check_value(&over),
+        Err(ValueError::TooLong(crate::payload::MAX_VALUE_LEN + 1))
+    );
+    assert_eq!(
+        p.check_desired(&over).map_err(|e| e.reason()),
+        Err("value_too_long")
+    );
+    assert_eq!(
+        check_value_len(&over).map_err(|e| e.reason()),
+        Err("value_too_long")
+    );
+}

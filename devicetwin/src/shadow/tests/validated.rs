@@ -214,3 +214,117 @@ fn refusals_serialise_in_the_status_and_clear_as_null() {
     let back: crate::model::DeviceStatus = serde_json::from_value(v).unwrap();
     assert_eq!(back, st);
 }
+
+/// Re-checks generation `g` of a spec with `desired` values against `m` (the model changed).
+fn recheck(
+    s: &mut Shadow,
+    m: &DeviceModelSpec,
+    g: u64,
+    desired: &[(&str, &str)],
+) -> (Vec<TwinAction>, Vec<DesiredRefusal>) {
+    let (ev, refusals) =
+        TwinEvent::cloud_desired_checked(&spec(desired), g, Some(m), s, at("m", 500));
+    (s.apply(ev.into_recheck()).unwrap(), refusals)
+}
+
+#[test]
+fn a_lowered_maximum_refuses_the_desired_value_in_force_at_the_same_generation() {
+    let mut s = Shadow::new();
+    apply(&mut s, 1, &[("temp", "80"), ("label", "a")]);
+    s.apply(report(&[("temp", Some("20"))], None, 150)).unwrap();
+    let mut m = model();
+    m.properties[0].maximum = Some("50".into());
+
+    let (actions, refusals) = recheck(&mut s, &m, 1, &[("temp", "80"), ("label", "a")]);
+    assert_eq!(reasons(&refusals), [("temp", "80", "above_maximum")]);
+    // 80 is no longer in force (it is not valid itself): nothing to keep.
+    assert!(s.desired().get("temp").is_none());
+    assert!(!refusals[0].message.contains("stays in force"));
+    assert!(drives(&actions).is_empty());
+    assert!(!s.delta().contains_key("temp"));
+    assert!(
+        actions.iter().any(|a| matches!(a, TwinAction::ReportUp(_))),
+        "{actions:?}"
+    );
+    assert_eq!(s.observed_generation(), Some(1));
+
+    // The same model again changes nothing and says nothing.
+    let (actions, _) = recheck(&mut s, &m, 1, &[("temp", "80"), ("label", "a")]);
+    assert!(actions.is_empty(), "{actions:?}");
+}
+
+#[test]
+fn a_raised_maximum_lets_a_refused_value_through_at_the_same_generation() {
+    let mut s = Shadow::new();
+    let (_, refusals) = apply(&mut s, 1, &[("temp", "150")]);
+    assert_eq!(refusals.len(), 1);
+    let mut m = model();
+    m.properties[0].maximum = Some("200".into());
+
+    let (actions, refusals) = recheck(&mut s, &m, 1, &[("temp", "150")]);
+    assert!(refusals.is_empty());
+    assert_eq!(s.desired().get("temp").unwrap().value, "150");
+    assert_eq!(drives(&actions), [("temp".into(), "150".into())]);
+    assert_eq!(
+        deltas(&actions),
+        [BTreeMap::from([("temp".into(), "150".into())])]
+    );
+}
+
+#[test]
+fn a_property_turned_read_only_or_retyped_is_refused_on_recheck() {
+    let mut s = Shadow::new();
+    apply(&mut s, 1, &[("temp", "30"), ("label", "x")]);
+    let mut m = model();
+    m.properties[0].access_mode = Some(AccessMode::ReadOnly);
+    m.properties[3].ty = PropertyType::Int;
+    let (_, refusals) = recheck(&mut s, &m, 1, &[("temp", "30"), ("label", "x")]);
+    assert_eq!(
+        reasons(&refusals),
+        [
+            ("label", "x", "type_mismatch"),
+            ("temp", "30", "read_only_property")
+        ]
+    );
+    assert!(s.desired().props().is_empty());
+}
+
+#[test]
+fn a_recheck_of_an_older_generation_is_stale() {
+    let mut s = Shadow::new();
+    apply(&mut s, 2, &[("temp", "30")]);
+    let (ev, _) = TwinEvent::cloud_desired_checked(&spec(&[]), 1, Some(&model()), &s, at("m", 1));
+    assert!(matches!(
+        s.apply(ev.into_recheck()),
+        Err(TwinError::StaleGeneration { .. })
+    ));
+}
+
+#[test]
+fn int_desired_spelt_as_an_integral_float_is_normalised() {
+    let mut s = Shadow::new();
+    let (actions, refusals) = apply(&mut s, 1, &[("temp", "23.0")]);
+    assert!(refusals.is_empty(), "{refusals:?}");
+    assert_eq!(s.desired().get("temp").unwrap().value, "23");
+    assert_eq!(drives(&actions), [("temp".into(), "23".into())]);
+    let (_, refusals) = apply(&mut s, 2, &[("temp", "23.5")]);
+    assert_eq!(reasons(&refusals), [("temp", "23.5", "type_mismatch")]);
+}
+
+#[test]
+fn over_long_value_is_refused_by_the_model_check_too() {
+    let long = "x".repeat(crate::payload::MAX_VALUE_LEN + 1);
+    let label = ModelProperty::new("label", PropertyType::String);
+    assert_eq!(
+        label.check_desired(&long).map_err(|e| e.reason()),
+        Err("value_too_long")
+    );
+    // And without a model, by the same rule.
+    let s = Shadow::new();
+    let (_, refusals) =
+        TwinEvent::cloud_desired_checked(&spec(&[("label", &long)]), 1, None, &s, at("c", 1));
+    assert_eq!(
+        reasons(&refusals),
+        [("label", long.as_str(), "value_too_long")]
+    );
+}

@@ -645,3 +645,224 @@ fn invalid_cloud_desired_values_are_refused_in_the_status_and_not_forwarded() {
     assert!(s.as_object().unwrap().contains_key("desiredRefusals"));
     assert_eq!(twin(&s, "temp")["observedDesired"]["value"], "40");
 }
+
+fn events(fx: &[Effect]) -> Vec<&Value> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Event { event, .. } => Some(event),
+            _ => None,
+        })
+        .collect()
+}
+
+fn drives(fx: &[Effect]) -> Vec<(String, String)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Drive {
+                property, value, ..
+            } => Some((property.clone(), value.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn model_with(f: impl FnOnce(&mut Value)) -> Value {
+    let mut m = model();
+    f(&mut m["spec"]["properties"][0]);
+    m
+}
+
+#[test]
+fn a_device_model_change_rechecks_the_desired_values_in_force() {
+    let (_, mut t, _) = ready();
+    let delta_topic = "kedge/events/device/ns/thermo/twin/update/delta";
+    // The maximum drops below the desired 30 (same Device generation).
+    let lowered = model_with(|p| p["maximum"] = json!("20"));
+    let fx = t.sync_devices(&set(vec![(device(1, "30"), Some(lowered.clone()))]), 2_000);
+    assert!(drives(&fx).is_empty(), "{fx:?}");
+    let s = status(&mut t, &fx).expect("a status goes up");
+    let r = &s["desiredRefusals"][0];
+    assert_eq!(
+        (&r["propertyName"], &r["value"], &r["reason"]),
+        (&json!("temp"), &json!("30"), &json!("above_maximum"))
+    );
+    assert!(
+        twin(&s, "temp")["observedDesired"].is_null(),
+        "30 is no longer in force: {s}"
+    );
+    assert_eq!(events(&fx).len(), 1);
+    assert!(
+        t.shadow(&DeviceKey::new("ns", "thermo"))
+            .unwrap()
+            .delta()
+            .is_empty()
+    );
+    // The same model again: nothing new.
+    let fx = t.sync_devices(&set(vec![(device(1, "30"), Some(lowered))]), 2_500);
+    assert!(fx.is_empty(), "{fx:?}");
+
+    // Raised again: the refusal clears, the value is in force, delta and drive follow.
+    let fx = t.sync_devices(&set(vec![(device(1, "30"), Some(model()))]), 3_000);
+    assert_eq!(publishes(&fx)[delta_topic]["delta"]["temp"], "30");
+    assert_eq!(drives(&fx), [("temp".to_owned(), "30".to_owned())]);
+    let s = status(&mut t, &fx).expect("a status goes up");
+    assert!(s["desiredRefusals"].is_null(), "{s}");
+    assert_eq!(twin(&s, "temp")["observedDesired"]["value"], "30");
+    assert!(events(&fx).is_empty());
+
+    // Made ReadOnly: refused with that reason.
+    let ro = model_with(|p| p["accessMode"] = json!("ReadOnly"));
+    let fx = t.sync_devices(&set(vec![(device(1, "30"), Some(ro))]), 4_000);
+    let s = status(&mut t, &fx).expect("a status goes up");
+    assert_eq!(s["desiredRefusals"][0]["reason"], "read_only_property");
+}
+
+#[test]
+fn a_refused_cloud_desired_value_raises_one_warning_event_per_distinct_refusal() {
+    let (store, mut t, _) = ready();
+    let fx = t.sync_devices(&set(vec![(device(2, "abc"), Some(model()))]), 2_000);
+    let ev = events(&fx);
+    assert_eq!(ev.len(), 1, "{fx:?}");
+    let e = ev[0];
+    assert_eq!(e["type"], "Warning");
+    assert_eq!(e["reason"], "InvalidDesired");
+    assert_eq!(e["involvedObject"]["kind"], "Device");
+    assert_eq!(e["involvedObject"]["name"], "thermo");
+    assert_eq!(e["involvedObject"]["namespace"], "ns");
+    assert_eq!(e["metadata"]["namespace"], "ns");
+    let msg = e["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("\"temp\"") && msg.contains("\"abc\"") && msg.contains("type_mismatch"),
+        "{msg}"
+    );
+    assert!(status(&mut t, &fx).is_some());
+
+    // A later generation refusing the same value again: no second Event.
+    let fx = t.sync_devices(&set(vec![(device(3, "abc"), Some(model()))]), 3_000);
+    assert!(events(&fx).is_empty(), "{fx:?}");
+    // Another value: a new Event.
+    let fx = t.sync_devices(&set(vec![(device(4, "500"), Some(model()))]), 4_000);
+    assert_eq!(events(&fx).len(), 1);
+    let s4 = status(&mut t, &fx).unwrap_or_default();
+    assert_eq!(
+        t.metrics
+            .desired_refused
+            .get_or_create(&label("reason", "type_mismatch"))
+            .get(),
+        1
+    );
+
+    // After a restart, the Device comes back with the status the cloud holds: no Event.
+    let mut d = device(4, "500");
+    d["status"] = s4;
+    let mut t2 = twins(&store);
+    let fx = t2.sync_devices(&set(vec![(d, Some(model()))]), 5_000);
+    assert!(events(&fx).is_empty(), "{fx:?}");
+}
+
+#[test]
+fn a_device_model_that_fails_validation_holds_the_device() {
+    let store = MemoryShadowStore::new();
+    let mut t = twins(&store);
+    let bad = model_with(|p| p["minimum"] = json!("200"));
+    let fx = t.sync_devices(&set(vec![(device(1, "30"), Some(bad))]), 1_000);
+    let s = status(&mut t, &fx).unwrap_or_default();
+    assert_eq!(s["state"], MODEL_INVALID, "{s}");
+    let msg = s["message"].as_str().unwrap_or("");
+    assert!(msg.contains("minimum is greater than maximum"), "{msg}");
+    assert!(drives(&fx).is_empty());
+    assert_eq!(t.driver_inputs().count(), 0);
+    let dup = model_with(|p| p["name"] = json!("humidity"));
+    let fx = t.sync_devices(&set(vec![(device(1, "30"), Some(dup))]), 2_000);
+    let s = status(&mut t, &fx).unwrap_or_default();
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("defined twice"),
+        "{s}"
+    );
+    // Fixed: released, and the desired value flows.
+    let fx = t.sync_devices(&set(vec![(device(1, "30"), Some(model()))]), 3_000);
+    assert_eq!(drives(&fx), [("temp".to_owned(), "30".to_owned())]);
+    let s = status(&mut t, &fx).unwrap_or_default();
+    assert_ne!(s["state"], MODEL_INVALID, "{s}");
+}
+
+#[test]
+fn a_property_removed_from_the_device_leaves_status_twins() {
+    let (_, mut t, _) = ready();
+    let body = br#"{"event_id":"e1","twin":{"humidity":{"actual":{"value":"41"}}}}"#;
+    let fx = t.on_message(UPDATE, body, 2_000);
+    let s = status(&mut t, &fx).unwrap_or_default();
+    assert_eq!(twin(&s, "humidity")["reported"]["value"], "41");
+
+    let mut d = device(2, "30");
+    d["spec"]["properties"] = json!([{"name": "temp", "desired": {"value": "30"}}]);
+    let fx = t.sync_devices(&set(vec![(d, Some(model()))]), 3_000);
+    let s = status(&mut t, &fx).expect("a status goes up");
+    assert!(twin(&s, "humidity").is_null(), "{s}");
+    assert_eq!(twin(&s, "temp")["observedDesired"]["value"], "30");
+}
+
+#[test]
+fn a_device_moved_here_from_another_node_takes_its_status_over() {
+    let store = MemoryShadowStore::new();
+    let mut t = twins(&store);
+    let mut d = device(3, "30");
+    d["status"] = json!({
+        "nodeName": "edge-0", "state": "online", "observedGeneration": 3, "reportedVersion": 9,
+        "twins": [{"propertyName": "humidity", "reported": {"value": "41", "version": 9}},
+                  {"propertyName": "temp", "observedDesired": {"value": "30", "version": 3}}],
+        "desiredRefusals": [{"propertyName": "temp", "value": "x", "reason": "type_mismatch", "message": "m"}]});
+    let fx = t.sync_devices(&set(vec![(d, Some(model()))]), 1_000);
+    // Driven here: the old edge's observed generation does not make it a duplicate.
+    assert_eq!(drives(&fx), [("temp".to_owned(), "30".to_owned())]);
+    let s = status(&mut t, &fx).expect("the status is taken over at once");
+    assert_eq!(s["nodeName"], NODE);
+    assert_eq!(s["state"], "unknown", "{s}");
+    assert!(twin(&s, "humidity").is_null(), "{s}");
+    assert_eq!(twin(&s, "temp")["observedDesired"]["value"], "30");
+    assert!(s["desiredRefusals"].is_null(), "{s}");
+    assert!(s.as_object().unwrap().contains_key("desiredRefusals"));
+
+    // A status this node wrote is carried on as before (a wiped store, a restart).
+    let mut d = device(3, "30");
+    d["status"] = json!({"nodeName": NODE, "state": "online", "observedGeneration": 3,
+        "twins": [{"propertyName": "humidity", "reported": {"value": "41", "version": 9}},
+                  {"propertyName": "temp", "observedDesired": {"value": "30", "version": 3}}]});
+    let mut t = twins(&MemoryShadowStore::new());
+    let fx = t.sync_devices(&set(vec![(d, Some(model()))]), 1_000);
+    // (nothing to drive, publish or report: the recheck against the model finds no change)
+    assert!(
+        fx.iter()
+            .all(|e| matches!(e, Effect::Publish { topic, .. } if topic.contains("membership"))),
+        "{fx:?}"
+    );
+    let key = DeviceKey::new("ns", "thermo");
+    assert_eq!(
+        t.shadow(&key)
+            .unwrap()
+            .reported()
+            .get("humidity")
+            .unwrap()
+            .value,
+        "41"
+    );
+}
+
+#[test]
+fn a_device_model_changed_while_the_edge_was_down_is_checked_at_start() {
+    let (store, mut t, fx) = ready();
+    let s = status(&mut t, &fx).unwrap_or_default();
+    let mut d = device(1, "30");
+    d["status"] = s;
+    // Restarted with the same generation, but the model's maximum is now below 30.
+    let mut t = twins(&store);
+    let lowered = model_with(|p| p["maximum"] = json!("20"));
+    let fx = t.sync_devices(&set(vec![(d, Some(lowered))]), 2_000);
+    let s = status(&mut t, &fx).expect("a status goes up");
+    assert_eq!(s["desiredRefusals"][0]["reason"], "above_maximum", "{s}");
+    assert_eq!(events(&fx).len(), 1);
+    assert!(drives(&fx).is_empty());
+}
