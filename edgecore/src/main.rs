@@ -27,5 +27,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    rt.block_on(edgecore::cli::run(cli))
+    // On the heap: `block_on` pins its future on the main thread's stack, and the pages a
+    // large future (and its moves) once touched there stay resident for the process's life.
+    rt.block_on(Box::pin(edgecore::cli::run(cli)))
 }
