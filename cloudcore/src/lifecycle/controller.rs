@@ -74,6 +74,11 @@ async fn round(
     let edge_nodes = nodes
         .list(&ListParams::default().labels(EDGE_ROLE_LABEL))
         .await?;
+    // Lease ages are judged at the time of this list, not when the loop below reaches a
+    // node: with thousands of nodes a round takes many seconds, and a renewal listed at 13 s
+    // old must not count as 43 s old half a minute later (5,000 edges: ~800 Nodes with fresh
+    // Leases were marked Unknown that way).
+    let listed_at = now_ms();
     let renewed: HashMap<String, i64> = leases
         .list(&ListParams::default())
         .await?
@@ -89,7 +94,11 @@ async fn round(
         let name = node.name_any();
         let span = tracing::info_span!("node_lifecycle", node = %name);
         let _entered = span.enter();
-        match check_node(client, cfg, node, renewed.get(&name).copied(), first_seen).await {
+        let lease = LeaseSeen {
+            renewed_ms: renewed.get(&name).copied(),
+            at_ms: listed_at,
+        };
+        match check_node(client, cfg, node, lease, first_seen).await {
             Ok(keys) => seen.extend(keys),
             Err(e) => tracing::warn!(error = %e, "node lifecycle check failed"),
         }
@@ -98,24 +107,45 @@ async fn round(
     Ok(())
 }
 
+/// A node's Lease `renewTime` as listed, and when the list was taken.
+#[derive(Debug, Clone, Copy)]
+struct LeaseSeen {
+    renewed_ms: Option<i64>,
+    at_ms: i64,
+}
+
 /// One node: condition, taints, eviction. Returns the first-seen keys still in use.
 async fn check_node(
     client: &Client,
     cfg: &LifecycleConfig,
     node: Node,
-    renewed_ms: Option<i64>,
+    lease: LeaseSeen,
     first_seen: &mut FirstSeen,
 ) -> Result<Vec<(String, String, String)>, LifecycleError> {
     let name = node.name_any();
     let nodes: Api<Node> = Api::all(client.clone());
-    let now = now_ms();
     let created = node
         .metadata
         .creation_timestamp
         .as_ref()
-        .map_or(now, |t| t.0.as_millisecond());
+        .map_or(lease.at_ms, |t| t.0.as_millisecond());
     let grace = i64::try_from(cfg.grace.as_millis()).unwrap_or(i64::MAX);
-    let stale = decide::lease_stale(renewed_ms, created, now, grace);
+    let mut stale = decide::lease_stale(lease.renewed_ms, created, lease.at_ms, grace);
+    let mut renewed_ms = lease.renewed_ms;
+    if stale {
+        // Confirm with the Lease as it is now before acting: the node may have renewed
+        // since the list (the round can be long), and marking it Unknown would only have
+        // its next heartbeat undo it.
+        let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
+        if let Ok(Some(l)) = leases.get_opt(&name).await {
+            renewed_ms = l
+                .spec
+                .and_then(|s| s.renew_time)
+                .map(|t| t.0.as_millisecond());
+            stale = decide::lease_stale(renewed_ms, created, now_ms(), grace);
+        }
+    }
+    let now = now_ms();
     let mut ready = ready_status(&node).map(str::to_owned);
     if stale && ready.as_deref() != Some("Unknown") {
         let reason = if ready.is_none() {
