@@ -8,6 +8,8 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -420,6 +422,73 @@ async fn edge_cache_holds_pods_their_references_and_tombstones() -> anyhow::Resu
     Ok(())
 }
 
+/// Base (real time at the first reading) and readings of [`jumpy_clock`].
+static JUMPY_BASE: AtomicI64 = AtomicI64::new(0);
+static JUMPY_READS: AtomicI64 = AtomicI64::new(0);
+
+/// A clock that is 30 s later every time it is read: a lifecycle round over many nodes,
+/// squeezed into a few readings.
+fn jumpy_clock() -> i64 {
+    let _ = JUMPY_BASE.compare_exchange(0, Utc::now().timestamp_millis(), SeqCst, SeqCst);
+    JUMPY_BASE.load(SeqCst) + 30_000 * JUMPY_READS.fetch_add(1, SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_ages_are_judged_at_the_lease_list_not_when_a_long_round_reaches_the_node()
+-> anyhow::Result<()> {
+    let c = Cluster::start().await?;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let names = ["edge-a", "edge-b", "edge-c", "edge-d"];
+    for name in names {
+        let hello = proto::Hello {
+            node_name: name.into(),
+            ..Default::default()
+        };
+        lifecycle::node_connected(&c.client, name, &hello, None).await?;
+    }
+    // One round (the first tick; the next is an hour away). Its clock moves 30 s per reading,
+    // as a round over thousands of nodes moves on real time: judged against the clock when the
+    // walk reaches them, the later nodes' fresh Leases would look older than the 40 s grace
+    // (5,000 edges: ~800 Nodes Unknown with every Lease < 25 s old).
+    let stop = c.shutdown.child_token();
+    tokio::spawn(lifecycle::run_node_lifecycle(
+        c.client.clone(),
+        LifecycleConfig {
+            grace: Duration::from_secs(40),
+            check_every: Duration::from_secs(3600),
+            eviction: false,
+            clock: jumpy_clock,
+        },
+        stop.clone(),
+    ));
+    wait_reads(names.len() as i64).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    for name in names {
+        let n = nodes.get(name).await?;
+        let taints = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            lifecycle::ready_status(&n),
+            Some("True"),
+            "{name}: {taints:?}"
+        );
+        assert!(taints.is_empty(), "{name}: {taints:?}");
+    }
+    Ok(())
+}
+
+/// Waits until [`jumpy_clock`] was read at least `n` times (the round reached every node).
+async fn wait_reads(n: i64) -> anyhow::Result<()> {
+    eventually("the lifecycle round", || async {
+        Ok((JUMPY_READS.load(SeqCst) >= n).then_some(()))
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_lifecycle_marks_stale_nodes_unknown_taints_and_evicts() -> anyhow::Result<()> {
     let c = Cluster::start().await?;
@@ -481,6 +550,7 @@ async fn node_lifecycle_marks_stale_nodes_unknown_taints_and_evicts() -> anyhow:
             grace: Duration::from_secs(1),
             check_every: Duration::from_millis(200),
             eviction: true,
+            ..Default::default()
         },
         shutdown.clone(),
     ));

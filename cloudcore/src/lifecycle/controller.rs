@@ -29,6 +29,8 @@ pub struct LifecycleConfig {
     pub check_every: Duration,
     /// Whether taint-based eviction deletes pods.
     pub eviction: bool,
+    /// The wall clock, in Unix milliseconds (tests give a clock of their own).
+    pub clock: fn() -> i64,
 }
 
 impl Default for LifecycleConfig {
@@ -37,6 +39,7 @@ impl Default for LifecycleConfig {
             grace: Duration::from_secs(40),
             check_every: Duration::from_secs(2),
             eviction: true,
+            clock: now_ms,
         }
     }
 }
@@ -60,6 +63,7 @@ pub async fn run_node_lifecycle(client: Client, cfg: LifecycleConfig, shutdown: 
     }
 }
 
+/// The wall clock in Unix milliseconds: [`LifecycleConfig::clock`]'s default.
 fn now_ms() -> i64 {
     k8s_openapi::jiff::Timestamp::now().as_millisecond()
 }
@@ -78,7 +82,7 @@ async fn round(
     // node: with thousands of nodes a round takes many seconds, and a renewal listed at 13 s
     // old must not count as 43 s old half a minute later (5,000 edges: ~800 Nodes with fresh
     // Leases were marked Unknown that way).
-    let listed_at = now_ms();
+    let listed_at = (cfg.clock)();
     let renewed: HashMap<String, i64> = leases
         .list(&ListParams::default())
         .await?
@@ -142,10 +146,10 @@ async fn check_node(
                 .spec
                 .and_then(|s| s.renew_time)
                 .map(|t| t.0.as_millisecond());
-            stale = decide::lease_stale(renewed_ms, created, now_ms(), grace);
+            stale = decide::lease_stale(renewed_ms, created, (cfg.clock)(), grace);
         }
     }
-    let now = now_ms();
+    let now = (cfg.clock)();
     let mut ready = ready_status(&node).map(str::to_owned);
     if stale && ready.as_deref() != Some("Unknown") {
         let reason = if ready.is_none() {
