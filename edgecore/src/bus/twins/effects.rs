@@ -20,7 +20,7 @@ pub(super) fn save(store: &dyn ShadowStore, key: &DeviceKey, entry: &Entry) {
             return;
         }
     };
-    if let (Some(obj), Some(uid)) = (value.as_object_mut(), super::uid_of(&entry.device)) {
+    if let (Some(obj), Some(uid)) = (value.as_object_mut(), super::sync::uid_of(&entry.device)) {
         obj.insert(UID_FIELD.to_owned(), serde_json::Value::String(uid));
     }
     match serde_json::to_vec(&value) {
