@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use devicetwin::model::{DeviceModelSpec, DeviceState, PropertyType};
+use devicetwin::model::{DeviceModelSpec, DeviceState, ModelProperty, PropertyType};
 use devicetwin::{Device, DeviceKey};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -173,12 +173,7 @@ pub fn visited_properties(
                 name: p.name.clone(),
                 ty,
                 writable: mp.is_none_or(|m| m.is_writable()),
-                signed: mp.is_some_and(|m| {
-                    m.minimum
-                        .as_deref()
-                        .and_then(|v| v.trim().parse::<f64>().ok())
-                        .is_some_and(|v| v < 0.0)
-                }),
+                signed: mp.is_some_and(ModelProperty::allows_negative),
                 collect,
                 report,
             };

@@ -120,6 +120,11 @@ impl ModelProperty {
         self.access_mode != Some(AccessMode::ReadOnly)
     }
 
+    /// Whether the property's values may be negative: its `minimum` is below 0.
+    pub fn allows_negative(&self) -> bool {
+        matches!(self.bound(self.minimum.as_deref(), "minimum"), Ok(Some(m)) if m < 0.0)
+    }
+
     /// Checks a wire value against the length limit ([`check_value_len`]), the type and the
     /// bounds. Bounds that do not parse are ignored here (see [`DeviceModelSpec::validate`]).
     /// Run [`ModelProperty::normalize_value`] first: `23.0` is an INT only once spelt `23`.

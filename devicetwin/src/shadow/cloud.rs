@@ -47,9 +47,7 @@ impl TwinEvent {
             at,
         }
     }
-}
 
-impl TwinEvent {
     /// Like [`TwinEvent::cloud_desired_from_spec`], but every desired value is first checked
     /// against the DeviceModel by the rules edge-originated writes follow (type, `minimum`,
     /// `maximum`, `ReadOnly`, value length) and normalised (`on` for a BOOLEAN is `true`).
@@ -126,9 +124,7 @@ impl TwinEvent {
         }
         (event, refusals)
     }
-}
 
-impl TwinEvent {
     /// A `CloudDesired` event as a `CloudRecheck` (the DeviceModel changed, the generation
     /// did not); any other event is returned unchanged.
     pub fn into_recheck(self) -> Self {

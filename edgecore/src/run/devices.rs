@@ -183,41 +183,48 @@ fn is_device_or_model(key: &str) -> bool {
     matches!(key.split('/').nth(1), Some("device" | "devicemodel"))
 }
 
-/// The outbox entry of a bus report: `(coalescing key, REQUEST)`.
+/// The outbox entry of a bus report: `(coalescing key, REQUEST)`, or an EVENT for a
+/// device Event.
 pub fn outbox_entry(up: &BusUpstream) -> Option<(String, Upstream)> {
-    let (namespace, name) = match up {
-        BusUpstream::DeviceStatus {
-            namespace, name, ..
-        }
-        | BusUpstream::DeviceDesired {
-            namespace, name, ..
-        } => (namespace, name),
-        BusUpstream::DeviceEvent { namespace, event } => {
-            // Created like the pods' Events (an EVENT frame), never coalesced.
-            let name = event.pointer("/metadata/name")?.as_str()?.to_owned();
-            let key = ResourceKey::namespaced(namespace, "event", name).ok()?;
-            return Some((up.coalesce_key(), Upstream::event(Op::Create, &key, event)));
-        }
+    let device_key = |namespace: &str, name: &str| {
+        ResourceKey::namespaced(namespace, "device", name.to_owned()).ok()
     };
-    let key = ResourceKey::namespaced(namespace, "device", name.clone()).ok()?;
     let item = match up {
-        BusUpstream::DeviceStatus { status, .. } => {
-            Upstream::request(Op::PatchStatus, &key, &json!({ "status": status }))
-        }
-        BusUpstream::DeviceDesired { patch, .. } => {
+        BusUpstream::DeviceStatus {
+            namespace,
+            name,
+            status,
+        } => Upstream::request(
+            Op::PatchStatus,
+            &device_key(namespace, name)?,
+            &json!({ "status": status }),
+        )
+        .with_content_type(proto::frame::MERGE_PATCH),
+        BusUpstream::DeviceDesired {
+            namespace,
+            name,
+            patch,
+        } => {
             let props: Vec<Value> = patch
                 .props
                 .iter()
                 .map(|(name, v)| desired_entry(name, v.as_ref().map(|v| json!({"value": v}))))
                 .collect();
-            Upstream::request(Op::Patch, &key, &desired_body(props))
+            Upstream::request(
+                Op::Patch,
+                &device_key(namespace, name)?,
+                &desired_body(props),
+            )
+            .with_content_type(proto::frame::MERGE_PATCH)
         }
-        BusUpstream::DeviceEvent { .. } => return None,
+        BusUpstream::DeviceEvent { namespace, event } => {
+            // Created like the pods' Events (an EVENT frame), never coalesced.
+            let name = event.pointer("/metadata/name")?.as_str()?.to_owned();
+            let key = ResourceKey::namespaced(namespace, "event", name).ok()?;
+            Upstream::event(Op::Create, &key, event)
+        }
     };
-    Some((
-        up.coalesce_key(),
-        item.with_content_type(proto::frame::MERGE_PATCH),
-    ))
+    Some((up.coalesce_key(), item))
 }
 
 fn desired_entry(name: &str, desired: Option<Value>) -> Value {

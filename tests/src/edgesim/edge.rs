@@ -33,14 +33,16 @@ use super::Stats;
 
 /// Outbox key of the Lease renewal (as edgecore's).
 const LEASE: &str = edgecore::node::LEASE_KEY;
-/// Outbox key of the Node status patch.
-const STATUS: &str = "node-status";
+/// Outbox key of the Node status patch (as edgecore's).
+const STATUS: &str = edgecore::node::STATUS_KEY;
 /// The nominal period of the Node status patch in Lease renewals, besides on a new
 /// session: edgecore posts an unchanged status every `status.report_secs` (jittered) and
 /// renews the Lease every `status.interval_secs`.
-fn status_every() -> u64 {
+fn status_every() -> u32 {
     let d = edgecore::config::StatusConfig::default();
-    (d.report_secs / d.interval_secs.max(1)).max(1)
+    u32::try_from(d.report_secs / d.interval_secs.max(1))
+        .unwrap_or(u32::MAX)
+        .max(1)
 }
 /// Bound on TCP + TLS + WebSocket upgrade.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -373,11 +375,8 @@ impl Loop {
             && let Ok(key) = ResourceKey::cluster("node", name.clone())
         {
             let draw = spread(self.edge.index.wrapping_mul(31) + self.reports as usize);
-            let period = edgecore::node::status_period(
-                self.interval
-                    .saturating_mul(u32::try_from(status_every()).unwrap_or(30)),
-                draw,
-            );
+            let period =
+                edgecore::node::status_period(self.interval.saturating_mul(status_every()), draw);
             self.next_status = Instant::now() + period;
             let info = edgecore::node::node_info(name, &self.server, &BTreeMap::new());
             let body = edgecore::node::node_status_patch(&info, now, &[], now);

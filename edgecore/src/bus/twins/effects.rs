@@ -2,8 +2,8 @@
 
 use std::collections::BTreeSet;
 
-use devicetwin::{DeviceKey, DeviceTopic, Topic, TwinAction};
-use serde::Serialize;
+use devicetwin::{DeviceKey, DeviceTopic, Shadow, Topic, TwinAction};
+use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 use super::{Effect, Entry};
@@ -13,29 +13,34 @@ use crate::bus::ShadowStore;
 /// [`devicetwin::Shadow`]'s own reader ignores), so a restart can tell it from a later Device of the
 /// same name.
 pub(super) fn save(store: &dyn ShadowStore, key: &DeviceKey, entry: &Entry) {
-    let mut value = match serde_json::to_value(&entry.shadow) {
-        Ok(v) => v,
-        Err(e) => {
-            warn!(device = %key, error = %e, "serialising a shadow failed");
-            return;
-        }
+    let saved = Saved {
+        shadow: &entry.shadow,
+        device_uid: super::sync::uid_of(&entry.device),
     };
-    if let (Some(obj), Some(uid)) = (value.as_object_mut(), super::sync::uid_of(&entry.device)) {
-        obj.insert(UID_FIELD.to_owned(), serde_json::Value::String(uid));
-    }
-    match serde_json::to_vec(&value) {
+    match serde_json::to_vec(&saved) {
         Ok(bytes) => store.save(&key.to_string(), &bytes),
         Err(e) => warn!(device = %key, error = %e, "serialising a shadow failed"),
     }
 }
 
-/// The field of a saved shadow naming its Device's uid.
-const UID_FIELD: &str = "deviceUid";
+/// A saved shadow: the shadow's own fields and `deviceUid`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Saved<'a> {
+    #[serde(flatten)]
+    shadow: &'a Shadow,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_uid: Option<String>,
+}
 
 /// The Device uid a saved shadow belongs to (`None` for shadows saved without one).
 pub(super) fn saved_uid(bytes: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    v.get(UID_FIELD)?.as_str().map(str::to_owned)
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct SavedUid {
+        device_uid: Option<String>,
+    }
+    serde_json::from_slice::<SavedUid>(bytes).ok()?.device_uid
 }
 
 pub(super) fn publish<T: Serialize>(prefix: &str, t: &Topic, msg: &T) -> Option<Effect> {
