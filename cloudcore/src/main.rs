@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc, not glibc's malloc: the API server's write path allocates and frees many small
+/// JSON nodes per request, and glibc spent ~30 % of cloudcore's CPU on it under a Device
+/// status write load (`unlink_chunk`/`malloc_consolidate`; docs/benchmarks.md, session 10).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cloudcore::cli::Cli::parse();
     // One rustls crypto provider (ring) for the whole process: kube, the hub and the API.
