@@ -10,9 +10,9 @@
 //! [`NodeChange::Tombstone`], so "missing" and "not synced yet" differ.
 //!
 //! Readers ([`EdgeCache::desired`], [`EdgeCache::node_may_read`], ...) take a short lock;
-//! the single writer path ([`EdgeCache::commit`]) applies an event and broadcasts the
-//! resulting changes under the same lock, so a subscriber that calls `subscribe()` and then
-//! `desired()` misses nothing. Relists are buffered and applied as a diff.
+//! the single writer path ([`EdgeCache::commit`]) applies an event and hands the resulting
+//! changes to the node's feeds (`feed`) under the same lock, so a session that calls
+//! `subscribe_node()` and then `desired()` misses nothing. Relists are buffered and applied as a diff.
 //!
 //! Objects are stored as the JSON k8s-openapi serialises (kind and apiVersion included),
 //! without `metadata.managedFields` (large, and of no use at the edge).
@@ -20,6 +20,7 @@
 //! Where to start: [`EdgeCache::start`]; `state` for the rules, `refs` for what a pod
 //! references, `watch` for the watchers and GETs.
 
+mod feed;
 mod refs;
 mod state;
 mod watch;
@@ -31,11 +32,13 @@ use proto::ResourceKey;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
+pub use feed::{NODE_FEED_CAPACITY, NodeFeed};
 pub use refs::{device_refs, pod_refs};
 pub use state::Kind;
 
-/// Capacity of the change broadcast. A subscriber that falls further behind gets
-/// `RecvError::Lagged` and must resynchronise its nodes from [`EdgeCache::desired`].
+/// Capacity of the broadcast of every node's changes ([`EdgeCache::subscribe`]). A
+/// subscriber that falls further behind gets `RecvError::Lagged` and must resynchronise its
+/// nodes from [`EdgeCache::desired`].
 pub const CHANGES_CAPACITY: usize = 16 * 1024;
 
 fn kind_bit(kind: Kind) -> u8 {
@@ -90,7 +93,11 @@ struct Rescan {
 /// The shared cache (one per replica).
 pub struct EdgeCache {
     state: Mutex<state::State>,
+    /// Every node's changes, for whoever watches them all (tests, diagnostics); sent to only
+    /// while someone subscribed.
     changes: broadcast::Sender<(String, NodeChange)>,
+    /// Each node's changes, for its sessions. Locked inside `state`'s lock on the write path.
+    feeds: Mutex<feed::Feeds>,
     /// Bit `1 << kind as u8` set once that kind's first list completed.
     synced: tokio::sync::watch::Sender<u8>,
     rescan: Rescan,
@@ -119,6 +126,7 @@ impl EdgeCache {
         let cache = Arc::new(Self {
             state: Mutex::new(state::State::default()),
             changes,
+            feeds: Mutex::new(feed::Feeds::default()),
             synced: tokio::sync::watch::Sender::new(0),
             rescan: Rescan::default(),
             client,
@@ -168,9 +176,29 @@ impl EdgeCache {
         self.lock().pending_refs(node)
     }
 
-    /// Per-node changes from now on. Subscribe before calling `desired` to miss nothing.
+    /// Every node's changes from now on. Subscribe before calling `desired` to miss nothing.
+    /// A session wants [`EdgeCache::subscribe_node`]: this one hands it every other node's
+    /// changes too.
     pub fn subscribe(&self) -> broadcast::Receiver<(String, NodeChange)> {
         self.changes.subscribe()
+    }
+
+    /// `node`'s changes from now on (see [`NodeFeed`]). Subscribe before calling `desired`
+    /// to miss nothing.
+    pub fn subscribe_node(&self, node: &str) -> NodeFeed {
+        let _st = self.lock();
+        self.feeds().subscribe(node, NODE_FEED_CAPACITY)
+    }
+
+    /// Nodes with a change feed (sessions; a feed dropped since its node's last change still
+    /// counts).
+    pub fn feed_nodes(&self) -> usize {
+        self.feeds().nodes()
+    }
+
+    fn feeds(&self) -> MutexGuard<'_, feed::Feeds> {
+        // Sending cannot leave the map half-updated; poisoning is ignored.
+        self.feeds.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether `node` may read `key`: its own Node and Lease, its pods and devices, and the
@@ -215,16 +243,22 @@ impl EdgeCache {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The single write path: applies `f`, broadcasts its changes (under the lock, so
-    /// order matches `desired`), updates the synced flag and starts requested GETs and
+    /// The single write path: applies `f`, hands its changes to the nodes' feeds (under the
+    /// lock, so order matches `desired`), updates the synced flag and starts requested GETs and
     /// rescans.
     fn commit(self: &Arc<Self>, f: impl FnOnce(&mut state::State) -> Vec<state::Change>) {
         let (fetches, new_nodes, synced) = {
             let mut st = self.lock();
-            for change in f(&mut st) {
-                // No receiver is fine: nobody is connected.
-                let _ = self.changes.send(change);
+            let changes = f(&mut st);
+            let mut feeds = self.feeds();
+            let everyone = self.changes.receiver_count() > 0;
+            for (node, change) in changes {
+                feeds.send(&node, &change);
+                if everyone {
+                    let _ = self.changes.send((node, change));
+                }
             }
+            drop(feeds);
             let synced = Kind::ALL
                 .iter()
                 .filter(|k| st.is_synced(**k))

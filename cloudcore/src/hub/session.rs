@@ -43,7 +43,7 @@ use super::identity::PeerIdentity;
 use super::metrics::{DirectionLabel, ReasonLabel};
 use super::phase::{Admission, CloseReason, GarbageMeter, InventoryCollector, Phase, admit};
 use super::queue::{Popped, Queue};
-use crate::edge::NodeChange;
+use crate::edge::{NodeChange, NodeFeed};
 use requests::Done;
 
 /// Frames waiting for the writer task.
@@ -251,7 +251,7 @@ async fn write_loop<S>(
 }
 
 async fn recv(
-    feed: &mut Option<broadcast::Receiver<(String, NodeChange)>>,
+    feed: &mut Option<NodeFeed>,
 ) -> Result<(String, NodeChange), broadcast::error::RecvError> {
     match feed {
         Some(rx) => rx.recv().await,
@@ -276,7 +276,7 @@ struct Session {
     /// The wait for the node's pending references is over (bounded: a
     /// reference that never resolves must not keep the session syncing).
     refs_waited: bool,
-    feed: Option<broadcast::Receiver<(String, NodeChange)>>,
+    feed: Option<NodeFeed>,
     requests: VecDeque<requests::Queued>,
     /// Bytes of the hub's queued-request budget the queued requests hold.
     queued_bytes: usize,

@@ -149,7 +149,7 @@ impl Session {
         }
         // Subscribe before reading the snapshot: nothing falls in between
         // (duplicates are dropped by the queue's version checks).
-        let feed = cache.subscribe();
+        let feed = cache.subscribe_node(&self.node);
         let (desired, pending) = cache.desired_with_pending(&self.node);
         let held = self.held.take().unwrap_or_default();
         let invalid = self.queue.start(held);
@@ -193,8 +193,8 @@ impl Session {
             Ok(_) => None,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "change feed lagged; resyncing from the cache");
-                if let Some(feed) = self.feed.take() {
-                    self.feed = Some(feed.resubscribe());
+                if self.feed.take().is_some() {
+                    self.feed = Some(self.shared.cache.subscribe_node(&self.node));
                 }
                 let (desired, pending) = self.shared.cache.desired_with_pending(&self.node);
                 self.queue.resync_keeping(
