@@ -1,6 +1,9 @@
 //! Property tests of the decoder: it never panics on any input, refuses
 //! oversized input, and every valid frame round-trips through encode/decode.
-//! Each property runs 10,000 cases (a few seconds in a debug build).
+//! Each property runs 10,000 cases (a few seconds in a debug build) in CI;
+//! `KEDGE_DECODER_CASES=N` runs N instead — the million-frame run is
+//! `KEDGE_DECODER_CASES=1000000 cargo test --release -p proto --test decoder_prop`
+//! (docs/benchmarks.md, "The frame decoder, a million frames").
 #![allow(clippy::unwrap_used)]
 
 use proptest::collection::{btree_map, vec};
@@ -12,7 +15,13 @@ use proto::pb::{
 };
 use proto::{Frame, Limits, Op, ResourceKey, decode, encode, validate};
 
-const CASES: u32 = 10_000;
+/// Cases per property: `KEDGE_DECODER_CASES`, else 10,000.
+fn cases() -> u32 {
+    std::env::var("KEDGE_DECODER_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
 
 fn key() -> impl Strategy<Value = ResourceKey> {
     let ns = prop_oneof![
@@ -229,7 +238,7 @@ fn check_accepted(bytes: &[u8], limits: Limits) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn random_bytes_never_panic(bytes in vec(any::<u8>(), 0..512)) {
