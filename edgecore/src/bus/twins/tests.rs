@@ -402,5 +402,4 @@ fn devices_of_other_nodes_are_ignored() {
     assert!(t.shadow(&DeviceKey::new("ns", "thermo")).is_none());
 }
 
-
 mod models;
