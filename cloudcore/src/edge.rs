@@ -93,9 +93,10 @@ struct Rescan {
 /// The shared cache (one per replica).
 pub struct EdgeCache {
     state: Mutex<state::State>,
-    /// Every node's changes, for whoever watches them all (tests, diagnostics); sent to only
-    /// while someone subscribed.
-    changes: broadcast::Sender<(String, NodeChange)>,
+    /// Every node's changes, for whoever watches them all (tests, diagnostics): created by
+    /// the first such subscriber (its 16 Ki slots are 3.3 MiB, allocated up front) and sent
+    /// to only while someone listens.
+    changes: std::sync::OnceLock<broadcast::Sender<(String, NodeChange)>>,
     /// Each node's changes, for its sessions. Locked inside `state`'s lock on the write path.
     feeds: Mutex<feed::Feeds>,
     /// Bit `1 << kind as u8` set once that kind's first list completed.
@@ -122,10 +123,9 @@ impl EdgeCache {
     /// Starts the watchers; returns at once (see [`EdgeCache::wait_synced`]). Everything
     /// stops when `shutdown` fires.
     pub async fn start(client: kube::Client, shutdown: CancellationToken) -> Arc<Self> {
-        let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
         let cache = Arc::new(Self {
             state: Mutex::new(state::State::default()),
-            changes,
+            changes: std::sync::OnceLock::new(),
             feeds: Mutex::new(feed::Feeds::default()),
             synced: tokio::sync::watch::Sender::new(0),
             rescan: Rescan::default(),
@@ -180,7 +180,10 @@ impl EdgeCache {
     /// A session wants [`EdgeCache::subscribe_node`]: this one hands it every other node's
     /// changes too.
     pub fn subscribe(&self) -> broadcast::Receiver<(String, NodeChange)> {
-        self.changes.subscribe()
+        let _st = self.lock();
+        self.changes
+            .get_or_init(|| broadcast::channel(CHANGES_CAPACITY).0)
+            .subscribe()
     }
 
     /// `node`'s changes from now on (see [`NodeFeed`]). Subscribe before calling `desired`
@@ -251,11 +254,11 @@ impl EdgeCache {
             let mut st = self.lock();
             let changes = f(&mut st);
             let mut feeds = self.feeds();
-            let everyone = self.changes.receiver_count() > 0;
+            let everyone = self.changes.get().filter(|tx| tx.receiver_count() > 0);
             for (node, change) in changes {
                 feeds.send(&node, &change);
-                if everyone {
-                    let _ = self.changes.send((node, change));
+                if let Some(tx) = everyone {
+                    let _ = tx.send((node, change));
                 }
             }
             drop(feeds);
