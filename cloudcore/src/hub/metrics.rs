@@ -85,7 +85,9 @@ pub struct HubMetrics {
     /// Node heartbeats per result: `edge` (nothing due: the edge renews its own Lease and
     /// its Node is Ready in the cache or the last check is fresh), `lease` (the Lease alone
     /// renewed, the last Node check being fresh), `checked` (the Node read and kept Ready,
-    /// the Lease renewed unless the edge renews it), `failed`, `timeout`.
+    /// the Lease renewed unless the edge renews it), `failed`, `busy` (no API permit within
+    /// one interval: nothing sent, the next heartbeat tries), `timeout` (calls started and
+    /// took longer than 30 s).
     pub heartbeats: Family<ResultLabel, Counter>,
 }
 
@@ -153,7 +155,7 @@ impl HubMetrics {
         );
         reg.register(
             "heartbeats",
-            "Node heartbeats by result: edge (the edge renews its Lease; nothing due), lease, checked, failed, timeout",
+            "Node heartbeats by result: edge (the edge renews its Lease; nothing due), lease, checked, failed, busy (no API permit in one interval), timeout",
             m.heartbeats.clone(),
         );
         for phase in Phase::ALL {

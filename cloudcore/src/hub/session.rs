@@ -77,6 +77,14 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 /// How long a heartbeat's API calls may take once they started.
 const HEARTBEAT_CALL: Duration = Duration::from_secs(30);
 
+/// Why a heartbeat gave up.
+enum Late {
+    /// No API permit within one interval: nothing was sent (the next heartbeat tries).
+    Busy,
+    /// The API calls started and took longer than [`HEARTBEAT_CALL`].
+    Call,
+}
+
 /// How long a heartbeat may trust the last full check of the Node for a lifecycle `grace`
 /// (renewing only the Lease meanwhile): never past the grace minus one heartbeat interval and
 /// a margin, so a node the lifecycle controller could have marked Unknown is always re-read;
@@ -518,14 +526,14 @@ impl Session {
                     // A call that started is given longer (cancelling requests in flight
                     // costs the API server their work and the client its connection).
                     let Ok(_permit) = tokio::time::timeout(HEARTBEAT, shared.heartbeat_permit()).await else {
-                        return Err(());
+                        return Err(Late::Busy);
                     };
                     tokio::time::timeout(
                         HEARTBEAT_CALL,
                         crate::lifecycle::heartbeat_with(&shared.client, &node, last.as_ref(), shared.cfg.node_check, lease),
                     )
                     .await
-                    .map_err(drop)
+                    .map_err(|_| Late::Call)
                 } => Some(match r {
                     Ok(Ok((c, called))) => {
                         // A Lease-only renewal hands back the last check as it was.
@@ -542,7 +550,13 @@ impl Session {
                         tracing::warn!(node = %node, error = %e, "node heartbeat failed");
                         None
                     }
-                    Err(_) => {
+                    Err(Late::Busy) => {
+                        // No API call was made: every permit was taken for a whole interval.
+                        shared.metrics.heartbeat("busy");
+                        tracing::debug!(node = %node, "node heartbeat skipped: no API permit");
+                        None
+                    }
+                    Err(Late::Call) => {
                         shared.metrics.heartbeat("timeout");
                         tracing::warn!(node = %node, "node heartbeat timed out");
                         None

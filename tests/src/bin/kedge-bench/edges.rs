@@ -406,13 +406,14 @@ pub async fn run(opts: &EdgesOpts) -> Result<Report> {
         d / window as f64
     };
     report.info(
-        "hub heartbeats per second: left to the edge / Lease only / Node checked / failed / timed out",
+        "hub heartbeats per second: left to the edge / Lease only / Node checked / failed / no API permit / timed out",
         format!(
-            "{:.0} / {:.0} / {:.0} / {:.1} / {:.1}",
+            "{:.0} / {:.0} / {:.0} / {:.1} / {:.1} / {:.1}",
             rate("edge"),
             rate("lease"),
             rate("checked"),
             rate("failed"),
+            rate("busy"),
             rate("timeout")
         ),
     );
