@@ -25,10 +25,32 @@ pub fn edge_objects(root: &Path) -> u64 {
 
 /// A free loopback address (`127.0.0.1:port`) for a listener the child binds itself.
 pub fn free_addr() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.to_string())
-        .expect("bind a free loopback port")
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// A loopback port free right now, for a listener a child binds later.
+///
+/// Taken below the kernel's ephemeral range (32768–60999 by default), not from `bind(0)`: a
+/// port `bind(0)` returned is handed out again as the local port of outgoing connections, and
+/// one of those (any test's, any child's) can hold it by the time the child binds — an
+/// edge's broker then fails to start. Ports are spread by process id and never repeat within
+/// a process, so the parallel tests of one binary never pick the same one.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let Ok(port) = u16::try_from(LOW + (base + n) % SPAN) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
 }
 
 /// Polls `f` every 200 ms until it yields a value; panics naming `what` after `timeout`.

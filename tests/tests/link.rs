@@ -288,14 +288,7 @@ fn refusals_at_join_and_hub() {
 #[path = "link_faults/support.rs"]
 mod support;
 
-/// A free loopback port (for a hub that must keep its port across restarts).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use tests::edge::free_port;
 
 /// The acceptance run: 20 edges, 1,000 ConfigMap updates to them,
 /// `kill -9` of cloudcore as soon as the API acknowledged the last one (the

@@ -394,13 +394,7 @@ fn restarts_liveness_and_bad_input() {
     running(&s, "nocm", &edge, Duration::from_secs(60));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use tests::edge::free_port;
 
 /// Removes every kedge container and sandbox through CRI, as a reboot would.
 fn wipe_pods(ctd: &Containerd) {

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -19,13 +18,7 @@ use tests::{Standalone, bin};
 pub const NODE: &str = "edge-dev";
 
 /// A port that was free a moment ago (rumqttd refuses port 0).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use tests::edge::free_port;
 
 /// Whether `cmd args` runs and succeeds (tool detection).
 pub fn have(cmd: &str, args: &[&str]) -> bool {
