@@ -32,7 +32,7 @@ use proto::ResourceKey;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
-pub use feed::{NODE_FEED_CAPACITY, NodeFeed};
+pub use feed::NodeFeed;
 pub use refs::{device_refs, pod_refs};
 pub use state::Kind;
 
@@ -190,13 +190,7 @@ impl EdgeCache {
     /// to miss nothing.
     pub fn subscribe_node(&self, node: &str) -> NodeFeed {
         let _st = self.lock();
-        self.feeds().subscribe(node, NODE_FEED_CAPACITY)
-    }
-
-    /// Nodes with a change feed (sessions; a feed dropped since its node's last change still
-    /// counts).
-    pub fn feed_nodes(&self) -> usize {
-        self.feeds().nodes()
+        self.feeds().subscribe(node, feed::NODE_FEED_CAPACITY)
     }
 
     fn feeds(&self) -> MutexGuard<'_, feed::Feeds> {

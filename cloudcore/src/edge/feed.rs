@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use super::NodeChange;
 
 /// Changes a node's feed holds before it lags.
-pub const NODE_FEED_CAPACITY: usize = 4 * 1024;
+pub(super) const NODE_FEED_CAPACITY: usize = 4 * 1024;
 
 /// The sending side of one feed (kept by the cache).
 #[derive(Debug)]
@@ -46,11 +46,7 @@ impl Feeds {
             tx,
             lagged: lagged.clone(),
         });
-        NodeFeed {
-            node: node.to_owned(),
-            rx,
-            lagged,
-        }
+        NodeFeed { rx, lagged }
     }
 
     /// Hands `change` to `node`'s feeds; forgets feeds whose receiver is gone.
@@ -72,7 +68,8 @@ impl Feeds {
     }
 
     /// Nodes with at least one feed (receivers dropped since the last send still count).
-    pub(super) fn nodes(&self) -> usize {
+    #[cfg(test)]
+    fn nodes(&self) -> usize {
         self.by_node.len()
     }
 }
@@ -80,29 +77,20 @@ impl Feeds {
 /// The receiving side: the changes of one node, from the moment it was taken.
 #[derive(Debug)]
 pub struct NodeFeed {
-    node: String,
     rx: mpsc::Receiver<NodeChange>,
     lagged: Arc<AtomicU64>,
 }
 
 impl NodeFeed {
-    /// The next change, as `(node, change)`. `Lagged(n)` once `n` changes were dropped
+    /// The next change of the feed's node. `Lagged(n)` once `n` changes were dropped
     /// because the feed was full (take a new feed and resync); `Closed` when the cache is
     /// gone. Cancel-safe.
-    pub async fn recv(&mut self) -> Result<(String, NodeChange), RecvError> {
+    pub async fn recv(&mut self) -> Result<NodeChange, RecvError> {
         let missed = self.lagged.swap(0, Ordering::AcqRel);
         if missed > 0 {
             return Err(RecvError::Lagged(missed));
         }
-        match self.rx.recv().await {
-            Some(change) => Ok((self.node.clone(), change)),
-            None => Err(RecvError::Closed),
-        }
-    }
-
-    /// The node this feed is for.
-    pub fn node(&self) -> &str {
-        &self.node
+        self.rx.recv().await.ok_or(RecvError::Closed)
     }
 }
 
@@ -125,9 +113,9 @@ mod tests {
         feeds.send("b", &tombstone("two"));
         feeds.send("a", &tombstone("three"));
         feeds.send("nobody", &tombstone("four"));
-        assert_eq!(a.recv().await.unwrap(), ("a".into(), tombstone("one")));
-        assert_eq!(a.recv().await.unwrap(), ("a".into(), tombstone("three")));
-        assert_eq!(b.recv().await.unwrap(), ("b".into(), tombstone("two")));
+        assert_eq!(a.recv().await.unwrap(), tombstone("one"));
+        assert_eq!(a.recv().await.unwrap(), tombstone("three"));
+        assert_eq!(b.recv().await.unwrap(), tombstone("two"));
         assert!(a.rx.try_recv().is_err() && b.rx.try_recv().is_err());
     }
 
@@ -137,8 +125,8 @@ mod tests {
         let mut old = feeds.subscribe("a", 8);
         let mut new = feeds.subscribe("a", 8);
         feeds.send("a", &tombstone("one"));
-        assert_eq!(old.recv().await.unwrap().1, tombstone("one"));
-        assert_eq!(new.recv().await.unwrap().1, tombstone("one"));
+        assert_eq!(old.recv().await.unwrap(), tombstone("one"));
+        assert_eq!(new.recv().await.unwrap(), tombstone("one"));
     }
 
     #[tokio::test]
@@ -150,7 +138,7 @@ mod tests {
         }
         assert!(matches!(a.recv().await, Err(RecvError::Lagged(2))));
         // After the report the feed goes on (the session takes a new one and resyncs).
-        assert_eq!(a.recv().await.unwrap().1, tombstone("1"));
+        assert_eq!(a.recv().await.unwrap(), tombstone("1"));
     }
 
     #[tokio::test]

@@ -229,7 +229,7 @@ enum Event<'a> {
     Done(Done),
     /// The caches are synced; whether they know the node.
     CacheReady(bool),
-    Change(Result<(String, NodeChange), broadcast::error::RecvError>),
+    Change(Result<NodeChange, broadcast::error::RecvError>),
     Timer,
 }
 
@@ -258,9 +258,7 @@ async fn write_loop<S>(
     let _ = sink.close().await;
 }
 
-async fn recv(
-    feed: &mut Option<NodeFeed>,
-) -> Result<(String, NodeChange), broadcast::error::RecvError> {
+async fn recv(feed: &mut Option<NodeFeed>) -> Result<NodeChange, broadcast::error::RecvError> {
     match feed {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -175,10 +175,10 @@ impl Session {
 
     pub(super) fn on_change(
         &mut self,
-        change: Result<(String, NodeChange), broadcast::error::RecvError>,
+        change: Result<NodeChange, broadcast::error::RecvError>,
     ) -> Option<CloseReason> {
         match change {
-            Ok((node, change)) if node == self.node => {
+            Ok(change) => {
                 let change = to_change(change);
                 if let Change::Delete { key, .. } = &change
                     && key.kind == "node"
@@ -190,10 +190,9 @@ impl Session {
                 self.queue.offer(change);
                 None
             }
-            Ok(_) => None,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "change feed lagged; resyncing from the cache");
-                if self.feed.take().is_some() {
+                if self.feed.is_some() {
                     self.feed = Some(self.shared.cache.subscribe_node(&self.node));
                 }
                 let (desired, pending) = self.shared.cache.desired_with_pending(&self.node);
