@@ -358,7 +358,12 @@ impl State {
         };
         let old_refs = match self.held.get(&key) {
             Some(old) if old.node == node => {
-                if old.obj.resource_version == obj.resource_version && old.obj.uid == obj.uid {
+                // The same version, or one whose JSON is what the node already holds (a
+                // Device whose status alone changed, see `watch::device_item`).
+                if old.obj.uid == obj.uid
+                    && (old.obj.resource_version == obj.resource_version
+                        || old.obj.json == obj.json)
+                {
                     if old.refs == refs {
                         return;
                     }

@@ -433,3 +433,33 @@ fn a_device_listed_before_its_models_list_is_sent_after_it() {
         ]
     );
 }
+
+#[test]
+fn a_newer_version_with_the_same_json_is_not_sent_again() {
+    let mut s = synced();
+    let device = |rv: &str, json: &str| Item::Member {
+        obj: DesiredObject {
+            key: ResourceKey::parse("default/device/d").unwrap(),
+            uid: "uid-d".into(),
+            resource_version: rv.into(),
+            json: Bytes::from(json.to_owned()),
+        },
+        node: Some("e1".to_owned()),
+        refs: BTreeSet::new(),
+    };
+    assert_eq!(
+        show(&s.apply(device("5", r#"{"spec":1}"#))),
+        ["e1 upsert default/device/d@5"]
+    );
+    // A status write: a new resourceVersion, the JSON the edge holds unchanged.
+    assert!(s.apply(device("6", r#"{"spec":1}"#)).is_empty());
+    assert!(
+        show_desired(&s, "e1").contains(&"e1 upsert default/device/d@5".to_owned()),
+        "a resync sends the version the edge holds"
+    );
+    // A spec change is sent, at its own version.
+    assert_eq!(
+        show(&s.apply(device("7", r#"{"spec":2}"#))),
+        ["e1 upsert default/device/d@7"]
+    );
+}
