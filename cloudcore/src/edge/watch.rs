@@ -244,21 +244,10 @@ fn pod_item(pod: Pod) -> Option<Item> {
     Some(Item::Member { obj, node, refs })
 }
 
-/// A Device as its edge holds it: without `status`, which the edge writes itself (from its
-/// own twins, never from this copy), and without `metadata.resourceVersion` in the JSON (the
-/// frame carries it). So a status write, which changes only those two, leaves the JSON as it
-/// was and is not sent back down to the edge that made it (the edge cache: same uid, node,
-/// references and JSON → nothing to send). Every twin report used to come back down as a
-/// whole Device, stored (fsync) and parsed by the edge for nothing.
-fn device_item(mut device: DynamicObject) -> Option<Item> {
+fn device_item(device: DynamicObject) -> Option<Item> {
     let ns = device.metadata.namespace.clone().unwrap_or_default();
     let (node, model) = refs::device_refs(&ns, &device.data);
-    if let Some(data) = device.data.as_object_mut() {
-        data.remove("status");
-    }
-    let resource_version = device.metadata.resource_version.take().unwrap_or_default();
-    let mut obj = dynamic(device, "Device", "device")?;
-    obj.resource_version = resource_version;
+    let obj = dynamic(device, "Device", "device")?;
     Some(Item::Member {
         obj,
         node,
@@ -344,50 +333,4 @@ async fn fetch(cache: &EdgeCache, key: &ResourceKey) -> Result<Option<DesiredObj
         }
         _ => None,
     })
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn device(rv: &str, status: serde_json::Value) -> DynamicObject {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device",
-            "metadata": {"name": "d", "namespace": "ns", "uid": "u1", "resourceVersion": rv,
-                "generation": 3},
-            "spec": {"nodeName": "e1", "deviceModelRef": {"name": "m"},
-                "properties": [{"name": "t", "desired": {"value": "1"}}]},
-            "status": status
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn a_device_reaches_its_edge_without_status_and_a_status_write_changes_nothing() {
-        let Some(Item::Member { obj, node, refs }) =
-            device_item(device("5", serde_json::json!({"twins": []})))
-        else {
-            panic!("a Device is a member")
-        };
-        assert_eq!(node.as_deref(), Some("e1"));
-        assert_eq!(obj.resource_version, "5", "the frame carries the version");
-        assert!(refs.contains(&ResourceKey::namespaced("ns", "devicemodel", "m").unwrap()));
-        let json: serde_json::Value = serde_json::from_slice(&obj.json).unwrap();
-        assert!(json.get("status").is_none(), "{json}");
-        assert!(
-            json.pointer("/metadata/resourceVersion").is_none(),
-            "{json}"
-        );
-        assert_eq!(json["spec"]["properties"][0]["desired"]["value"], "1");
-        assert_eq!(json["metadata"]["generation"], 3);
-        let Some(Item::Member { obj: later, .. }) = device_item(device(
-            "6",
-            serde_json::json!({"twins": [{"propertyName": "t", "reported": {"value": "9"}}]}),
-        )) else {
-            panic!("a Device is a member")
-        };
-        assert_eq!(later.resource_version, "6");
-        assert_eq!(later.json, obj.json, "only the status changed");
-    }
 }

@@ -435,7 +435,7 @@ fn a_device_listed_before_its_models_list_is_sent_after_it() {
 }
 
 #[test]
-fn a_newer_version_with_the_same_json_is_not_sent_again() {
+fn a_device_status_write_is_not_sent_down_but_a_resync_brings_it() {
     let mut s = synced();
     let device = |rv: &str, json: &str| Item::Member {
         obj: DesiredObject {
@@ -447,19 +447,41 @@ fn a_newer_version_with_the_same_json_is_not_sent_again() {
         node: Some("e1".to_owned()),
         refs: BTreeSet::new(),
     };
+    let json = |rv: &str, spec: u32, reported: u32| {
+        format!(
+            r#"{{"metadata":{{"name":"d","resourceVersion":"{rv}","generation":{spec}}},"spec":{{"v":{spec}}},"status":{{"twins":[{{"reported":{reported}}}]}}}}"#
+        )
+    };
     assert_eq!(
-        show(&s.apply(device("5", r#"{"spec":1}"#))),
+        show(&s.apply(device("5", &json("5", 1, 0)))),
         ["e1 upsert default/device/d@5"]
     );
-    // A status write: a new resourceVersion, the JSON the edge holds unchanged.
-    assert!(s.apply(device("6", r#"{"spec":1}"#)).is_empty());
+    // The edge's own status write comes back: nothing to send...
+    assert!(s.apply(device("6", &json("6", 1, 7))).is_empty());
+    // ...but a resync sends the current object, status and all.
+    let resync = s.desired("e1");
+    let held = resync
+        .iter()
+        .find_map(|c| match c {
+            NodeChange::Upsert(o) if o.key.kind == "device" => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(held.resource_version, "6");
     assert!(
-        show_desired(&s, "e1").contains(&"e1 upsert default/device/d@5".to_owned()),
-        "a resync sends the version the edge holds"
+        std::str::from_utf8(&held.json)
+            .unwrap()
+            .contains(r#""reported":7"#)
     );
-    // A spec change is sent, at its own version.
+    // A spec change is sent at once, at its own version.
     assert_eq!(
-        show(&s.apply(device("7", r#"{"spec":2}"#))),
+        show(&s.apply(device("7", &json("7", 2, 7)))),
         ["e1 upsert default/device/d@7"]
+    );
+    // Other kinds are sent at every new version, whatever changed.
+    s.apply(pod("a", "e1", "8", &[]));
+    assert_eq!(
+        show(&s.apply(pod("a", "e1", "9", &[]))),
+        ["e1 upsert default/pod/a@9"]
     );
 }
