@@ -356,22 +356,6 @@ impl State {
             self.remove_member(&key, out);
             return;
         };
-        // A Device whose status alone changed: the edge wrote that status itself (every
-        // twin report comes back this way, ~5 times a second per busy device), so it is not
-        // sent down again to be stored and parsed for nothing. The held copy moves on, so
-        // a resync (reconnect, a new or recovered store) brings the edge the current status,
-        // which it rebuilds a lost shadow from; any other change is sent at once.
-        if let Some(old) = self.held.get_mut(&key)
-            && key.kind == "device"
-            && old.node == node
-            && old.obj.uid == obj.uid
-            && old.refs == refs
-            && old.obj.resource_version != obj.resource_version
-            && same_device_inputs(&old.obj.json, &obj.json)
-        {
-            old.obj = obj;
-            return;
-        }
         let old_refs = match self.held.get(&key) {
             Some(old) if old.node == node => {
                 if old.obj.resource_version == obj.resource_version && old.obj.uid == obj.uid {
@@ -701,28 +685,6 @@ impl State {
     /// Objects held, for metrics: (nodes, pods + devices, referenced objects).
     pub fn sizes(&self) -> (usize, usize, usize) {
         (self.nodes.len(), self.held.len(), self.refs.len())
-    }
-}
-
-/// Whether two JSONs of a Device differ in nothing but `status` and
-/// `metadata.resourceVersion` (and `managedFields`, which the hub drops anyway).
-fn same_device_inputs(a: &[u8], b: &[u8]) -> bool {
-    fn inputs(json: &[u8]) -> Option<serde_json::Value> {
-        let mut v: serde_json::Value = serde_json::from_slice(json).ok()?;
-        let o = v.as_object_mut()?;
-        o.remove("status");
-        if let Some(m) = o
-            .get_mut("metadata")
-            .and_then(serde_json::Value::as_object_mut)
-        {
-            m.remove("resourceVersion");
-            m.remove("managedFields");
-        }
-        Some(v)
-    }
-    match (inputs(a), inputs(b)) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
     }
 }
 
