@@ -393,6 +393,7 @@ impl Writer {
         let mut out = Applied::default();
         let mut objects_batch = Batch::default();
         let mut tomb_batch = Batch::default();
+        let mut written_nothing_for = 0u64;
         for frame in &frames {
             out.up_to = out.up_to.max(frame.id);
             let change = match apply::decide(&self.objects, frame) {
@@ -405,7 +406,21 @@ impl Writer {
             };
             match change {
                 Change::Put { key, object } => {
-                    objects_batch.put(&key, record::encode(&object));
+                    // A Device whose status alone changed is this edge's own status write
+                    // coming back: held in memory (so the inventory, the journal and readers
+                    // see the current version) but not written — the store keeps the older
+                    // version, and after a restart the session's inventory says so and the
+                    // cloud sends the current one again. The next other change of the Device
+                    // writes it whole. Every twin report used to cost a synced write here.
+                    let echo = self
+                        .objects
+                        .get(&key)
+                        .is_some_and(|held| device_status_only(&key, held, &object));
+                    if echo {
+                        written_nothing_for += 1;
+                    } else {
+                        objects_batch.put(&key, record::encode(&object));
+                    }
                     if self.tombstones.remove(&key) {
                         tomb_batch.delete(&key);
                     }
@@ -448,6 +463,7 @@ impl Writer {
                 }
             }
         }
+        let wrote = !objects_batch.is_empty() || !tomb_batch.is_empty() || out.synced;
         if !objects_batch.is_empty() {
             self.objects_tree.apply(objects_batch)?;
         }
@@ -458,9 +474,39 @@ impl Writer {
             self.system
                 .put(LAST_SYNC_KEY, chrono::Utc::now().to_rfc3339())?;
         }
-        self.store.flush_blocking().await?;
+        if written_nothing_for > 0 {
+            self.metrics.meta_status_echoes.inc_by(written_nothing_for);
+        }
+        if wrote {
+            self.store.flush_blocking().await?;
+        }
         Ok(out)
     }
+}
+
+/// Whether `new` is a Device that differs from `held` only in `status` and
+/// `metadata.resourceVersion` (and `managedFields`): the edge's own status write, echoed.
+fn device_status_only(key: &str, held: &StoredObject, new: &StoredObject) -> bool {
+    fn inputs(json: &[u8]) -> Option<serde_json::Value> {
+        let mut v: serde_json::Value = serde_json::from_slice(json).ok()?;
+        let o = v.as_object_mut()?;
+        o.remove("status");
+        if let Some(m) = o
+            .get_mut("metadata")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            m.remove("resourceVersion");
+            m.remove("managedFields");
+        }
+        Some(v)
+    }
+    key.split('/').nth(1) == Some("device")
+        && held.uid == new.uid
+        && held.resource_version != new.resource_version
+        && match (inputs(&held.json), inputs(&new.json)) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }
 }
 
 #[cfg(test)]

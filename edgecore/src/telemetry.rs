@@ -173,6 +173,9 @@ pub struct Metrics {
     pub objects: Gauge,
     /// `edgecore_meta_ignored_total{reason}`: cloud frames that changed nothing.
     pub meta_ignored: Family<Labels, Counter>,
+    /// `edgecore_meta_status_echoes_total`: Device updates that changed only the status this
+    /// edge wrote, held in memory without a store write.
+    pub meta_status_echoes: Counter,
     /// `edgecore_runtime_actions_total{action}` and failures `{action="failed",reason}`.
     pub runtime_actions: Family<Labels, Counter>,
     /// `edgecore_pods`: pods of this node the runtime manages.
@@ -211,6 +214,7 @@ impl Metrics {
             store_flush_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             objects: Gauge::default(),
             meta_ignored: Family::default(),
+            meta_status_echoes: Counter::default(),
             runtime_actions: Family::default(),
             pods: Gauge::default(),
             cert_renewals: Family::default(),
@@ -282,6 +286,11 @@ impl Metrics {
             "edgecore_meta_ignored",
             "Cloud frames that changed nothing, by reason",
             m.meta_ignored.clone(),
+        );
+        r.register(
+            "edgecore_meta_status_echoes",
+            "Device updates that changed only the status this edge wrote (held, not stored)",
+            m.meta_status_echoes.clone(),
         );
         r.register(
             "edgecore_runtime_actions",

@@ -155,3 +155,77 @@ async fn tombstones_are_cleared_by_upserts_and_pruned_when_not_resent() {
     assert!(!snap.is_tombstoned("default/configmap/b"));
     assert!(snap.is_tombstoned("default/configmap/c"));
 }
+
+fn device_up(id: u64, rv: &str, generation: u32, reported: u32) -> Frame {
+    Frame::upsert(
+        id,
+        &ResourceKey::parse("default/device/d").unwrap(),
+        "ud",
+        rv,
+        format!(
+            r#"{{"metadata":{{"name":"d","uid":"ud","resourceVersion":"{rv}","generation":{generation}}},"spec":{{"v":{generation}}},"status":{{"twins":[{{"reported":{reported}}}]}}}}"#
+        )
+        .into_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn a_device_status_echo_is_held_in_memory_not_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let metrics = Metrics::new();
+    {
+        let store = Store::open(&dir, &StoreConfig::default()).unwrap();
+        let (meta, reader) = start(store, metrics.clone()).unwrap();
+        meta.apply(vec![device_up(1, "5", 1, 0)]).await.unwrap();
+        // The edge's own status write comes back: current in memory, not written.
+        let applied = meta.apply(vec![device_up(2, "6", 1, 7)]).await.unwrap();
+        assert_eq!(applied.changed, 1);
+        let held = reader.snapshot().get("default/device/d").unwrap().clone();
+        assert_eq!(held.resource_version, "6");
+        assert!(
+            std::str::from_utf8(&held.json)
+                .unwrap()
+                .contains(r#""reported":7"#)
+        );
+        assert_eq!(metrics.meta_status_echoes.get(), 1);
+        // A configmap at a new version is always written (only Devices are echoes).
+        meta.apply(vec![up(3, "a", "u1", "8"), up(4, "a", "u1", "9")])
+            .await
+            .unwrap();
+        assert_eq!(metrics.meta_status_echoes.get(), 1);
+    }
+    tokio::task::yield_now().await;
+    let (meta, reader) = reopen(&dir).await;
+    // After a restart the store has the last written version: the inventory asks for more.
+    assert_eq!(
+        reader
+            .snapshot()
+            .get("default/device/d")
+            .unwrap()
+            .resource_version,
+        "5"
+    );
+    assert_eq!(
+        reader
+            .snapshot()
+            .get("default/configmap/a")
+            .unwrap()
+            .resource_version,
+        "9"
+    );
+    // A spec change is written whole.
+    meta.apply(vec![device_up(5, "7", 2, 7)]).await.unwrap();
+    drop(meta);
+    drop(reader);
+    tokio::task::yield_now().await;
+    let (_meta, reader) = reopen(&dir).await;
+    assert_eq!(
+        reader
+            .snapshot()
+            .get("default/device/d")
+            .unwrap()
+            .resource_version,
+        "7"
+    );
+}
