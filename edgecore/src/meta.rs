@@ -415,7 +415,7 @@ impl Writer {
                     let echo = self
                         .objects
                         .get(&key)
-                        .is_some_and(|held| device_status_only(&key, held, &object));
+                        .is_some_and(|held| apply::device_status_only(&key, held, &object));
                     if echo {
                         written_nothing_for += 1;
                     } else {
@@ -482,31 +482,6 @@ impl Writer {
         }
         Ok(out)
     }
-}
-
-/// Whether `new` is a Device that differs from `held` only in `status` and
-/// `metadata.resourceVersion` (and `managedFields`): the edge's own status write, echoed.
-fn device_status_only(key: &str, held: &StoredObject, new: &StoredObject) -> bool {
-    fn inputs(json: &[u8]) -> Option<serde_json::Value> {
-        let mut v: serde_json::Value = serde_json::from_slice(json).ok()?;
-        let o = v.as_object_mut()?;
-        o.remove("status");
-        if let Some(m) = o
-            .get_mut("metadata")
-            .and_then(serde_json::Value::as_object_mut)
-        {
-            m.remove("resourceVersion");
-            m.remove("managedFields");
-        }
-        Some(v)
-    }
-    key.split('/').nth(1) == Some("device")
-        && held.uid == new.uid
-        && held.resource_version != new.resource_version
-        && match (inputs(&held.json), inputs(&new.json)) {
-            (Some(a), Some(b)) => a == b,
-            _ => false,
-        }
 }
 
 #[cfg(test)]

@@ -144,6 +144,31 @@ fn upsert(objects: &BTreeMap<String, Arc<StoredObject>>, key: String, frame: &Fr
     }
 }
 
+/// Whether `new` is a Device that differs from `held` only in `status` and
+/// `metadata.resourceVersion` (and `managedFields`): the edge's own status write, echoed.
+pub(super) fn device_status_only(key: &str, held: &StoredObject, new: &StoredObject) -> bool {
+    fn inputs(json: &[u8]) -> Option<serde_json::Value> {
+        let mut v: serde_json::Value = serde_json::from_slice(json).ok()?;
+        let o = v.as_object_mut()?;
+        o.remove("status");
+        if let Some(m) = o
+            .get_mut("metadata")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            m.remove("resourceVersion");
+            m.remove("managedFields");
+        }
+        Some(v)
+    }
+    key.split('/').nth(1) == Some("device")
+        && held.uid == new.uid
+        && held.resource_version != new.resource_version
+        && match (inputs(&held.json), inputs(&new.json)) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
