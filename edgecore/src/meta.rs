@@ -393,7 +393,7 @@ impl Writer {
         let mut out = Applied::default();
         let mut objects_batch = Batch::default();
         let mut tomb_batch = Batch::default();
-        let mut written_nothing_for = 0u64;
+        let mut echoes = 0u64;
         for frame in &frames {
             out.up_to = out.up_to.max(frame.id);
             let change = match apply::decide(&self.objects, frame) {
@@ -417,7 +417,7 @@ impl Writer {
                         .get(&key)
                         .is_some_and(|held| apply::device_status_only(&key, held, &object));
                     if echo {
-                        written_nothing_for += 1;
+                        echoes += 1;
                     } else {
                         objects_batch.put(&key, record::encode(&object));
                     }
@@ -474,8 +474,8 @@ impl Writer {
             self.system
                 .put(LAST_SYNC_KEY, chrono::Utc::now().to_rfc3339())?;
         }
-        if written_nothing_for > 0 {
-            self.metrics.meta_status_echoes.inc_by(written_nothing_for);
+        if echoes > 0 {
+            self.metrics.meta_status_echoes.inc_by(echoes);
         }
         if wrote {
             self.store.flush_blocking().await?;

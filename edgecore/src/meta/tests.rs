@@ -169,6 +169,11 @@ fn device_up(id: u64, rv: &str, generation: u32, reported: u32) -> Frame {
     )
 }
 
+/// The resourceVersion the cache holds for `key`.
+fn held_version(reader: &MetaReader, key: &str) -> String {
+    reader.snapshot().get(key).unwrap().resource_version.clone()
+}
+
 #[tokio::test]
 async fn a_device_status_echo_is_held_in_memory_not_written() {
     let tmp = tempfile::tempdir().unwrap();
@@ -198,34 +203,13 @@ async fn a_device_status_echo_is_held_in_memory_not_written() {
     tokio::task::yield_now().await;
     let (meta, reader) = reopen(&dir).await;
     // After a restart the store has the last written version: the inventory asks for more.
-    assert_eq!(
-        reader
-            .snapshot()
-            .get("default/device/d")
-            .unwrap()
-            .resource_version,
-        "5"
-    );
-    assert_eq!(
-        reader
-            .snapshot()
-            .get("default/configmap/a")
-            .unwrap()
-            .resource_version,
-        "9"
-    );
+    assert_eq!(held_version(&reader, "default/device/d"), "5");
+    assert_eq!(held_version(&reader, "default/configmap/a"), "9");
     // A spec change is written whole.
     meta.apply(vec![device_up(5, "7", 2, 7)]).await.unwrap();
     drop(meta);
     drop(reader);
     tokio::task::yield_now().await;
     let (_meta, reader) = reopen(&dir).await;
-    assert_eq!(
-        reader
-            .snapshot()
-            .get("default/device/d")
-            .unwrap()
-            .resource_version,
-        "7"
-    );
+    assert_eq!(held_version(&reader, "default/device/d"), "7");
 }

@@ -4,10 +4,10 @@
 //! Measures create -> Running as seen in the API, p50/p99 over N hostNetwork pods created
 //! one after another (each once the one before runs; they are deleted again) and over N pods
 //! created at once — each next to containerd's own time for the same starts made straight
-//! through CRI (`pods_floor`) — edgecore's RSS with N pods, and an offline cold boot: cloud stopped, edgecore
-//! killed -9, every container and sandbox removed (as a reboot would), edgecore started
-//! alone -> time until all N pods run again in containerd. The embedded MQTT broker is on
-//! (a free loopback port), as in a default install. Memory rows split RSS into
+//! through CRI (`pods_floor`) — edgecore's RSS with N pods, and an offline cold boot: cloud
+//! stopped, edgecore killed -9, every container and sandbox removed (as a reboot would),
+//! edgecore started alone -> time until all N pods run again in containerd. The embedded MQTT
+//! broker is on (a free loopback port), as in a default install. Memory rows split RSS into
 //! anonymous (heap, stacks) and file-backed (the binary's pages) and count threads; CPU rows
 //! are edgecore's own user+system time, which a shared machine disturbs less than latency.
 //!
@@ -147,16 +147,13 @@ fn run(n: usize, dir: Option<&Path>, hold: Duration) -> Result<String> {
     let floor_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let floor_logs = base.join("floor-logs");
     let single_floor = floor_rt.block_on(crate::pods_floor::measure_one_by_one(
         &ctd.endpoint,
         n,
-        &base.join("floor-logs"),
+        &floor_logs,
     ))?;
-    let floor = floor_rt.block_on(crate::pods_floor::measure(
-        &ctd.endpoint,
-        n,
-        &base.join("floor-logs"),
-    ))?;
+    let floor = floor_rt.block_on(crate::pods_floor::measure(&ctd.endpoint, n, &floor_logs))?;
     drop(floor_rt);
     let hub_port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

@@ -1,8 +1,9 @@
 //! The containerd floor of `kedge-bench pods`: the same N pods started straight through
 //! CRI, no cloud, no edgecore loop — each pod its own task doing what edgecore's start steps
 //! do (RunPodSandbox, ImageStatus, CreateContainer, StartContainer, with the configs
-//! edgecore builds), all pods at once, and again one pod after another. What is left of the API's create -> Running over this
-//! is ours; this much is containerd, runc and the shims on this machine.
+//! edgecore builds), all pods at once, and again one pod after another. What is left of the
+//! API's create -> Running over this is ours; this much is containerd, runc and the shims on
+//! this machine.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -21,45 +22,40 @@ pub struct Floor {
     pub running: Vec<Duration>,
 }
 
+impl Floor {
+    /// Each pod's (sandbox up, container started), sorted per column.
+    fn of(starts: Vec<(Duration, Duration)>) -> Floor {
+        let (mut sandbox, mut running): (Vec<_>, Vec<_>) = starts.into_iter().unzip();
+        sandbox.sort();
+        running.sort();
+        Floor { sandbox, running }
+    }
+}
+
 /// Starts `n` hostNetwork busybox pods through CRI at `endpoint`, all at once, then stops
 /// and removes them again.
 pub async fn measure(endpoint: &str, n: usize, logs: &Path) -> Result<Floor> {
     let cri = Cri::new(endpoint)?;
     let t0 = Instant::now();
     let starts = (0..n).map(|i| start_one(&cri, format!("floor{i}"), logs, t0));
-    let done = futures::future::join_all(starts).await;
-    let mut floor = Floor {
-        sandbox: Vec::with_capacity(n),
-        running: Vec::with_capacity(n),
-    };
-    for r in done {
-        let (up, running) = r?;
-        floor.sandbox.push(up);
-        floor.running.push(running);
-    }
-    floor.sandbox.sort();
-    floor.running.sort();
+    let done = futures::future::join_all(starts)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
     remove_all(&cri).await?;
-    Ok(floor)
+    Ok(Floor::of(done))
 }
 
 /// The same `n` pods started one after another (each once the one before runs); per pod the
 /// time from its own first call. This is the floor of the one-at-a-time row.
 pub async fn measure_one_by_one(endpoint: &str, n: usize, logs: &Path) -> Result<Floor> {
     let cri = Cri::new(endpoint)?;
-    let mut floor = Floor {
-        sandbox: Vec::with_capacity(n),
-        running: Vec::with_capacity(n),
-    };
+    let mut done = Vec::with_capacity(n);
     for i in 0..n {
-        let (up, running) = start_one(&cri, format!("single{i}"), logs, Instant::now()).await?;
-        floor.sandbox.push(up);
-        floor.running.push(running);
+        done.push(start_one(&cri, format!("single{i}"), logs, Instant::now()).await?);
     }
-    floor.sandbox.sort();
-    floor.running.sort();
     remove_all(&cri).await?;
-    Ok(floor)
+    Ok(Floor::of(done))
 }
 
 /// Starts pod `name` as edgecore would; returns (sandbox up, container started) since `t0`.
