@@ -405,21 +405,14 @@ impl Writer {
                 }
             };
             match change {
-                Change::Put { key, object } => {
-                    // A Device whose status alone changed is this edge's own status write
-                    // coming back: held in memory (so the inventory, the journal and readers
-                    // see the current version) but not written — the store keeps the older
-                    // version, and after a restart the session's inventory says so and the
-                    // cloud sends the current one again. The next other change of the Device
-                    // writes it whole. Every twin report used to cost a synced write here.
-                    let echo = self
-                        .objects
-                        .get(&key)
-                        .is_some_and(|held| apply::device_status_only(&key, held, &object));
-                    if echo {
-                        echoes += 1;
-                    } else {
+                Change::Put { key, object, write } => {
+                    // A Device whose status alone changed is held in memory (so the
+                    // inventory, the journal and readers see the current version) but not
+                    // written: every twin report used to cost a synced write here.
+                    if write {
                         objects_batch.put(&key, record::encode(&object));
+                    } else {
+                        echoes += 1;
                     }
                     if self.tombstones.remove(&key) {
                         tomb_batch.delete(&key);

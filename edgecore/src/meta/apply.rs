@@ -29,6 +29,9 @@ pub enum Change {
         key: String,
         /// The new object.
         object: Arc<StoredObject>,
+        /// False for a Device whose status alone changed (this edge's own status write
+        /// coming back): held in memory but not written (see [`device_status_only`]).
+        write: bool,
     },
     /// Remove the object at `key`.
     Remove {
@@ -134,19 +137,22 @@ fn upsert(objects: &BTreeMap<String, Arc<StoredObject>>, key: String, frame: &Fr
             };
         }
     }
-    Change::Put {
-        key,
-        object: Arc::new(StoredObject {
-            uid,
-            resource_version: rv,
-            json: Bytes::from(frame.payload.clone()),
-        }),
-    }
+    let object = Arc::new(StoredObject {
+        uid,
+        resource_version: rv,
+        json: Bytes::from(frame.payload.clone()),
+    });
+    let write = !objects
+        .get(&key)
+        .is_some_and(|held| device_status_only(&key, held, &object));
+    Change::Put { key, object, write }
 }
 
 /// Whether `new` is a Device that differs from `held` only in `status` and
 /// `metadata.resourceVersion` (and `managedFields`): the edge's own status write, echoed.
-pub(super) fn device_status_only(key: &str, held: &StoredObject, new: &StoredObject) -> bool {
+/// The store keeps the older version; after a restart the session's inventory says so and
+/// the cloud sends the current one again, and the next other change writes it whole.
+fn device_status_only(key: &str, held: &StoredObject, new: &StoredObject) -> bool {
     fn inputs(json: &[u8]) -> Option<serde_json::Value> {
         let mut v: serde_json::Value = serde_json::from_slice(json).ok()?;
         let o = v.as_object_mut()?;
@@ -200,7 +206,7 @@ mod tests {
     #[test]
     fn upsert_of_new_key_is_stored() {
         let c = decide(&BTreeMap::new(), &upsert_frame("u1", "5")).unwrap();
-        let Change::Put { key, object } = c else {
+        let Change::Put { key, object, .. } = c else {
             panic!("{c:?}")
         };
         assert_eq!(key, "default/pod/a");
