@@ -189,17 +189,34 @@ fn event_key(rv: u64) -> Vec<u8> {
     format!("e/{rv:016x}").into_bytes()
 }
 
+/// Opens sled. If its file lock is still taken, the holder is a background thread of a store
+/// this process just dropped (a restart in place), which lets go within milliseconds: retry
+/// for up to two seconds instead of failing (as edgecore's store does).
+fn open_sled(config: &sled::Config) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(io))
+                if io.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => return opened,
+        }
+    }
+}
+
 impl Store {
     /// Open (or create) the store in `dir` and load it into memory.
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Arc<Self>, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
-            .cache_capacity(opts.cache_bytes)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: dir.display().to_string(),
-                source,
-            })?;
+            .cache_capacity(opts.cache_bytes);
+        let db = open_sled(&config).map_err(|source| StoreError::Open {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let mut objects = BTreeMap::new();
         let mut rv = 0u64;
         for item in db.scan_prefix(b"o/") {
