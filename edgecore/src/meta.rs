@@ -141,6 +141,10 @@ pub struct Applied {
     pub up_to: u64,
     /// Frames that changed something.
     pub changed: usize,
+    /// Of `changed`, the cloud's echoes of this edge's own Device status writes: held in
+    /// memory, neither written nor published on their own (no reader acts on a Device's
+    /// status; the next other change publishes them with it).
+    pub echoes: usize,
     /// Frames that changed nothing (older version, uid mismatch...).
     pub ignored: usize,
     /// The batch contained SYNCED: the resync is complete.
@@ -318,7 +322,7 @@ impl Writer {
                 let count = frames.len() as u64;
                 let res = self.apply(frames).await;
                 self.log_progress(count, matches!(res, Ok(a) if a.synced));
-                if matches!(res, Ok(a) if a.changed > 0 || a.synced) && !self.syncing {
+                if matches!(res, Ok(a) if a.changed > a.echoes || a.synced) && !self.syncing {
                     self.publish(tx);
                 }
                 let _ = reply.send(res);
@@ -393,7 +397,6 @@ impl Writer {
         let mut out = Applied::default();
         let mut objects_batch = Batch::default();
         let mut tomb_batch = Batch::default();
-        let mut echoes = 0u64;
         for frame in &frames {
             out.up_to = out.up_to.max(frame.id);
             let change = match apply::decide(&self.objects, frame) {
@@ -407,12 +410,13 @@ impl Writer {
             match change {
                 Change::Put { key, object, write } => {
                     // A Device whose status alone changed is held in memory (so the
-                    // inventory, the journal and readers see the current version) but not
-                    // written: every twin report used to cost a synced write here.
+                    // inventory and the journal see the current version) but not written,
+                    // and a batch of nothing else is not published: every twin report used
+                    // to cost a synced write here, and a snapshot that woke every reader.
                     if write {
                         objects_batch.put(&key, record::encode(&object));
                     } else {
-                        echoes += 1;
+                        out.echoes += 1;
                     }
                     if self.tombstones.remove(&key) {
                         tomb_batch.delete(&key);
@@ -467,8 +471,8 @@ impl Writer {
             self.system
                 .put(LAST_SYNC_KEY, chrono::Utc::now().to_rfc3339())?;
         }
-        if echoes > 0 {
-            self.metrics.meta_status_echoes.inc_by(echoes);
+        if out.echoes > 0 {
+            self.metrics.meta_status_echoes.inc_by(out.echoes as u64);
         }
         if wrote {
             self.store.flush_blocking().await?;

@@ -44,6 +44,7 @@ async fn live_batches_publish_at_once_and_survive_restart() {
                 up_to: 3,
                 changed: 2,
                 ignored: 1,
+                echoes: 0,
                 synced: false
             }
         );
@@ -184,8 +185,19 @@ async fn a_device_status_echo_is_held_in_memory_not_written() {
         let (meta, reader) = start(store, metrics.clone()).unwrap();
         meta.apply(vec![device_up(1, "5", 1, 0)]).await.unwrap();
         // The edge's own status write comes back: current in memory, not written.
+        let generation = reader.snapshot().generation;
         let applied = meta.apply(vec![device_up(2, "6", 1, 7)]).await.unwrap();
-        assert_eq!(applied.changed, 1);
+        assert_eq!((applied.changed, applied.echoes), (1, 1));
+        assert_eq!(metrics.meta_status_echoes.get(), 1);
+        // Not published on its own: no reader acts on a Device's status.
+        assert_eq!(reader.snapshot().generation, generation);
+        assert_eq!(held_version(&reader, "default/device/d"), "5");
+        // A configmap at a new version is always written (only Devices are echoes), and its
+        // snapshot carries the held echo with it.
+        meta.apply(vec![up(3, "a", "u1", "8"), up(4, "a", "u1", "9")])
+            .await
+            .unwrap();
+        assert_eq!(metrics.meta_status_echoes.get(), 1);
         let held = reader.snapshot().get("default/device/d").unwrap().clone();
         assert_eq!(held.resource_version, "6");
         assert!(
@@ -193,12 +205,6 @@ async fn a_device_status_echo_is_held_in_memory_not_written() {
                 .unwrap()
                 .contains(r#""reported":7"#)
         );
-        assert_eq!(metrics.meta_status_echoes.get(), 1);
-        // A configmap at a new version is always written (only Devices are echoes).
-        meta.apply(vec![up(3, "a", "u1", "8"), up(4, "a", "u1", "9")])
-            .await
-            .unwrap();
-        assert_eq!(metrics.meta_status_echoes.get(), 1);
     }
     tokio::task::yield_now().await;
     let (meta, reader) = reopen(&dir).await;
