@@ -79,6 +79,26 @@ pub struct Config {
     pub runtime: crate::runtime::RuntimeSettings,
     /// Seconds to drain (flush the store, close the link) on SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// edgecore's own memory.
+    pub memory: MemorySettings,
+}
+
+/// edgecore's own memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySettings {
+    /// Once the link is first live (or a minute into an offline start), page out the
+    /// binary's code and read-only data so that only what keeps running comes back
+    /// ([`crate::memory`]).
+    pub release_startup_code: bool,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        MemorySettings {
+            release_startup_code: true,
+        }
+    }
 }
 
 /// Paths of the node's PKI files.
@@ -255,6 +275,7 @@ impl Config {
             mqtt: MqttConfig::default(),
             runtime: crate::runtime::RuntimeSettings::default(),
             shutdown_grace_secs: 10,
+            memory: MemorySettings::default(),
         }
     }
 

@@ -14,6 +14,7 @@
 //!   [`service`] its systemd unit (`--install-service`).
 //! - [`runtime`]: runs the node's pods through CRI (containerd), offline too.
 //! - [`run`]: wires everything for `edgecore run`; [`cli`] is the command line.
+//! - [`memory`]: gives back the pages of code run only at start-up.
 //! - [`config`], [`pki`], [`telemetry`], [`status`], [`backoff`]: the rest.
 
 pub mod backoff;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod driver;
 pub mod hub;
 pub mod join;
+pub mod memory;
 pub mod meta;
 pub mod node;
 pub mod outbox;

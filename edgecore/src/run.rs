@@ -202,6 +202,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         metrics: metrics.clone(),
     };
     spawn_runtime(&cfg, &runtime_info, shared, &shutdown);
+    if cfg.memory.release_startup_code {
+        tokio::spawn(release_startup_code(hub_rx.clone(), shutdown.clone()));
+    }
     if recovery.is_some() {
         tokio::spawn(clear_recovery_when_synced(
             store.clone(),
@@ -351,6 +354,42 @@ fn recovered_condition((message, at): &(String, i64)) -> Condition {
         reason: "StoreMovedAside".to_owned(),
         message: message.clone(),
         since: Utc.timestamp_opt(*at, 0).single().unwrap_or_else(Utc::now),
+    }
+}
+
+/// Once the link is first live (the resync done) or [`crate::memory::OFFLINE_DELAY`] went by
+/// without it, and a moment later, pages out the code start-up ran ([`crate::memory`]).
+async fn release_startup_code(mut hub: watch::Receiver<HubStatus>, shutdown: CancellationToken) {
+    let live = async {
+        while hub.borrow_and_update().link != Link::Live {
+            if hub.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = shutdown.cancelled() => return,
+        () = live => {}
+        () = tokio::time::sleep(crate::memory::OFFLINE_DELAY) => {}
+    }
+    // What the first minutes of a session run besides the resync (the Node status, the
+    // first Lease) comes back anyway; let it run first.
+    tokio::select! {
+        () = shutdown.cancelled() => return,
+        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+    }
+    match tokio::task::spawn_blocking(crate::memory::release_startup_code).await {
+        Ok(Ok(r)) => tracing::info!(
+            mappings = r.mappings,
+            mapped_kib = r.bytes / 1024,
+            resident_file_kib_before = r.file_kib_before,
+            resident_file_kib_after = r.file_kib_after,
+            "start-up code paged out; what keeps running comes back from the binary"
+        ),
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "start-up code left in memory (the kernel refused MADV_PAGEOUT)")
+        }
+        Err(e) => tracing::warn!(error = %e, "paging out the start-up code failed"),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The operator's commands around an edge node, with the real binaries:
-//! `cloudcore nodes` (table / json / yaml, Ready and connected while the edge runs,
-//! Unknown and disconnected after kill -9, exit codes) and
+//! `cloudcore nodes` (table / json / yaml, Ready and connected while the edge runs — also
+//! after edgecore paged out its start-up code — Unknown and disconnected after kill -9, exit
+//! codes) and
 //! `edgecore join --install-service` (the unit written with this join's paths, idempotent,
 //! what to run where systemd is not the init system) removed again by `edgecore reset`.
 
@@ -107,6 +108,40 @@ fn cloudcore_nodes_shows_status_connection_and_facts() {
     assert_eq!(&line[..3], ["edge-n", "Ready", "yes"], "{table}");
     let yaml = text(&nodes(&s, &["-o", "yaml"]).stdout);
     assert!(yaml.contains("name: edge-n"), "{yaml}");
+
+    // Once live, edgecore paged out the code its start-up ran: its file-backed resident memory
+    // fell, and it keeps working (the code it runs comes back from the binary).
+    let line = wait_for(
+        "edgecore pages out its start-up code",
+        Duration::from_secs(30),
+        || {
+            edge.log()
+                .lines()
+                .find(|l| l.contains("start-up code paged out"))
+                .map(str::to_owned)
+        },
+    );
+    let kib = |field: &str| -> u64 {
+        let at = line.find(&format!("{field}=")).unwrap() + field.len() + 1;
+        line[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (before, after) = (
+        kib("resident_file_kib_before"),
+        kib("resident_file_kib_after"),
+    );
+    assert!(after < before, "{line}");
+    let beat = nodes_json(&s)[0]["lastHeartbeat"].clone();
+    wait_for(
+        "a heartbeat after the page-out",
+        Duration::from_secs(30),
+        || (nodes_json(&s)[0]["lastHeartbeat"] != beat).then_some(()),
+    );
+    assert_eq!(nodes_json(&s)[0]["status"], "Ready");
 
     // kill -9: the lifecycle emulation declares the node Unknown, and it is no longer
     // connected.
