@@ -478,3 +478,69 @@ fn a_device_recreated_while_the_edge_is_down_starts_afresh() {
         "the old incarnation's value leaked into the new Device: {twins:?}"
     );
 }
+
+/// An edge whose store is lost (a new disk, a wiped data directory) gets its Devices again
+/// from the cloud and rebuilds each shadow from the Device's status: the reported values are
+/// the edge's own again (`twin/get`), the cloud's status is not overwritten with an empty
+/// twin, and later reports merge with what was reported before.
+#[test]
+fn an_edge_that_lost_its_store_rebuilds_the_shadow_from_the_device_status() {
+    let mut t = setup();
+    let port = t.port;
+    let membership = format!("kedge/events/node/{NODE}/membership/updated");
+    let sub = Sub::start(port, &[&membership]);
+    t.s.apply(&manifests());
+    sub.expect(&membership, Duration::from_secs(10));
+    twin_update(port, "1", &[("temperature", "33"), ("humidity", "44")]);
+    wait_for(
+        "the reports in Device status",
+        Duration::from_secs(5),
+        || {
+            reported_value(&t.s, "temperature").as_deref() == Some("33")
+                && reported_value(&t.s, "humidity").as_deref() == Some("44")
+        },
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    drop(sub);
+    drop(t.edge);
+    let data = t.root.join("var/lib/kedge");
+    assert!(data.is_dir(), "{}", data.display());
+    std::fs::remove_dir_all(&data).unwrap();
+
+    t.edge = Edge::run(&t.root);
+    wait_for(
+        "the edge serves the broker again",
+        Duration::from_secs(20),
+        || publish(port, "kedge/hello", "x"),
+    );
+    let get = format!("kedge/events/device/default/{DEVICE}/twin/get");
+    let got = format!("{get}/result");
+    let results = Sub::start(port, &[&got]);
+    let mut twin = Value::Null;
+    wait_for(
+        "the shadow rebuilt from the Device status",
+        Duration::from_secs(20),
+        || {
+            publish(port, &get, "{}");
+            twin = results
+                .try_expect(&got, Duration::from_secs(1))
+                .unwrap_or(Value::Null);
+            twin["twin"]["temperature"]["actual"]["value"] == "33"
+        },
+    );
+    assert_eq!(twin["twin"]["humidity"]["actual"]["value"], "44", "{twin}");
+    // The rebuilt edge did not overwrite the cloud's status with an empty twin.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(reported_value(&t.s, "humidity").as_deref(), Some("44"));
+
+    twin_update(port, "2", &[("temperature", "35")]);
+    wait_for("a later report", Duration::from_secs(5), || {
+        reported_value(&t.s, "temperature").as_deref() == Some("35")
+    });
+    assert_eq!(
+        reported_value(&t.s, "humidity").as_deref(),
+        Some("44"),
+        "a later report kept the other property: {:?}",
+        reported(&t.s)
+    );
+}
