@@ -44,6 +44,11 @@ pub struct Chunks<R> {
     pos: usize,
     render: R,
     tail: Option<&'static [u8]>,
+    /// Room left past [`CHUNK`] in each new buffer: the largest rendered item so far (plus
+    /// its comma), so that the item that crosses [`CHUNK`] fits without the buffer growing —
+    /// a growth is a reallocation and a copy of the whole chunk (a 6 KB pod crossed the old
+    /// fixed 1 KiB slack in nearly every chunk: 3.4 % of the server's CPU per list).
+    slack: usize,
 }
 
 impl<R: RenderItems> Chunks<R> {
@@ -57,6 +62,7 @@ impl<R: RenderItems> Chunks<R> {
             pos: 0,
             render,
             tail: Some(tail),
+            slack: 1024,
         }
     }
 }
@@ -67,14 +73,16 @@ impl<R: RenderItems> Iterator for Chunks<R> {
     fn next(&mut self) -> Option<Bytes> {
         loop {
             if self.buf.len() >= CHUNK {
-                let next = BytesMut::with_capacity(CHUNK + 1024);
+                let next = BytesMut::with_capacity(CHUNK + self.slack);
                 return Some(std::mem::replace(&mut self.buf, next).freeze());
             }
             if self.pos < self.items.len() {
+                let before = self.buf.len();
                 if self.pos > 0 {
                     self.buf.put_u8(b',');
                 }
                 self.render.render(&self.items[self.pos], &mut self.buf);
+                self.slack = self.slack.max(self.buf.len() - before);
                 self.pos += 1;
                 continue;
             }
@@ -137,6 +145,24 @@ mod tests {
         let chunks: Vec<Bytes> = Chunks::new(head, items, RawItems, b"]}").collect();
         let all = chunks.iter().flat_map(|c| c.iter().copied()).collect();
         (chunks, all)
+    }
+
+    /// Once an item is known, every new chunk buffer has room for CHUNK plus such an item, so
+    /// the item crossing CHUNK never makes the buffer grow (a reallocation and a copy).
+    #[test]
+    fn chunk_buffers_have_room_for_the_largest_item() {
+        let its = items(100, 6000);
+        let item = its[0].raw.len() + 1;
+        let mut chunks = Chunks::new(b"[", its, RawItems, b"]");
+        for _ in 0..3 {
+            let c = chunks.next().unwrap();
+            assert!(c.len() >= CHUNK);
+            assert!(
+                chunks.buf.capacity() >= CHUNK + item,
+                "a new buffer of {} bytes for items of {item}",
+                chunks.buf.capacity()
+            );
+        }
     }
 
     #[test]
