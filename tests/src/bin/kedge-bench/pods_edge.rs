@@ -316,6 +316,10 @@ fn run(n: usize, dir: Option<&Path>, hold: Duration) -> Result<String> {
         ms(cpu_cold)
     ));
     t.push_str(&format!(
+        "| edgecore under test (the RSS target is for the static gateway build) | {} | | |\n",
+        crate::report::linkage(&bin("edgecore"))?
+    ));
+    t.push_str(&format!(
         "| edgecore RSS, no pods | {} | | |\n",
         rss_idle.split()
     ));

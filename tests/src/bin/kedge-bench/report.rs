@@ -245,3 +245,71 @@ pub fn load_average() -> String {
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".to_string())
 }
+
+/// How the executable at `path` is linked, for the memory rows: `static` (no program
+/// interpreter — the gateway build of `scripts/build-edgecore.sh`, which the edge memory
+/// targets are for) or `dynamic` (e.g. `cargo build --release`), with its size.
+pub fn linkage(path: &std::path::Path) -> Result<String> {
+    let elf = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let kind = match has_interpreter(&elf) {
+        Some(false) => "static",
+        Some(true) => "dynamic",
+        None => "not a 64-bit little-endian ELF",
+    };
+    Ok(format!(
+        "{kind}, {:.1} MiB ({})",
+        elf.len() as f64 / (1024.0 * 1024.0),
+        path.display()
+    ))
+}
+
+/// Whether a 64-bit little-endian ELF has a `PT_INTERP` program header (is dynamically
+/// linked); `None` when `elf` is not one.
+fn has_interpreter(elf: &[u8]) -> Option<bool> {
+    const PT_INTERP: u32 = 3;
+    if elf.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let u16_at = |o: usize| Some(u16::from_le_bytes(elf.get(o..o + 2)?.try_into().ok()?));
+    let phoff = usize::try_from(u64::from_le_bytes(elf.get(0x20..0x28)?.try_into().ok()?)).ok()?;
+    let (size, count) = (usize::from(u16_at(0x36)?), usize::from(u16_at(0x38)?));
+    let mut interp = false;
+    for i in 0..count {
+        let at = phoff.checked_add(i.checked_mul(size)?)?;
+        interp |= u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?) == PT_INTERP;
+    }
+    Some(interp)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod linkage_tests {
+    use super::has_interpreter;
+
+    /// A minimal ELF64 header with the given program header types (56-byte entries at 64).
+    fn elf(types: &[u32]) -> Vec<u8> {
+        let mut e = vec![0u8; 64 + 56 * types.len()];
+        e[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        e[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        e[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        e[0x38..0x3a].copy_from_slice(&(types.len() as u16).to_le_bytes());
+        for (i, t) in types.iter().enumerate() {
+            e[64 + 56 * i..68 + 56 * i].copy_from_slice(&t.to_le_bytes());
+        }
+        e
+    }
+
+    #[test]
+    fn an_interpreter_header_means_dynamic() {
+        assert_eq!(has_interpreter(&elf(&[6, 3, 1, 1, 2])), Some(true));
+        assert_eq!(has_interpreter(&elf(&[6, 1, 1, 2])), Some(false));
+        assert_eq!(has_interpreter(b"#!/bin/sh\n"), None);
+        // Program headers said to lie past the end of the file.
+        let mut cut = elf(&[1, 3]);
+        cut.truncate(100);
+        assert_eq!(has_interpreter(&cut), None);
+        // This test binary is linked dynamically (debug builds are).
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(has_interpreter(&me), Some(true));
+    }
+}

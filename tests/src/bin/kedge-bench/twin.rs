@@ -369,6 +369,10 @@ async fn run(o: &Opts, report: &mut Report) -> Result<()> {
     let pid = edge.pid().context("edgecore is not running")?;
     let cloud_pid = s.child.id();
 
+    report.info(
+        "edgecore under test (the memory targets are for the static gateway build)",
+        report::linkage(&::tests::bin("edgecore"))?,
+    );
     // Idle: broker up, node Ready, no devices.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = Mem::of(pid)?;
