@@ -360,23 +360,21 @@ fn recovered_condition((message, at): &(String, i64)) -> Condition {
 /// Once the link is first live (the resync done) or [`crate::memory::OFFLINE_DELAY`] went by
 /// without it, and a moment later, pages out the code start-up ran ([`crate::memory`]).
 async fn release_startup_code(mut hub: watch::Receiver<HubStatus>, shutdown: CancellationToken) {
-    let live = async {
-        while hub.borrow_and_update().link != Link::Live {
-            if hub.changed().await.is_err() {
+    let due = async {
+        // A closed status channel is not a live link: wait out the offline delay then.
+        let _ = tokio::time::timeout(crate::memory::OFFLINE_DELAY, async {
+            if hub.wait_for(|s| s.link == Link::Live).await.is_err() {
                 std::future::pending::<()>().await;
             }
-        }
+        })
+        .await;
+        // What the first moments of a session run besides the resync (the Node status, the
+        // first Lease) comes back anyway; let it run first.
+        tokio::time::sleep(Duration::from_secs(1)).await;
     };
     tokio::select! {
         () = shutdown.cancelled() => return,
-        () = live => {}
-        () = tokio::time::sleep(crate::memory::OFFLINE_DELAY) => {}
-    }
-    // What the first minutes of a session run besides the resync (the Node status, the
-    // first Lease) comes back anyway; let it run first.
-    tokio::select! {
-        () = shutdown.cancelled() => return,
-        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        () = due => {}
     }
     match tokio::task::spawn_blocking(crate::memory::release_startup_code).await {
         Ok(Ok(r)) => tracing::info!(
@@ -401,14 +399,9 @@ async fn clear_recovery_when_synced(
     conditions: Arc<watch::Sender<Vec<Condition>>>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        if hub.borrow_and_update().link == Link::Live {
-            break;
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = hub.changed() => if r.is_err() { return },
-        }
+    tokio::select! {
+        () = shutdown.cancelled() => return,
+        r = hub.wait_for(|s| s.link == Link::Live) => if r.is_err() { return },
     }
     conditions.send_modify(|c| {
         for cond in c.iter_mut().filter(|c| c.kind == STORE_RECOVERED) {

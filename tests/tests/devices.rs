@@ -10,7 +10,7 @@
 
 mod devices_common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use devices_common::{
@@ -415,6 +415,34 @@ fn reports_made_while_cloud_is_down_arrive_after_restart() {
     );
 }
 
+/// Starts the edge again on `root` and waits until its broker accepts on `port`.
+fn restart_edge(root: &Path, port: u16) -> Edge {
+    let edge = Edge::run(root);
+    wait_for(
+        "the edge serves the broker again",
+        Duration::from_secs(20),
+        || publish(port, "kedge/hello", "x"),
+    );
+    edge
+}
+
+/// Asks the edge for the device's twin (`twin/get`) until `ready` holds for its answer on
+/// `twin/get/result`, and returns that answer.
+fn twin_at_edge(port: u16, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let get = format!("kedge/events/device/default/{DEVICE}/twin/get");
+    let got = format!("{get}/result");
+    let results = Sub::start(port, &[&got]);
+    let mut twin = Value::Null;
+    wait_for(what, Duration::from_secs(20), || {
+        publish(port, &get, "{}");
+        twin = results
+            .try_expect(&got, Duration::from_secs(1))
+            .unwrap_or(Value::Null);
+        ready(&twin)
+    });
+    twin
+}
+
 /// A Device deleted and re-created under the same name while its edge is down is a new
 /// device: its own desired values reach the mapper, and the old one's reported values do
 /// not reappear in its status (both incarnations are at generation 1).
@@ -442,27 +470,12 @@ fn a_device_recreated_while_the_edge_is_down_starts_afresh() {
     );
     t.s.apply(&again);
 
-    t.edge = Edge::run(&t.root);
-    wait_for(
-        "the edge serves the broker again",
-        Duration::from_secs(20),
-        || publish(port, "kedge/hello", "x"),
-    );
+    t.edge = restart_edge(&t.root, port);
     // Asking for the twin shows what the edge holds for the new Device.
-    let get = format!("kedge/events/device/default/{DEVICE}/twin/get");
-    let got = format!("{get}/result");
-    let results = Sub::start(port, &[&got]);
-    let mut twin = Value::Null;
-    wait_for(
+    let twin = twin_at_edge(
+        port,
         "the re-created Device's desired value at the edge",
-        Duration::from_secs(20),
-        || {
-            publish(port, &get, "{}");
-            twin = results
-                .try_expect(&got, Duration::from_secs(1))
-                .unwrap_or(Value::Null);
-            twin["twin"]["temperature"]["expected"]["value"] == "21"
-        },
+        |twin| twin["twin"]["temperature"]["expected"]["value"] == "21",
     );
     assert!(
         twin["twin"]["humidity"]["actual"].is_null(),
@@ -507,27 +520,10 @@ fn an_edge_that_lost_its_store_rebuilds_the_shadow_from_the_device_status() {
     assert!(data.is_dir(), "{}", data.display());
     std::fs::remove_dir_all(&data).unwrap();
 
-    t.edge = Edge::run(&t.root);
-    wait_for(
-        "the edge serves the broker again",
-        Duration::from_secs(20),
-        || publish(port, "kedge/hello", "x"),
-    );
-    let get = format!("kedge/events/device/default/{DEVICE}/twin/get");
-    let got = format!("{get}/result");
-    let results = Sub::start(port, &[&got]);
-    let mut twin = Value::Null;
-    wait_for(
-        "the shadow rebuilt from the Device status",
-        Duration::from_secs(20),
-        || {
-            publish(port, &get, "{}");
-            twin = results
-                .try_expect(&got, Duration::from_secs(1))
-                .unwrap_or(Value::Null);
-            twin["twin"]["temperature"]["actual"]["value"] == "33"
-        },
-    );
+    t.edge = restart_edge(&t.root, port);
+    let twin = twin_at_edge(port, "the shadow rebuilt from the Device status", |twin| {
+        twin["twin"]["temperature"]["actual"]["value"] == "33"
+    });
     assert_eq!(twin["twin"]["humidity"]["actual"]["value"], "44", "{twin}");
     // The rebuilt edge did not overwrite the cloud's status with an empty twin.
     std::thread::sleep(Duration::from_secs(1));
