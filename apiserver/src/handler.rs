@@ -237,9 +237,12 @@ where
     if let Err(e) = check_scope(&res, &rp) {
         return error_resp(&e);
     }
-    if accepts_only_protobuf(&ctx.accept) {
+    let protobuf_read = method == Method::GET
+        && !ctx.query.flag("watch")
+        && read::protobuf_kind(&ctx, &res).is_some();
+    if accepts_only_protobuf(&ctx.accept) && !protobuf_read {
         return error_resp(&ApiError::not_acceptable(
-            "only application/json and application/yaml responses are supported",
+            "protobuf responses are served for get and list of built-in kinds only; ask for application/json",
         ));
     }
     let result: ApiResult<Resp> = async {

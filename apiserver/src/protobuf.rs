@@ -27,7 +27,11 @@ pub enum ProtoError {
     Unsupported(String),
 }
 
+mod encode;
+mod generated;
 mod workloads;
+
+pub use encode::{ProtoKind, Unencodable, envelope_head, item_head, kind_of, list_meta};
 
 #[derive(Debug, Clone, Copy)]
 enum Ty {
@@ -54,6 +58,12 @@ enum Ty {
     MapBytes,
     /// `map<string, Quantity>` (resource limits and requests).
     MapQuantity,
+    /// `meta.v1.Time` {seconds = 1, nanos = 2}: an RFC 3339 string at seconds.
+    Time,
+    /// `meta.v1.MicroTime`: as `Time`, at microseconds in JSON.
+    MicroTime,
+    /// `meta.v1.FieldsV1` / `runtime.RawExtension` {raw = 1}: JSON held as bytes.
+    RawJson,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -314,15 +324,28 @@ fn decode_msg(buf: &[u8], fields: &[F]) -> Result<Map<String, Value>, ProtoError
             (Ty::Num, Wire::Varint(v)) => Value::from(v as i64),
             (Ty::Bool | Ty::Flag, Wire::Varint(v)) => Value::Bool(v != 0),
             (Ty::Msg(sub), Wire::Len(b)) => Value::Object(decode_msg(b, sub)?),
-            (Ty::Opt(sub), Wire::Len(b)) => {
+            (Ty::Opt(sub), Wire::Len(b)) if !spec.repeated => {
                 out.insert(spec.name.into(), Value::Object(decode_msg(b, sub)?));
                 continue;
             }
+            (Ty::Opt(sub), Wire::Len(b)) => Value::Object(decode_msg(b, sub)?),
             (Ty::Inline(sub), Wire::Len(b)) => {
                 out.extend(decode_msg(b, sub)?);
                 continue;
             }
             (Ty::IntOrStr, Wire::Len(b)) => int_or_string(b)?,
+            (Ty::Time | Ty::MicroTime, Wire::Len(b)) => time(b, spec.ty)?,
+            (Ty::RawJson, Wire::Len(b)) => {
+                let raw = Fields(b)
+                    .filter_map(Result::ok)
+                    .find_map(|(n, w)| match (n, w) {
+                        (1, Wire::Len(r)) => Some(r),
+                        _ => None,
+                    })
+                    .unwrap_or(b"null");
+                serde_json::from_slice(raw)
+                    .map_err(|_| ProtoError::Malformed("raw JSON does not parse"))?
+            }
             (Ty::Quantity, Wire::Len(b)) => quantity(b)?,
             (Ty::MapQuantity, Wire::Len(b)) => {
                 let mut key = String::new();
@@ -391,6 +414,25 @@ fn int_or_string(b: &[u8]) -> Result<Value, ProtoError> {
     } else {
         Value::from(int)
     })
+}
+
+/// A `Time` (at seconds) or `MicroTime` (at microseconds) as its RFC 3339 string.
+fn time(b: &[u8], ty: Ty) -> Result<Value, ProtoError> {
+    let (mut secs, mut nanos) = (0i64, 0u32);
+    for field in Fields(b) {
+        match field? {
+            (1, Wire::Varint(v)) => secs = v as i64,
+            (2, Wire::Varint(v)) => nanos = v as u32,
+            _ => {}
+        }
+    }
+    let t = chrono::DateTime::from_timestamp(secs, nanos)
+        .ok_or(ProtoError::Malformed("a time is out of range"))?;
+    let precision = match ty {
+        Ty::MicroTime => chrono::SecondsFormat::Micros,
+        _ => chrono::SecondsFormat::Secs,
+    };
+    Ok(Value::String(t.to_rfc3339_opts(precision, true)))
 }
 
 /// A `Quantity`: its canonical string.

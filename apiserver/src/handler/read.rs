@@ -1,11 +1,14 @@
 //! get and list: answers from the in-memory store, as JSON, YAML-free, or as a Table when
-//! the client asks `as=Table` (kubectl does).
+//! the client asks `as=Table` (kubectl does), or as protobuf for the built-in kinds that
+//! have a message table when the client asks for protobuf first (client-go's typed
+//! clients and informers do).
 
 use base64::Engine;
 use bytes::{BufMut, BytesMut};
 use serde_json::{Value, json};
 
 use super::{Ctx, Resp, json_resp, value_resp};
+use crate::protobuf::ProtoKind;
 use crate::registry::{Origin, Resource};
 use crate::request::ResourcePath;
 use crate::selector::{FieldSelector, LabelSelector};
@@ -14,6 +17,59 @@ use crate::store::{ListRequest, Snapshot, SnapshotError, Stored};
 use crate::table::{self, Columns, IncludeObject};
 
 mod stream;
+
+/// The media type of protobuf bodies.
+const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
+
+/// Does the Accept header name protobuf before any JSON or YAML type (client-go's typed
+/// clients send `application/vnd.kubernetes.protobuf, application/json`)? Ranges with an
+/// `as=` parameter (Tables) are not plain objects and are skipped.
+pub fn prefers_protobuf(accept: &str) -> bool {
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("");
+        if parts.any(|p| p.starts_with("as=")) {
+            continue;
+        }
+        match media {
+            PROTOBUF => return true,
+            "application/json" | "application/yaml" | "application/*" | "*/*" => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The protobuf kind to answer `res` in, when the client prefers protobuf and the
+/// resource is a built-in kind with a message table.
+pub fn protobuf_kind(ctx: &Ctx, res: &Resource) -> Option<ProtoKind> {
+    if !matches!(res.origin, Origin::Builtin { .. }) || !prefers_protobuf(&ctx.accept) {
+        return None;
+    }
+    crate::protobuf::kind_of(&res.group, &res.plural).filter(|k| k.api_version == res.api_version())
+}
+
+/// 406 for a client that accepts only protobuf, when an object cannot be encoded.
+fn not_encodable(ctx: &Ctx) -> ApiResult<()> {
+    if super::accepts_only_protobuf(&ctx.accept) {
+        return Err(ApiError::not_acceptable(
+            "an object has fields this server does not encode as protobuf; ask for application/json",
+        ));
+    }
+    Ok(())
+}
+
+/// A protobuf response: the envelope (`k8s\0`, `runtime.Unknown`) around `raw`.
+fn protobuf_resp(head: Vec<u8>, raw: &[u8]) -> Resp {
+    let mut body = head;
+    body.extend_from_slice(raw);
+    let mut resp = json_resp(200, bytes::Bytes::from(body));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(PROTOBUF),
+    );
+    resp
+}
 
 /// Parsed `labelSelector` + `fieldSelector`.
 #[derive(Debug, Default)]
@@ -163,6 +219,15 @@ pub async fn get(ctx: &Ctx, res: &Resource, rp: &ResourcePath) -> ApiResult<Resp
             None,
         );
         return Ok(value_resp(200, &t));
+    }
+    if let Some(kind) = protobuf_kind(ctx, res) {
+        match obj.protobuf(&kind) {
+            Some(raw) => {
+                let head = crate::protobuf::envelope_head(kind.api_version, kind.kind, raw.len());
+                return Ok(protobuf_resp(head, &raw));
+            }
+            None => not_encodable(ctx)?,
+        }
     }
     Ok(json_resp(200, obj.raw.clone()))
 }
@@ -386,9 +451,53 @@ pub async fn list(ctx: &Ctx, res: &Resource, rp: &ResourcePath) -> ApiResult<Res
         let chunks = stream::Chunks::new(&head, s.items, TableItems(rows), b"]}");
         return Ok(stream::chunked_resp(chunks, "application/json"));
     }
+    if let Some(kind) = protobuf_kind(ctx, res) {
+        match protobuf_head(&kind, &s) {
+            Some(head) => {
+                let chunks = stream::Chunks::new(&head, s.items, ProtoItems(kind), b"");
+                return Ok(stream::chunked_resp(chunks, PROTOBUF));
+            }
+            None => not_encodable(ctx)?,
+        }
+    }
     let head = open_array(&list_head(res, &s));
     let chunks = stream::Chunks::new(&head, s.items, stream::RawItems, b"]}");
     Ok(stream::chunked_resp(chunks, "application/json"))
+}
+
+/// The head of a protobuf list of `s`: the envelope and the list's metadata, up to its
+/// items — or `None` when an item cannot be encoded. Encodes (or finds encoded) every item:
+/// the envelope states the length of the whole list.
+fn protobuf_head(kind: &ProtoKind, s: &Selection) -> Option<Vec<u8>> {
+    let remaining = s.remaining.map(|r| i64::try_from(r).unwrap_or(i64::MAX));
+    let meta = crate::protobuf::list_meta(&s.rv.to_string(), s.next.as_deref(), remaining);
+    let mut len = meta.len();
+    for item in &s.items {
+        let n = item.protobuf(kind)?.len();
+        len += crate::protobuf::item_head(n).len() + n;
+    }
+    let list_kind = format!("{}List", kind.kind);
+    let mut head = crate::protobuf::envelope_head(kind.api_version, &list_kind, len);
+    head.extend(meta);
+    Some(head)
+}
+
+/// Protobuf list items: each object's message (encoded once per stored version), keyed as
+/// the list's `items`.
+struct ProtoItems(ProtoKind);
+
+impl stream::RenderItems for ProtoItems {
+    fn render(&mut self, item: &Stored, out: &mut BytesMut) {
+        // Every item was encoded by `protobuf_head`; this reads the kept bytes.
+        if let Some(raw) = item.protobuf(&self.0) {
+            out.put_slice(&crate::protobuf::item_head(raw.len()));
+            out.put_slice(&raw);
+        }
+    }
+
+    fn separator(&self) -> &'static [u8] {
+        b""
+    }
 }
 
 /// Table rows, rendered from the parsed objects.

@@ -29,6 +29,8 @@ pub struct StoredObj {
     fields: OnceLock<SelectorFields>,
     /// The group and plural of the object's resource.
     resource: (&'static str, &'static str),
+    /// The object as its protobuf message (see [`Stored::protobuf`]), encoded on first use.
+    proto: OnceLock<Option<Bytes>>,
 }
 
 /// What label and field selectors read of one object, in one string: its labels (string
@@ -128,6 +130,7 @@ impl Stored {
             rv,
             fields: OnceLock::from(SelectorFields::of(value, resource)),
             resource,
+            proto: OnceLock::new(),
         }))
     }
 
@@ -138,6 +141,7 @@ impl Stored {
             rv,
             fields: OnceLock::new(),
             resource: resource_of(key),
+            proto: OnceLock::new(),
         }))
     }
 
@@ -160,6 +164,23 @@ impl Stored {
     pub fn fields(&self) -> &SelectorFields {
         self.fields
             .get_or_init(|| SelectorFields::of(&self.value(), self.resource))
+    }
+
+    /// The object as the protobuf message of `kind` (its resource's), for clients that ask
+    /// for protobuf. Encoded on the first call and kept with this version, as the JSON
+    /// bytes are: a list of 10,000 pods in protobuf is then a copy of stored bytes, like
+    /// its JSON. `None` when the object has a field the message lacks (the caller answers
+    /// in JSON).
+    pub fn protobuf(&self, kind: &crate::protobuf::ProtoKind) -> Option<Bytes> {
+        self.proto
+            .get_or_init(|| match kind.encode(&self.value()) {
+                Ok(b) => Some(Bytes::from(b)),
+                Err(e) => {
+                    tracing::debug!(kind = kind.kind, reason = %e.0, "answering in JSON, not protobuf");
+                    None
+                }
+            })
+            .clone()
     }
 
     /// Do `a` and `b` share one stored version (not merely equal ones)?

@@ -21,10 +21,15 @@ use crate::store::Stored;
 /// frame size, well below glibc's mmap threshold so chunk buffers come from the heap).
 pub const CHUNK: usize = 64 << 10;
 
-/// Renders one item of a list into a body (the separating commas are written for it).
+/// Renders one item of a list into a body (the separators are written for it).
 pub trait RenderItems: Send + Sync + 'static {
     /// Append `item` to `out`.
     fn render(&mut self, item: &Stored, out: &mut BytesMut);
+
+    /// What goes between two items (a JSON array's comma; nothing between protobuf ones).
+    fn separator(&self) -> &'static [u8] {
+        b","
+    }
 }
 
 /// JSON items: the stored bytes, spliced.
@@ -79,7 +84,7 @@ impl<R: RenderItems> Iterator for Chunks<R> {
             if self.pos < self.items.len() {
                 let before = self.buf.len();
                 if self.pos > 0 {
-                    self.buf.put_u8(b',');
+                    self.buf.put_slice(self.render.separator());
                 }
                 self.render.render(&self.items[self.pos], &mut self.buf);
                 self.slack = self.slack.max(self.buf.len() - before);
