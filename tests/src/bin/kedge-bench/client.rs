@@ -135,6 +135,12 @@ pub struct Conn {
     auth: HeaderValue,
 }
 
+/// The Accept header of JSON requests.
+pub const JSON: &str = "application/json";
+
+/// The Accept header of client-go's typed clients and informers: protobuf, else JSON.
+pub const PROTOBUF_FIRST: &str = "application/vnd.kubernetes.protobuf, application/json";
+
 /// Content type of a JSON merge patch.
 pub const MERGE_PATCH: &str = "application/merge-patch+json";
 
@@ -147,11 +153,24 @@ impl Conn {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<Response<Incoming>> {
+        self.send_accepting(method, path, content_type, JSON, body)
+            .await
+    }
+
+    /// [`Conn::send`] with another Accept header.
+    async fn send_accepting(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        accept: &'static str,
+        body: Bytes,
+    ) -> Result<Response<Incoming>> {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
             .header(header::AUTHORIZATION, self.auth.clone())
-            .header(header::ACCEPT, "application/json");
+            .header(header::ACCEPT, accept);
         if let Some(ct) = content_type {
             req = req.header(header::CONTENT_TYPE, ct);
         }
@@ -185,6 +204,30 @@ impl Conn {
         Ok((status, body))
     }
 
+    /// GET `path` accepting `accept`: status, content type and body.
+    pub async fn get_as(
+        &self,
+        path: &str,
+        accept: &'static str,
+    ) -> Result<(StatusCode, String, Bytes)> {
+        let resp = self
+            .send_accepting(Method::GET, path, None, accept, Bytes::new())
+            .await?;
+        let status = resp.status();
+        let ct = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
+            .await
+            .with_context(|| format!("{path}: body not read within {REQUEST_TIMEOUT:?}"))?
+            .with_context(|| format!("{path}: reading the body"))?
+            .to_bytes();
+        Ok((status, ct, body))
+    }
+
     /// GET `path`.
     pub async fn get(&self, path: &str) -> Result<(StatusCode, Bytes)> {
         self.call(Method::GET, path, None, Bytes::new()).await
@@ -211,8 +254,10 @@ impl Conn {
     /// GET that must answer 200, reading the body frame by frame without joining it: the
     /// body's length and its last (up to 16) bytes (timed lists: what the server delivers, without
     /// the client's cost of assembling 60 MB in one buffer).
-    pub async fn get_len(&self, path: &str) -> Result<(usize, Bytes)> {
-        let resp = self.send(Method::GET, path, None, Bytes::new()).await?;
+    pub async fn get_len(&self, path: &str, accept: &'static str) -> Result<(usize, Bytes)> {
+        let resp = self
+            .send_accepting(Method::GET, path, None, accept, Bytes::new())
+            .await?;
         let status = resp.status();
         let mut body = resp.into_body();
         let read = async {
