@@ -451,8 +451,23 @@ pub async fn list(ctx: &Ctx, res: &Resource, rp: &ResourcePath) -> ApiResult<Res
         let chunks = stream::Chunks::new(&head, s.items, TableItems(rows), b"]}");
         return Ok(stream::chunked_resp(chunks, "application/json"));
     }
+    let mut s = s;
     if let Some(kind) = protobuf_kind(ctx, res) {
-        match protobuf_head(&kind, &s) {
+        // The first protobuf list of many objects encodes each of them (~0.1 ms a pod):
+        // off the async workers, which keep serving other requests meanwhile.
+        let head;
+        (s, head) = if s.items.len() > 64 {
+            tokio::task::spawn_blocking(move || {
+                let head = protobuf_head(&kind, &s);
+                (s, head)
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("encoding a list: {e}")))?
+        } else {
+            let head = protobuf_head(&kind, &s);
+            (s, head)
+        };
+        match head {
             Some(head) => {
                 let chunks = stream::Chunks::new(&head, s.items, ProtoItems(kind), b"");
                 return Ok(stream::chunked_resp(chunks, PROTOBUF));

@@ -297,3 +297,43 @@ async fn kubectl_with_written_kubeconfig() -> TestResult {
     );
     Ok(())
 }
+
+/// The server chooses AES-128-GCM over a rustls client's own first choice (AES-256-GCM),
+/// as Go's crypto/tls does, and still serves a client that offers only AES-256-GCM.
+#[tokio::test]
+async fn the_server_prefers_aes_128_gcm_over_the_clients_order() -> TestResult {
+    use rustls::CipherSuite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384};
+    let tmp = tempfile::tempdir()?;
+    let pki = ApiPki::load_or_create(tmp.path(), &[])?;
+    let (addr, _seen) = raw_server(&pki).await?;
+    for (only, want) in [
+        (None, TLS13_AES_128_GCM_SHA256),
+        (Some(TLS13_AES_256_GCM_SHA384), TLS13_AES_256_GCM_SHA384),
+    ] {
+        let mut provider = rustls::crypto::ring::default_provider();
+        assert_eq!(
+            provider.cipher_suites[0].suite(),
+            TLS13_AES_256_GCM_SHA384,
+            "rustls clients put AES-256-GCM first"
+        );
+        if let Some(only) = only {
+            provider.cipher_suites.retain(|s| s.suite() == only);
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(pki.ca_cert_der().clone())?;
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from("localhost")?;
+        let tls = timeout(
+            STEP,
+            TlsConnector::from(Arc::new(config)).connect(name, tcp),
+        )
+        .await??;
+        let suite = tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite());
+        assert_eq!(suite, Some(want));
+    }
+    Ok(())
+}
