@@ -356,20 +356,8 @@ impl ApiPki {
     /// handshake may already have finished, so clients see the alert on their first read.
     /// Accept with [`accept_tls`] so that such a client reliably sees that alert. A verified
     /// chain's identity is read with [`crate::auth::user_from_peer_certs`].
-    ///
-    /// Cipher suites: AES-128-GCM first, chosen by the server's order rather than the
-    /// client's — as Go's `crypto/tls` (kube-apiserver) does on hardware with AES
-    /// instructions. rustls clients (kube-rs) list AES-256-GCM first; AES-128-GCM has 10
-    /// rounds instead of 14, and a list of 10,000 pods is ~60 MB of records to seal.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, PkiError> {
-        let mut provider = rustls::crypto::ring::default_provider();
-        provider.cipher_suites.sort_by_key(|s| match s.suite() {
-            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
-            | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
-            | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
-            _ => 1,
-        });
-        let provider = Arc::new(provider);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(self.ca.cert_der.clone())
@@ -401,7 +389,6 @@ impl ApiPki {
             .with_single_cert(vec![cert], key)
             .map_err(|source| PkiError::TlsConfig { source })?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        config.ignore_client_order = true;
         Ok(Arc::new(config))
     }
 
