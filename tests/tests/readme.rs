@@ -26,7 +26,8 @@
 //! the workspace with full optimisation (about 8 minutes on 2 cores). Instead the checkout's
 //! `target` is a symlink to `$CARGO_TARGET_DIR/readme/target`, which survives between runs,
 //! and the environment sets `CARGO_PROFILE_RELEASE_{OPT_LEVEL=0, DEBUG=false,
-//! INCREMENTAL=true, CODEGEN_UNITS=256, LTO=false}`: the commands stay verbatim, the
+//! INCREMENTAL=true, CODEGEN_UNITS=256, LTO=false}` (and the same for the `edge` profile of
+//! the gateway edgecore the quickstart builds): the commands stay verbatim, the
 //! "release" build is as cheap as a debug build, the dependencies are built once per
 //! machine, and later runs recompile only the workspace crates (incrementally: a fresh
 //! clone gives every file a new mtime). `CARGO_TARGET_DIR` is removed from the command's
@@ -194,6 +195,12 @@ fn env_for(cmd: &mut Command) -> &mut Command {
         .env("CARGO_PROFILE_RELEASE_INCREMENTAL", "true")
         .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "256")
         .env("CARGO_PROFILE_RELEASE_LTO", "false")
+        // the gateway edgecore's profile (`scripts/build-edgecore.sh`), as cheap likewise
+        .env("CARGO_PROFILE_EDGE_OPT_LEVEL", "0")
+        .env("CARGO_PROFILE_EDGE_DEBUG", "false")
+        .env("CARGO_PROFILE_EDGE_INCREMENTAL", "true")
+        .env("CARGO_PROFILE_EDGE_CODEGEN_UNITS", "256")
+        .env("CARGO_PROFILE_EDGE_LTO", "false")
         .env("CARGO_TERM_COLOR", "never")
 }
 
