@@ -224,7 +224,7 @@ pub async fn get(ctx: &Ctx, res: &Resource, rp: &ResourcePath) -> ApiResult<Resp
         match obj.protobuf(&kind) {
             Some(raw) => {
                 let head = crate::protobuf::envelope_head(kind.api_version, kind.kind, raw.len());
-                return Ok(protobuf_resp(head, &raw));
+                return Ok(protobuf_resp(head, raw));
             }
             None => not_encodable(ctx)?,
         }
@@ -506,7 +506,7 @@ impl stream::RenderItems for ProtoItems {
         // Every item was encoded by `protobuf_head`; this reads the kept bytes.
         if let Some(raw) = item.protobuf(&self.0) {
             out.put_slice(&crate::protobuf::item_head(raw.len()));
-            out.put_slice(&raw);
+            out.put_slice(raw);
         }
     }
 

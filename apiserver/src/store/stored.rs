@@ -171,16 +171,19 @@ impl Stored {
     /// bytes are: a list of 10,000 pods in protobuf is then a copy of stored bytes, like
     /// its JSON. `None` when the object has a field the message lacks (the caller answers
     /// in JSON).
-    pub fn protobuf(&self, kind: &crate::protobuf::ProtoKind) -> Option<Bytes> {
+    pub fn protobuf(&self, kind: &crate::protobuf::ProtoKind) -> Option<&Bytes> {
         self.proto
             .get_or_init(|| match kind.encode(&self.value()) {
-                Ok(b) => Some(Bytes::from(b)),
+                Ok(mut b) => {
+                    b.shrink_to_fit();
+                    Some(Bytes::from(b))
+                }
                 Err(e) => {
                     tracing::debug!(kind = kind.kind, reason = %e.0, "answering in JSON, not protobuf");
                     None
                 }
             })
-            .clone()
+            .as_ref()
     }
 
     /// Do `a` and `b` share one stored version (not merely equal ones)?
