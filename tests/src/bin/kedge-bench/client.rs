@@ -31,6 +31,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 const READ_BUFFER: usize = 256 << 10;
 
 /// Where and how to reach one running server.
+#[derive(Clone)]
 pub struct Endpoint {
     authority: String,
     base: Arc<str>,

@@ -86,10 +86,8 @@ pub async fn run(opts: &Opts, dir: &Path, report: &mut Report) -> Result<()> {
     let mut whole = Vec::with_capacity(opts.lists);
     let mut size = 0;
     let cpu = CpuMeter::start(pid)?;
-    for _ in 0..opts.lists {
-        let t = Instant::now();
-        let (len, last) = lc.get_len(&path, JSON).await?;
-        whole.push(t.elapsed());
+    for (took, len, last) in timed_lists(&ep, &path, JSON, opts.lists).await? {
+        whole.push(took);
         size = len;
         // Same pods, same list: a body of another size or cut short is a broken list.
         if len != body.len() || !last.ends_with(b"]}") {
@@ -120,7 +118,7 @@ pub async fn run(opts: &Opts, dir: &Path, report: &mut Report) -> Result<()> {
         cpu.per_op(opts.lists)?,
     );
 
-    protobuf_lists(&lc, &path, pid, n, opts, report).await?;
+    protobuf_lists(&ep, &lc, &path, pid, n, opts, report).await?;
 
     eprintln!("pods: {} paged lists", opts.page_rounds);
     let mut rounds = Vec::new();
@@ -175,6 +173,7 @@ pub async fn run(opts: &Opts, dir: &Path, report: &mut Report) -> Result<()> {
 /// first answer is read whole and decoded with `k8s-pb` (Kubernetes' own messages); the
 /// timed ones are read as the JSON lists are (length and end, not decoded).
 async fn protobuf_lists(
+    ep: &Endpoint,
     lc: &Conn,
     path: &str,
     pid: u32,
@@ -217,10 +216,8 @@ async fn protobuf_lists(
 
     let mut whole = Vec::with_capacity(opts.lists);
     let cpu = CpuMeter::start(pid)?;
-    for _ in 0..opts.lists {
-        let t = Instant::now();
-        let (len, _) = lc.get_len(path, PROTOBUF_FIRST).await?;
-        whole.push(t.elapsed());
+    for (took, len, _) in timed_lists(ep, path, PROTOBUF_FIRST, opts.lists).await? {
+        whole.push(took);
         if len != body.len() {
             report.broken(format!(
                 "a protobuf list of the same {n} pods was {len} bytes, the first {}",
@@ -249,6 +246,37 @@ async fn protobuf_lists(
         cpu.per_op(opts.lists)?,
     );
     Ok(())
+}
+
+/// `lists` timed GETs of `path` accepting `accept`, one after another on a connection of
+/// their own, each as (latency, body length, last bytes). They run on a current-thread
+/// runtime on a thread of its own: the connection's task and the reader of the body then
+/// share one thread, where on the benchmark's multi-thread runtime every frame crossed
+/// threads (a wake-up and a task switch per frame: ~1/4 of the client's CPU per list in
+/// `perf`, on the two cores the server needs too).
+async fn timed_lists(
+    ep: &Endpoint,
+    path: &str,
+    accept: &'static str,
+    lists: usize,
+) -> Result<Vec<(Duration, usize, Bytes)>> {
+    let (ep, path) = (ep.clone(), path.to_string());
+    tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let c = ep.connect().await?;
+            let mut out = Vec::with_capacity(lists);
+            for _ in 0..lists {
+                let t = Instant::now();
+                let (len, last) = c.get_len(&path, accept).await?;
+                out.push((t.elapsed(), len, last));
+            }
+            Ok(out)
+        })
+    })
+    .await?
 }
 
 /// Walk a collection in pages of [`PAGE`]; returns the names listed and adds each page's
