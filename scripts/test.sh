@@ -50,3 +50,6 @@ step "benchmark smoke: kedge-bench edges --smoke (200 simulated edges, ≤ 60 s)
 
 step "benchmark smoke: kedge-bench twin --smoke (20 devices through one edge, ≤ 30 s)"
 "$CARGO_TARGET_DIR/debug/kedge-bench" twin --smoke
+
+step "benchmark smoke: kedge-bench api --smoke (2,000 creates and pods, JSON and protobuf lists, 100 watchers, ≤ 60 s)"
+"$CARGO_TARGET_DIR/debug/kedge-bench" api --smoke
