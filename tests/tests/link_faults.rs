@@ -105,13 +105,16 @@ async fn reset_mid_resync_resumes_and_converges() {
     edge.start();
     let mut held_at_reset = 0;
     for resets in 0..3u64 {
-        // A new session is up and has made progress since the last reset.
+        // A new session is up and has made progress since the last reset. At least one new
+        // session, not exactly one: on a loaded machine a session on the slow link can also
+        // time out and the edge dial again on its own, after which an exact count never
+        // matches (a CI run timed out here waiting, session 13).
         eventually_sync(
             "the edge to hold more of the resync",
             Duration::from_secs(60),
             || async {
                 let held = edge.journal().held_with_prefix("default/configmap/t-rs-");
-                (proxy.accepted() == resets + 1 && held >= held_at_reset + 10).then_some(held)
+                (proxy.accepted() > resets && held >= held_at_reset + 10).then_some(held)
             },
         )
         .await;
