@@ -29,7 +29,18 @@ ROOTS = [
     ("api::core::v1", "Service", "v1", "Service"),
     ("api::core::v1", "ServiceAccount", "v1", "ServiceAccount"),
     ("api::core::v1", "Event", "v1", "Event"),
+    ("api::core::v1", "Endpoints", "v1", "Endpoints"),
+    ("api::core::v1", "PersistentVolumeClaim", "v1", "PersistentVolumeClaim"),
+    ("api::core::v1", "PersistentVolume", "v1", "PersistentVolume"),
+    ("api::core::v1", "ReplicationController", "v1", "ReplicationController"),
     ("api::coordination::v1", "Lease", "coordination.k8s.io/v1", "Lease"),
+    ("api::apps::v1", "Deployment", "apps/v1", "Deployment"),
+    ("api::apps::v1", "ReplicaSet", "apps/v1", "ReplicaSet"),
+    ("api::apps::v1", "DaemonSet", "apps/v1", "DaemonSet"),
+    ("api::apps::v1", "StatefulSet", "apps/v1", "StatefulSet"),
+    ("api::batch::v1", "Job", "batch/v1", "Job"),
+    ("api::batch::v1", "CronJob", "batch/v1", "CronJob"),
+    ("api::discovery::v1", "EndpointSlice", "discovery.k8s.io/v1", "EndpointSlice"),
 ]
 
 # Messages with a JSON form of their own.

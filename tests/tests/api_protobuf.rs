@@ -293,3 +293,60 @@ async fn a_pod_with_a_field_the_protobuf_message_lacks_is_answered_in_json() {
         "old"
     );
 }
+
+#[tokio::test]
+async fn deployments_in_protobuf_match_json() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(&dir.path().join("d"), &[]).unwrap();
+    let client = s.client().await.unwrap();
+    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "strategy": {"rollingUpdate": {"maxSurge": "50%", "maxUnavailable": 0}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}}
+    }))
+    .unwrap();
+    deploys.create(&PostParams::default(), &d).await.unwrap();
+    let json = deploys.get("web").await.unwrap();
+
+    let path = "/apis/apps/v1/namespaces/default/deployments";
+    let (code, ct, body) = get(&client, path, PROTOBUF_FIRST).await;
+    assert_eq!(
+        (code, ct.as_str()),
+        (200, "application/vnd.kubernetes.protobuf")
+    );
+    let env = unwrap_envelope(&body);
+    assert_eq!(env.type_meta.clone().unwrap().kind(), "DeploymentList");
+    let list = k8s_pb::api::apps::v1::DeploymentList::decode(env.raw()).unwrap();
+    assert_eq!(list.items.len(), 1);
+    let p = &list.items[0];
+    let meta = p.metadata.as_ref().unwrap();
+    assert_eq!(Some(meta.uid()), json.metadata.uid.as_deref());
+    assert_eq!(
+        meta.managed_fields.len(),
+        json.metadata.managed_fields.as_ref().unwrap().len()
+    );
+    let (jspec, pspec) = (&json.spec, p.spec.as_ref().unwrap());
+    assert_eq!(jspec.replicas, Some(pspec.replicas()));
+    let ru = pspec
+        .strategy
+        .as_ref()
+        .unwrap()
+        .rolling_update
+        .as_ref()
+        .unwrap();
+    assert_eq!(ru.max_surge.as_ref().unwrap().str_val(), "50%");
+    assert_eq!(ru.max_unavailable.as_ref().unwrap().int_val(), 0);
+    let pod = pspec.template.as_ref().unwrap().spec.as_ref().unwrap();
+    assert_eq!(pod.containers[0].image(), "nginx:1.27");
+    assert_eq!(
+        jspec.template.spec.as_ref().unwrap().containers[0]
+            .termination_message_policy
+            .as_deref(),
+        pod.containers[0].termination_message_policy.as_deref(),
+        "set (or not) alike"
+    );
+}

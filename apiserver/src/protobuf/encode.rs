@@ -43,7 +43,18 @@ pub fn kind_of(group: &str, plural: &str) -> Option<ProtoKind> {
         ("", "services") => "Service",
         ("", "serviceaccounts") => "ServiceAccount",
         ("", "events") => "Event",
+        ("", "endpoints") => "Endpoints",
+        ("", "persistentvolumeclaims") => "PersistentVolumeClaim",
+        ("", "persistentvolumes") => "PersistentVolume",
+        ("", "replicationcontrollers") => "ReplicationController",
         ("coordination.k8s.io", "leases") => "Lease",
+        ("apps", "deployments") => "Deployment",
+        ("apps", "replicasets") => "ReplicaSet",
+        ("apps", "daemonsets") => "DaemonSet",
+        ("apps", "statefulsets") => "StatefulSet",
+        ("batch", "jobs") => "Job",
+        ("batch", "cronjobs") => "CronJob",
+        ("discovery.k8s.io", "endpointslices") => "EndpointSlice",
         _ => return None,
     };
     super::generated::KINDS

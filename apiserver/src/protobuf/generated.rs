@@ -13,7 +13,30 @@ pub(super) const KINDS: &[(&str, &str, &[F])] = &[
     ("v1", "Service", M_CORE_V1_SERVICE),
     ("v1", "ServiceAccount", M_CORE_V1_SERVICE_ACCOUNT),
     ("v1", "Event", M_CORE_V1_EVENT),
+    ("v1", "Endpoints", M_CORE_V1_ENDPOINTS),
+    (
+        "v1",
+        "PersistentVolumeClaim",
+        M_CORE_V1_PERSISTENT_VOLUME_CLAIM,
+    ),
+    ("v1", "PersistentVolume", M_CORE_V1_PERSISTENT_VOLUME),
+    (
+        "v1",
+        "ReplicationController",
+        M_CORE_V1_REPLICATION_CONTROLLER,
+    ),
     ("coordination.k8s.io/v1", "Lease", M_COORDINATION_V1_LEASE),
+    ("apps/v1", "Deployment", M_APPS_V1_DEPLOYMENT),
+    ("apps/v1", "ReplicaSet", M_APPS_V1_REPLICA_SET),
+    ("apps/v1", "DaemonSet", M_APPS_V1_DAEMON_SET),
+    ("apps/v1", "StatefulSet", M_APPS_V1_STATEFUL_SET),
+    ("batch/v1", "Job", M_BATCH_V1_JOB),
+    ("batch/v1", "CronJob", M_BATCH_V1_CRON_JOB),
+    (
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+        M_DISCOVERY_V1_ENDPOINT_SLICE,
+    ),
 ];
 
 const M_META_V1_OWNER_REFERENCE: &[F] = &[
@@ -1391,6 +1414,339 @@ const M_CORE_V1_EVENT: &[F] = &[
     f(15, "reportingInstance", Ty::Str),
 ];
 
+const M_CORE_V1_ENDPOINT_ADDRESS: &[F] = &[
+    f(1, "ip", Ty::Str),
+    f(3, "hostname", Ty::Str),
+    f(4, "nodeName", Ty::Str),
+    f(2, "targetRef", Ty::Opt(M_CORE_V1_OBJECT_REFERENCE)),
+];
+
+const M_CORE_V1_ENDPOINT_PORT: &[F] = &[
+    f(1, "name", Ty::Str),
+    f(2, "port", Ty::Int),
+    f(3, "protocol", Ty::Str),
+    f(4, "appProtocol", Ty::Str),
+];
+
+const M_CORE_V1_ENDPOINT_SUBSET: &[F] = &[
+    rep(1, "addresses", Ty::Opt(M_CORE_V1_ENDPOINT_ADDRESS)),
+    rep(2, "notReadyAddresses", Ty::Opt(M_CORE_V1_ENDPOINT_ADDRESS)),
+    rep(3, "ports", Ty::Opt(M_CORE_V1_ENDPOINT_PORT)),
+];
+
+const M_CORE_V1_ENDPOINTS: &[F] = &[
+    f(1, "metadata", Ty::Opt(M_META_V1_OBJECT_META)),
+    rep(2, "subsets", Ty::Opt(M_CORE_V1_ENDPOINT_SUBSET)),
+];
+
+const M_CORE_V1_PERSISTENT_VOLUME_CLAIM_CONDITION: &[F] = &[
+    f(1, "type", Ty::Str),
+    f(2, "status", Ty::Str),
+    f(3, "lastProbeTime", Ty::Time),
+    f(4, "lastTransitionTime", Ty::Time),
+    f(5, "reason", Ty::Str),
+    f(6, "message", Ty::Str),
+];
+
+const M_CORE_V1_MODIFY_VOLUME_STATUS: &[F] = &[
+    f(1, "targetVolumeAttributesClassName", Ty::Str),
+    f(2, "status", Ty::Str),
+];
+
+const M_CORE_V1_PERSISTENT_VOLUME_CLAIM_STATUS: &[F] = &[
+    f(1, "phase", Ty::Str),
+    rep(2, "accessModes", Ty::Str),
+    f(3, "capacity", Ty::MapQuantity),
+    rep(
+        4,
+        "conditions",
+        Ty::Opt(M_CORE_V1_PERSISTENT_VOLUME_CLAIM_CONDITION),
+    ),
+    f(5, "allocatedResources", Ty::MapQuantity),
+    f(7, "allocatedResourceStatuses", Ty::MapStr),
+    f(8, "currentVolumeAttributesClassName", Ty::Str),
+    f(
+        9,
+        "modifyVolumeStatus",
+        Ty::Opt(M_CORE_V1_MODIFY_VOLUME_STATUS),
+    ),
+];
+
+const M_CORE_V1_PERSISTENT_VOLUME_CLAIM: &[F] = &[
+    f(1, "metadata", Ty::Opt(M_META_V1_OBJECT_META)),
+    f(2, "spec", Ty::Opt(M_CORE_V1_PERSISTENT_VOLUME_CLAIM_SPEC)),
+    f(
+        3,
+        "status",
+        Ty::Opt(M_CORE_V1_PERSISTENT_VOLUME_CLAIM_STATUS),
+    ),
+];
+
+const M_CORE_V1_GLUSTERFS_PERSISTENT_VOLUME_SOURCE: &[F] = &[
+    f(1, "endpoints", Ty::Str),
+    f(2, "path", Ty::Str),
+    f(3, "readOnly", Ty::Bool),
+    f(4, "endpointsNamespace", Ty::Str),
+];
+
+const M_CORE_V1_SECRET_REFERENCE: &[F] = &[f(1, "name", Ty::Str), f(2, "namespace", Ty::Str)];
+
+const M_CORE_V1_RBD_PERSISTENT_VOLUME_SOURCE: &[F] = &[
+    rep(1, "monitors", Ty::Str),
+    f(2, "image", Ty::Str),
+    f(3, "fsType", Ty::Str),
+    f(4, "pool", Ty::Str),
+    f(5, "user", Ty::Str),
+    f(6, "keyring", Ty::Str),
+    f(7, "secretRef", Ty::Opt(M_CORE_V1_SECRET_REFERENCE)),
+    f(8, "readOnly", Ty::Bool),
+];
+
+const M_CORE_V1_ISCSI_PERSISTENT_VOLUME_SOURCE: &[F] = &[
+    f(1, "targetPortal", Ty::Str),
+    f(2, "iqn", Ty::Str),
+    f(3, "lun", Ty::Int),
+    f(4, "iscsiInterface", Ty::Str),
+    f(5, "fsType", Ty::Str),
+    f(6, "readOnly", Ty::Bool),
+    rep(7, "portals", Ty::Str),
+    f(8, "chapAuthDiscovery", Ty::Bool),
+    f(11, "chapAuthSession", Ty::Bool),
+    f(10, "secretRef", Ty::Opt(M_CORE_V1_SECRET_REFERENCE)),
+    f(12, "initiatorName", Ty::Str),
+];
+
+const M_CORE_V1_CINDER_PERSISTENT_VOLUME_SOURCE: &[F] = &[
+    f(1, "volumeID", Ty::Str),
+    f(2, "fsType", Ty::Str),
+    f(3, "readOnly", Ty::Bool),
+    f(4, "secretRef", Ty::Opt(M_CORE_V1_SECRET_REFERENCE)),
+];
+
+const M_CORE_V1_CEPH_FS_PERSISTENT_VOLUME_SOURCE: &[F] = &[
+    rep(1, "monitors", Ty::Str),
+    f(2, "path", Ty::Str),
+    f(3, "user", Ty::Str),
+    f(4, "secretFile", Ty::Str),
+    f(5, "secretRef", Ty::Opt(M_CORE_V1_SECRET_REFERENCE)),
+    f(6, "readOnly", Ty::Bool),
+];
+
+const M_CORE_V1_FLEX_PERSISTENT_VOLUME_SOURCE: &[F] = &[
+    f(1, "driver", Ty::Str),
+    f(2, "fsType", Ty::Str),
+    f(3, "secretRef", Ty::Opt(M_CORE_V1_SECRET_REFERENCE)),
+    f(4, "readOnly", Ty::Bool),
+    f(5, "options", Ty::MapStr),
+];
+
+const M_CORE_V1_AZURE_FILE_PERSISTENT_VOLUME_SOURCE: &[F] = &[
+    f(1, "secretName", Ty::Str),
+    f(2, "shareName", Ty::Str),
+    f(3, "readOnly", Ty::Bool),
+    f(4, "secretNamespace", Ty::Str),
+];
+
+const M_CORE_V1_SCALE_IO_PERSISTENT_VOLUME_SOURCE: &[F] = &[
+    f(1, "gateway", Ty::Str),
+    f(2, "system", Ty::Str),
+    f(3, "secretRef", Ty::Opt(M_CORE_V1_SECRET_REFERENCE)),
+    f(4, "sslEnabled", Ty::Bool),
+    f(5, "protectionDomain", Ty::Str),
+    f(6, "storagePool", Ty::Str),
+    f(7, "storageMode", Ty::Str),
+    f(8, "volumeName", Ty::Str),
+    f(9, "fsType", Ty::Str),
+    f(10, "readOnly", Ty::Bool),
+];
+
+const M_CORE_V1_LOCAL_VOLUME_SOURCE: &[F] = &[f(1, "path", Ty::Str), f(2, "fsType", Ty::Str)];
+
+const M_CORE_V1_STORAGE_OS_PERSISTENT_VOLUME_SOURCE: &[F] = &[
+    f(1, "volumeName", Ty::Str),
+    f(2, "volumeNamespace", Ty::Str),
+    f(3, "fsType", Ty::Str),
+    f(4, "readOnly", Ty::Bool),
+    f(5, "secretRef", Ty::Opt(M_CORE_V1_OBJECT_REFERENCE)),
+];
+
+const M_CORE_V1_C_S_I_PERSISTENT_VOLUME_SOURCE: &[F] = &[
+    f(1, "driver", Ty::Str),
+    f(2, "volumeHandle", Ty::Str),
+    f(3, "readOnly", Ty::Bool),
+    f(4, "fsType", Ty::Str),
+    f(5, "volumeAttributes", Ty::MapStr),
+    f(
+        6,
+        "controllerPublishSecretRef",
+        Ty::Opt(M_CORE_V1_SECRET_REFERENCE),
+    ),
+    f(7, "nodeStageSecretRef", Ty::Opt(M_CORE_V1_SECRET_REFERENCE)),
+    f(
+        8,
+        "nodePublishSecretRef",
+        Ty::Opt(M_CORE_V1_SECRET_REFERENCE),
+    ),
+    f(
+        9,
+        "controllerExpandSecretRef",
+        Ty::Opt(M_CORE_V1_SECRET_REFERENCE),
+    ),
+    f(
+        10,
+        "nodeExpandSecretRef",
+        Ty::Opt(M_CORE_V1_SECRET_REFERENCE),
+    ),
+];
+
+const M_CORE_V1_PERSISTENT_VOLUME_SOURCE: &[F] = &[
+    f(
+        1,
+        "gcePersistentDisk",
+        Ty::Opt(M_CORE_V1_GCE_PERSISTENT_DISK_VOLUME_SOURCE),
+    ),
+    f(
+        2,
+        "awsElasticBlockStore",
+        Ty::Opt(M_CORE_V1_AWS_ELASTIC_BLOCK_STORE_VOLUME_SOURCE),
+    ),
+    f(3, "hostPath", Ty::Opt(M_CORE_V1_HOST_PATH_VOLUME_SOURCE)),
+    f(
+        4,
+        "glusterfs",
+        Ty::Opt(M_CORE_V1_GLUSTERFS_PERSISTENT_VOLUME_SOURCE),
+    ),
+    f(5, "nfs", Ty::Opt(M_CORE_V1_NFS_VOLUME_SOURCE)),
+    f(6, "rbd", Ty::Opt(M_CORE_V1_RBD_PERSISTENT_VOLUME_SOURCE)),
+    f(
+        7,
+        "iscsi",
+        Ty::Opt(M_CORE_V1_ISCSI_PERSISTENT_VOLUME_SOURCE),
+    ),
+    f(
+        8,
+        "cinder",
+        Ty::Opt(M_CORE_V1_CINDER_PERSISTENT_VOLUME_SOURCE),
+    ),
+    f(
+        9,
+        "cephfs",
+        Ty::Opt(M_CORE_V1_CEPH_FS_PERSISTENT_VOLUME_SOURCE),
+    ),
+    f(10, "fc", Ty::Opt(M_CORE_V1_FC_VOLUME_SOURCE)),
+    f(11, "flocker", Ty::Opt(M_CORE_V1_FLOCKER_VOLUME_SOURCE)),
+    f(
+        12,
+        "flexVolume",
+        Ty::Opt(M_CORE_V1_FLEX_PERSISTENT_VOLUME_SOURCE),
+    ),
+    f(
+        13,
+        "azureFile",
+        Ty::Opt(M_CORE_V1_AZURE_FILE_PERSISTENT_VOLUME_SOURCE),
+    ),
+    f(
+        14,
+        "vsphereVolume",
+        Ty::Opt(M_CORE_V1_VSPHERE_VIRTUAL_DISK_VOLUME_SOURCE),
+    ),
+    f(15, "quobyte", Ty::Opt(M_CORE_V1_QUOBYTE_VOLUME_SOURCE)),
+    f(16, "azureDisk", Ty::Opt(M_CORE_V1_AZURE_DISK_VOLUME_SOURCE)),
+    f(
+        17,
+        "photonPersistentDisk",
+        Ty::Opt(M_CORE_V1_PHOTON_PERSISTENT_DISK_VOLUME_SOURCE),
+    ),
+    f(
+        18,
+        "portworxVolume",
+        Ty::Opt(M_CORE_V1_PORTWORX_VOLUME_SOURCE),
+    ),
+    f(
+        19,
+        "scaleIO",
+        Ty::Opt(M_CORE_V1_SCALE_IO_PERSISTENT_VOLUME_SOURCE),
+    ),
+    f(20, "local", Ty::Opt(M_CORE_V1_LOCAL_VOLUME_SOURCE)),
+    f(
+        21,
+        "storageos",
+        Ty::Opt(M_CORE_V1_STORAGE_OS_PERSISTENT_VOLUME_SOURCE),
+    ),
+    f(22, "csi", Ty::Opt(M_CORE_V1_C_S_I_PERSISTENT_VOLUME_SOURCE)),
+];
+
+const M_CORE_V1_VOLUME_NODE_AFFINITY: &[F] = &[f(1, "required", Ty::Opt(M_CORE_V1_NODE_SELECTOR))];
+
+const M_CORE_V1_PERSISTENT_VOLUME_SPEC: &[F] = &[
+    f(1, "capacity", Ty::MapQuantity),
+    f(2, "", Ty::Inline(M_CORE_V1_PERSISTENT_VOLUME_SOURCE)),
+    rep(3, "accessModes", Ty::Str),
+    f(4, "claimRef", Ty::Opt(M_CORE_V1_OBJECT_REFERENCE)),
+    f(5, "persistentVolumeReclaimPolicy", Ty::Str),
+    f(6, "storageClassName", Ty::Str),
+    rep(7, "mountOptions", Ty::Str),
+    f(8, "volumeMode", Ty::Str),
+    f(9, "nodeAffinity", Ty::Opt(M_CORE_V1_VOLUME_NODE_AFFINITY)),
+    f(10, "volumeAttributesClassName", Ty::Str),
+];
+
+const M_CORE_V1_PERSISTENT_VOLUME_STATUS: &[F] = &[
+    f(1, "phase", Ty::Str),
+    f(2, "message", Ty::Str),
+    f(3, "reason", Ty::Str),
+    f(4, "lastPhaseTransitionTime", Ty::Time),
+];
+
+const M_CORE_V1_PERSISTENT_VOLUME: &[F] = &[
+    f(1, "metadata", Ty::Opt(M_META_V1_OBJECT_META)),
+    f(2, "spec", Ty::Opt(M_CORE_V1_PERSISTENT_VOLUME_SPEC)),
+    f(3, "status", Ty::Opt(M_CORE_V1_PERSISTENT_VOLUME_STATUS)),
+];
+
+const M_CORE_V1_POD_TEMPLATE_SPEC: &[F] = &[
+    f(1, "metadata", Ty::Opt(M_META_V1_OBJECT_META)),
+    f(2, "spec", Ty::Opt(M_CORE_V1_POD_SPEC)),
+];
+
+const M_CORE_V1_REPLICATION_CONTROLLER_SPEC: &[F] = &[
+    f(1, "replicas", Ty::Int),
+    f(4, "minReadySeconds", Ty::Int),
+    f(2, "selector", Ty::MapStr),
+    f(3, "template", Ty::Opt(M_CORE_V1_POD_TEMPLATE_SPEC)),
+];
+
+const M_CORE_V1_REPLICATION_CONTROLLER_CONDITION: &[F] = &[
+    f(1, "type", Ty::Str),
+    f(2, "status", Ty::Str),
+    f(3, "lastTransitionTime", Ty::Time),
+    f(4, "reason", Ty::Str),
+    f(5, "message", Ty::Str),
+];
+
+const M_CORE_V1_REPLICATION_CONTROLLER_STATUS: &[F] = &[
+    f(1, "replicas", Ty::Int),
+    f(2, "fullyLabeledReplicas", Ty::Int),
+    f(4, "readyReplicas", Ty::Int),
+    f(5, "availableReplicas", Ty::Int),
+    f(3, "observedGeneration", Ty::Int),
+    rep(
+        6,
+        "conditions",
+        Ty::Opt(M_CORE_V1_REPLICATION_CONTROLLER_CONDITION),
+    ),
+];
+
+const M_CORE_V1_REPLICATION_CONTROLLER: &[F] = &[
+    f(1, "metadata", Ty::Opt(M_META_V1_OBJECT_META)),
+    f(2, "spec", Ty::Opt(M_CORE_V1_REPLICATION_CONTROLLER_SPEC)),
+    f(
+        3,
+        "status",
+        Ty::Opt(M_CORE_V1_REPLICATION_CONTROLLER_STATUS),
+    ),
+];
+
 const M_COORDINATION_V1_LEASE_SPEC: &[F] = &[
     f(1, "holderIdentity", Ty::Str),
     f(2, "leaseDurationSeconds", Ty::Int),
@@ -1404,4 +1760,372 @@ const M_COORDINATION_V1_LEASE_SPEC: &[F] = &[
 const M_COORDINATION_V1_LEASE: &[F] = &[
     f(1, "metadata", Ty::Opt(M_META_V1_OBJECT_META)),
     f(2, "spec", Ty::Opt(M_COORDINATION_V1_LEASE_SPEC)),
+];
+
+const M_APPS_V1_ROLLING_UPDATE_DEPLOYMENT: &[F] = &[
+    f(1, "maxUnavailable", Ty::IntOrStr),
+    f(2, "maxSurge", Ty::IntOrStr),
+];
+
+const M_APPS_V1_DEPLOYMENT_STRATEGY: &[F] = &[
+    f(1, "type", Ty::Str),
+    f(
+        2,
+        "rollingUpdate",
+        Ty::Opt(M_APPS_V1_ROLLING_UPDATE_DEPLOYMENT),
+    ),
+];
+
+const M_APPS_V1_DEPLOYMENT_SPEC: &[F] = &[
+    f(1, "replicas", Ty::Int),
+    f(2, "selector", Ty::Opt(M_META_V1_LABEL_SELECTOR)),
+    f(3, "template", Ty::Opt(M_CORE_V1_POD_TEMPLATE_SPEC)),
+    f(4, "strategy", Ty::Opt(M_APPS_V1_DEPLOYMENT_STRATEGY)),
+    f(5, "minReadySeconds", Ty::Int),
+    f(6, "revisionHistoryLimit", Ty::Int),
+    f(7, "paused", Ty::Bool),
+    f(9, "progressDeadlineSeconds", Ty::Int),
+];
+
+const M_APPS_V1_DEPLOYMENT_CONDITION: &[F] = &[
+    f(1, "type", Ty::Str),
+    f(2, "status", Ty::Str),
+    f(6, "lastUpdateTime", Ty::Time),
+    f(7, "lastTransitionTime", Ty::Time),
+    f(4, "reason", Ty::Str),
+    f(5, "message", Ty::Str),
+];
+
+const M_APPS_V1_DEPLOYMENT_STATUS: &[F] = &[
+    f(1, "observedGeneration", Ty::Int),
+    f(2, "replicas", Ty::Int),
+    f(3, "updatedReplicas", Ty::Int),
+    f(7, "readyReplicas", Ty::Int),
+    f(4, "availableReplicas", Ty::Int),
+    f(5, "unavailableReplicas", Ty::Int),
+    f(9, "terminatingReplicas", Ty::Int),
+    rep(6, "conditions", Ty::Opt(M_APPS_V1_DEPLOYMENT_CONDITION)),
+    f(8, "collisionCount", Ty::Int),
+];
+
+const M_APPS_V1_DEPLOYMENT: &[F] = &[
+    f(1, "metadata", Ty::Opt(M_META_V1_OBJECT_META)),
+    f(2, "spec", Ty::Opt(M_APPS_V1_DEPLOYMENT_SPEC)),
+    f(3, "status", Ty::Opt(M_APPS_V1_DEPLOYMENT_STATUS)),
+];
+
+const M_APPS_V1_REPLICA_SET_SPEC: &[F] = &[
+    f(1, "replicas", Ty::Int),
+    f(4, "minReadySeconds", Ty::Int),
+    f(2, "selector", Ty::Opt(M_META_V1_LABEL_SELECTOR)),
+    f(3, "template", Ty::Opt(M_CORE_V1_POD_TEMPLATE_SPEC)),
+];
+
+const M_APPS_V1_REPLICA_SET_CONDITION: &[F] = &[
+    f(1, "type", Ty::Str),
+    f(2, "status", Ty::Str),
+    f(3, "lastTransitionTime", Ty::Time),
+    f(4, "reason", Ty::Str),
+    f(5, "message", Ty::Str),
+];
+
+const M_APPS_V1_REPLICA_SET_STATUS: &[F] = &[
+    f(1, "replicas", Ty::Int),
+    f(2, "fullyLabeledReplicas", Ty::Int),
+    f(4, "readyReplicas", Ty::Int),
+    f(5, "availableReplicas", Ty::Int),
+    f(7, "terminatingReplicas", Ty::Int),
+    f(3, "observedGeneration", Ty::Int),
+    rep(6, "conditions", Ty::Opt(M_APPS_V1_REPLICA_SET_CONDITION)),
+];
+
+const M_APPS_V1_REPLICA_SET: &[F] = &[
+    f(1, "metadata", Ty::Opt(M_META_V1_OBJECT_META)),
+    f(2, "spec", Ty::Opt(M_APPS_V1_REPLICA_SET_SPEC)),
+    f(3, "status", Ty::Opt(M_APPS_V1_REPLICA_SET_STATUS)),
+];
+
+const M_APPS_V1_ROLLING_UPDATE_DAEMON_SET: &[F] = &[
+    f(1, "maxUnavailable", Ty::IntOrStr),
+    f(2, "maxSurge", Ty::IntOrStr),
+];
+
+const M_APPS_V1_DAEMON_SET_UPDATE_STRATEGY: &[F] = &[
+    f(1, "type", Ty::Str),
+    f(
+        2,
+        "rollingUpdate",
+        Ty::Opt(M_APPS_V1_ROLLING_UPDATE_DAEMON_SET),
+    ),
+];
+
+const M_APPS_V1_DAEMON_SET_SPEC: &[F] = &[
+    f(1, "selector", Ty::Opt(M_META_V1_LABEL_SELECTOR)),
+    f(2, "template", Ty::Opt(M_CORE_V1_POD_TEMPLATE_SPEC)),
+    f(
+        3,
+        "updateStrategy",
+        Ty::Opt(M_APPS_V1_DAEMON_SET_UPDATE_STRATEGY),
+    ),
+    f(4, "minReadySeconds", Ty::Int),
+    f(6, "revisionHistoryLimit", Ty::Int),
+];
+
+const M_APPS_V1_DAEMON_SET_CONDITION: &[F] = &[
+    f(1, "type", Ty::Str),
+    f(2, "status", Ty::Str),
+    f(3, "lastTransitionTime", Ty::Time),
+    f(4, "reason", Ty::Str),
+    f(5, "message", Ty::Str),
+];
+
+const M_APPS_V1_DAEMON_SET_STATUS: &[F] = &[
+    f(1, "currentNumberScheduled", Ty::Int),
+    f(2, "numberMisscheduled", Ty::Int),
+    f(3, "desiredNumberScheduled", Ty::Int),
+    f(4, "numberReady", Ty::Int),
+    f(5, "observedGeneration", Ty::Int),
+    f(6, "updatedNumberScheduled", Ty::Int),
+    f(7, "numberAvailable", Ty::Int),
+    f(8, "numberUnavailable", Ty::Int),
+    f(9, "collisionCount", Ty::Int),
+    rep(10, "conditions", Ty::Opt(M_APPS_V1_DAEMON_SET_CONDITION)),
+];
+
+const M_APPS_V1_DAEMON_SET: &[F] = &[
+    f(1, "metadata", Ty::Opt(M_META_V1_OBJECT_META)),
+    f(2, "spec", Ty::Opt(M_APPS_V1_DAEMON_SET_SPEC)),
+    f(3, "status", Ty::Opt(M_APPS_V1_DAEMON_SET_STATUS)),
+];
+
+const M_APPS_V1_ROLLING_UPDATE_STATEFUL_SET_STRATEGY: &[F] = &[
+    f(1, "partition", Ty::Int),
+    f(2, "maxUnavailable", Ty::IntOrStr),
+];
+
+const M_APPS_V1_STATEFUL_SET_UPDATE_STRATEGY: &[F] = &[
+    f(1, "type", Ty::Str),
+    f(
+        2,
+        "rollingUpdate",
+        Ty::Opt(M_APPS_V1_ROLLING_UPDATE_STATEFUL_SET_STRATEGY),
+    ),
+];
+
+const M_APPS_V1_STATEFUL_SET_PERSISTENT_VOLUME_CLAIM_RETENTION_POLICY: &[F] =
+    &[f(1, "whenDeleted", Ty::Str), f(2, "whenScaled", Ty::Str)];
+
+const M_APPS_V1_STATEFUL_SET_ORDINALS: &[F] = &[f(1, "start", Ty::Int)];
+
+const M_APPS_V1_STATEFUL_SET_SPEC: &[F] = &[
+    f(1, "replicas", Ty::Int),
+    f(2, "selector", Ty::Opt(M_META_V1_LABEL_SELECTOR)),
+    f(3, "template", Ty::Opt(M_CORE_V1_POD_TEMPLATE_SPEC)),
+    rep(
+        4,
+        "volumeClaimTemplates",
+        Ty::Opt(M_CORE_V1_PERSISTENT_VOLUME_CLAIM),
+    ),
+    f(5, "serviceName", Ty::Str),
+    f(6, "podManagementPolicy", Ty::Str),
+    f(
+        7,
+        "updateStrategy",
+        Ty::Opt(M_APPS_V1_STATEFUL_SET_UPDATE_STRATEGY),
+    ),
+    f(8, "revisionHistoryLimit", Ty::Int),
+    f(9, "minReadySeconds", Ty::Int),
+    f(
+        10,
+        "persistentVolumeClaimRetentionPolicy",
+        Ty::Opt(M_APPS_V1_STATEFUL_SET_PERSISTENT_VOLUME_CLAIM_RETENTION_POLICY),
+    ),
+    f(11, "ordinals", Ty::Opt(M_APPS_V1_STATEFUL_SET_ORDINALS)),
+];
+
+const M_APPS_V1_STATEFUL_SET_CONDITION: &[F] = &[
+    f(1, "type", Ty::Str),
+    f(2, "status", Ty::Str),
+    f(3, "lastTransitionTime", Ty::Time),
+    f(4, "reason", Ty::Str),
+    f(5, "message", Ty::Str),
+];
+
+const M_APPS_V1_STATEFUL_SET_STATUS: &[F] = &[
+    f(1, "observedGeneration", Ty::Int),
+    f(2, "replicas", Ty::Int),
+    f(3, "readyReplicas", Ty::Int),
+    f(4, "currentReplicas", Ty::Int),
+    f(5, "updatedReplicas", Ty::Int),
+    f(6, "currentRevision", Ty::Str),
+    f(7, "updateRevision", Ty::Str),
+    f(9, "collisionCount", Ty::Int),
+    rep(10, "conditions", Ty::Opt(M_APPS_V1_STATEFUL_SET_CONDITION)),
+    f(11, "availableReplicas", Ty::Int),
+];
+
+const M_APPS_V1_STATEFUL_SET: &[F] = &[
+    f(1, "metadata", Ty::Opt(M_META_V1_OBJECT_META)),
+    f(2, "spec", Ty::Opt(M_APPS_V1_STATEFUL_SET_SPEC)),
+    f(3, "status", Ty::Opt(M_APPS_V1_STATEFUL_SET_STATUS)),
+];
+
+const M_BATCH_V1_POD_FAILURE_POLICY_ON_EXIT_CODES_REQUIREMENT: &[F] = &[
+    f(1, "containerName", Ty::Str),
+    f(2, "operator", Ty::Str),
+    rep(3, "values", Ty::Int),
+];
+
+const M_BATCH_V1_POD_FAILURE_POLICY_ON_POD_CONDITIONS_PATTERN: &[F] =
+    &[f(1, "type", Ty::Str), f(2, "status", Ty::Str)];
+
+const M_BATCH_V1_POD_FAILURE_POLICY_RULE: &[F] = &[
+    f(1, "action", Ty::Str),
+    f(
+        2,
+        "onExitCodes",
+        Ty::Opt(M_BATCH_V1_POD_FAILURE_POLICY_ON_EXIT_CODES_REQUIREMENT),
+    ),
+    rep(
+        3,
+        "onPodConditions",
+        Ty::Opt(M_BATCH_V1_POD_FAILURE_POLICY_ON_POD_CONDITIONS_PATTERN),
+    ),
+];
+
+const M_BATCH_V1_POD_FAILURE_POLICY: &[F] =
+    &[rep(1, "rules", Ty::Opt(M_BATCH_V1_POD_FAILURE_POLICY_RULE))];
+
+const M_BATCH_V1_SUCCESS_POLICY_RULE: &[F] = &[
+    f(1, "succeededIndexes", Ty::Str),
+    f(2, "succeededCount", Ty::Int),
+];
+
+const M_BATCH_V1_SUCCESS_POLICY: &[F] = &[rep(1, "rules", Ty::Opt(M_BATCH_V1_SUCCESS_POLICY_RULE))];
+
+const M_BATCH_V1_JOB_SPEC: &[F] = &[
+    f(1, "parallelism", Ty::Int),
+    f(2, "completions", Ty::Int),
+    f(3, "activeDeadlineSeconds", Ty::Int),
+    f(
+        11,
+        "podFailurePolicy",
+        Ty::Opt(M_BATCH_V1_POD_FAILURE_POLICY),
+    ),
+    f(16, "successPolicy", Ty::Opt(M_BATCH_V1_SUCCESS_POLICY)),
+    f(7, "backoffLimit", Ty::Int),
+    f(12, "backoffLimitPerIndex", Ty::Int),
+    f(13, "maxFailedIndexes", Ty::Int),
+    f(4, "selector", Ty::Opt(M_META_V1_LABEL_SELECTOR)),
+    f(5, "manualSelector", Ty::Bool),
+    f(6, "template", Ty::Opt(M_CORE_V1_POD_TEMPLATE_SPEC)),
+    f(8, "ttlSecondsAfterFinished", Ty::Int),
+    f(9, "completionMode", Ty::Str),
+    f(10, "suspend", Ty::Bool),
+    f(14, "podReplacementPolicy", Ty::Str),
+    f(15, "managedBy", Ty::Str),
+];
+
+const M_BATCH_V1_JOB_CONDITION: &[F] = &[
+    f(1, "type", Ty::Str),
+    f(2, "status", Ty::Str),
+    f(3, "lastProbeTime", Ty::Time),
+    f(4, "lastTransitionTime", Ty::Time),
+    f(5, "reason", Ty::Str),
+    f(6, "message", Ty::Str),
+];
+
+const M_BATCH_V1_UNCOUNTED_TERMINATED_PODS: &[F] =
+    &[rep(1, "succeeded", Ty::Str), rep(2, "failed", Ty::Str)];
+
+const M_BATCH_V1_JOB_STATUS: &[F] = &[
+    rep(1, "conditions", Ty::Opt(M_BATCH_V1_JOB_CONDITION)),
+    f(2, "startTime", Ty::Time),
+    f(3, "completionTime", Ty::Time),
+    f(4, "active", Ty::Int),
+    f(5, "succeeded", Ty::Int),
+    f(6, "failed", Ty::Int),
+    f(11, "terminating", Ty::Int),
+    f(7, "completedIndexes", Ty::Str),
+    f(10, "failedIndexes", Ty::Str),
+    f(
+        8,
+        "uncountedTerminatedPods",
+        Ty::Opt(M_BATCH_V1_UNCOUNTED_TERMINATED_PODS),
+    ),
+    f(9, "ready", Ty::Int),
+];
+
+const M_BATCH_V1_JOB: &[F] = &[
+    f(1, "metadata", Ty::Opt(M_META_V1_OBJECT_META)),
+    f(2, "spec", Ty::Opt(M_BATCH_V1_JOB_SPEC)),
+    f(3, "status", Ty::Opt(M_BATCH_V1_JOB_STATUS)),
+];
+
+const M_BATCH_V1_JOB_TEMPLATE_SPEC: &[F] = &[
+    f(1, "metadata", Ty::Opt(M_META_V1_OBJECT_META)),
+    f(2, "spec", Ty::Opt(M_BATCH_V1_JOB_SPEC)),
+];
+
+const M_BATCH_V1_CRON_JOB_SPEC: &[F] = &[
+    f(1, "schedule", Ty::Str),
+    f(8, "timeZone", Ty::Str),
+    f(2, "startingDeadlineSeconds", Ty::Int),
+    f(3, "concurrencyPolicy", Ty::Str),
+    f(4, "suspend", Ty::Bool),
+    f(5, "jobTemplate", Ty::Opt(M_BATCH_V1_JOB_TEMPLATE_SPEC)),
+    f(6, "successfulJobsHistoryLimit", Ty::Int),
+    f(7, "failedJobsHistoryLimit", Ty::Int),
+];
+
+const M_BATCH_V1_CRON_JOB_STATUS: &[F] = &[
+    rep(1, "active", Ty::Opt(M_CORE_V1_OBJECT_REFERENCE)),
+    f(4, "lastScheduleTime", Ty::Time),
+    f(5, "lastSuccessfulTime", Ty::Time),
+];
+
+const M_BATCH_V1_CRON_JOB: &[F] = &[
+    f(1, "metadata", Ty::Opt(M_META_V1_OBJECT_META)),
+    f(2, "spec", Ty::Opt(M_BATCH_V1_CRON_JOB_SPEC)),
+    f(3, "status", Ty::Opt(M_BATCH_V1_CRON_JOB_STATUS)),
+];
+
+const M_DISCOVERY_V1_ENDPOINT_CONDITIONS: &[F] = &[
+    f(1, "ready", Ty::Bool),
+    f(2, "serving", Ty::Bool),
+    f(3, "terminating", Ty::Bool),
+];
+
+const M_DISCOVERY_V1_FOR_ZONE: &[F] = &[f(1, "name", Ty::Str)];
+
+const M_DISCOVERY_V1_FOR_NODE: &[F] = &[f(1, "name", Ty::Str)];
+
+const M_DISCOVERY_V1_ENDPOINT_HINTS: &[F] = &[
+    rep(1, "forZones", Ty::Opt(M_DISCOVERY_V1_FOR_ZONE)),
+    rep(2, "forNodes", Ty::Opt(M_DISCOVERY_V1_FOR_NODE)),
+];
+
+const M_DISCOVERY_V1_ENDPOINT: &[F] = &[
+    rep(1, "addresses", Ty::Str),
+    f(2, "conditions", Ty::Opt(M_DISCOVERY_V1_ENDPOINT_CONDITIONS)),
+    f(3, "hostname", Ty::Str),
+    f(4, "targetRef", Ty::Opt(M_CORE_V1_OBJECT_REFERENCE)),
+    f(5, "deprecatedTopology", Ty::MapStr),
+    f(6, "nodeName", Ty::Str),
+    f(7, "zone", Ty::Str),
+    f(8, "hints", Ty::Opt(M_DISCOVERY_V1_ENDPOINT_HINTS)),
+];
+
+const M_DISCOVERY_V1_ENDPOINT_PORT: &[F] = &[
+    f(1, "name", Ty::Str),
+    f(2, "protocol", Ty::Str),
+    f(3, "port", Ty::Int),
+    f(4, "appProtocol", Ty::Str),
+];
+
+const M_DISCOVERY_V1_ENDPOINT_SLICE: &[F] = &[
+    f(1, "metadata", Ty::Opt(M_META_V1_OBJECT_META)),
+    f(4, "addressType", Ty::Str),
+    rep(2, "endpoints", Ty::Opt(M_DISCOVERY_V1_ENDPOINT)),
+    rep(3, "ports", Ty::Opt(M_DISCOVERY_V1_ENDPOINT_PORT)),
 ];

@@ -300,6 +300,61 @@ fn objects_with_fields_the_tables_lack_are_not_encoded() {
     ] {
         assert!(kind.encode(&wrong).is_err(), "{wrong}");
     }
-    assert!(kind_of("", "endpoints").is_none());
+    assert!(kind_of("", "componentstatuses").is_none());
+    assert!(kind_of("rbac.authorization.k8s.io", "roles").is_none());
     assert!(kind_of("devices.kubeedge.io", "devices").is_none());
+}
+
+#[test]
+fn workloads_and_endpoint_slices_round_trip_and_k8s_pb_reads_them() {
+    let template = json!({"metadata": {"labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "c", "image": "nginx:1.27",
+                                 "ports": [{"containerPort": 80}]}]}});
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "d", "generation": 3},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template,
+                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 1}},
+                 "revisionHistoryLimit": 10, "progressDeadlineSeconds": 600},
+        "status": {"observedGeneration": 3, "replicas": 3, "readyReplicas": 2,
+                   "conditions": [{"type": "Available", "status": "True",
+                                   "lastUpdateTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    let k = kind_of("apps", "deployments").unwrap();
+    assert_eq!((k.api_version, k.kind), ("apps/v1", "Deployment"));
+    let raw = k.encode(&deploy).unwrap();
+    let back = super::super::decode_msg(&raw, k.fields).unwrap();
+    assert_eq!(Value::Object(back), without_type_meta_and_nulls(&deploy));
+    let d = k8s_pb::api::apps::v1::Deployment::decode(raw.as_slice()).unwrap();
+    let spec = d.spec.unwrap();
+    assert_eq!(spec.replicas(), 3);
+    let ru = spec.strategy.unwrap().rolling_update.unwrap();
+    assert_eq!(ru.max_surge.unwrap().str_val(), "25%");
+    assert_eq!(ru.max_unavailable.unwrap().int_val(), 1);
+    let pod = spec.template.unwrap().spec.unwrap();
+    assert_eq!(pod.containers[0].image(), "nginx:1.27");
+    assert_eq!(d.status.unwrap().ready_replicas(), 2);
+
+    let cron = json!({"metadata": {"name": "nightly"},
+        "spec": {"schedule": "0 3 * * *", "timeZone": "Etc/UTC", "concurrencyPolicy": "Forbid",
+                 "jobTemplate": {"spec": {"backoffLimit": 2, "template": template,
+                     "podFailurePolicy": {"rules": [{"action": "FailJob",
+                         "onExitCodes": {"operator": "In", "values": [1, 42]}}]}}}}});
+    let k = kind_of("batch", "cronjobs").unwrap();
+    let c = k8s_pb::api::batch::v1::CronJob::decode(k.encode(&cron).unwrap().as_slice()).unwrap();
+    let job = c.spec.unwrap().job_template.unwrap().spec.unwrap();
+    assert_eq!(job.backoff_limit(), 2);
+    let rule = &job.pod_failure_policy.unwrap().rules[0];
+    assert_eq!(rule.on_exit_codes.as_ref().unwrap().values, [1, 42]);
+
+    let slice = json!({"metadata": {"name": "web-abc", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.244.0.3"], "conditions": {"ready": true}, "nodeName": "edge-a"}],
+        "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]});
+    let k = kind_of("discovery.k8s.io", "endpointslices").unwrap();
+    let raw = k.encode(&slice).unwrap();
+    let back = super::super::decode_msg(&raw, k.fields).unwrap();
+    assert_eq!(Value::Object(back), without_type_meta_and_nulls(&slice));
+    let s = k8s_pb::api::discovery::v1::EndpointSlice::decode(raw.as_slice()).unwrap();
+    assert_eq!(s.endpoints[0].addresses, ["10.244.0.3"]);
+    assert!(s.endpoints[0].conditions.as_ref().unwrap().ready());
+    assert_eq!(s.ports[0].port(), 80);
 }
