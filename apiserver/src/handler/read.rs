@@ -21,23 +21,37 @@ mod stream;
 /// The media type of protobuf bodies.
 const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
 
-/// Does the Accept header name protobuf before any JSON or YAML type (client-go's typed
-/// clients send `application/vnd.kubernetes.protobuf, application/json`)? Ranges with an
-/// `as=` parameter (Tables) are not plain objects and are skipped.
+/// Does the Accept header prefer protobuf to JSON and YAML (client-go's typed clients send
+/// `application/vnd.kubernetes.protobuf, application/json`)? The highest `q` wins (default
+/// 1; `q=0` is "not acceptable"), then the earlier range. Ranges with an `as=` parameter
+/// (Tables) are not plain objects and are skipped.
 pub fn prefers_protobuf(accept: &str) -> bool {
+    let mut best: Option<(f32, bool)> = None;
     for range in accept.split(',') {
         let mut parts = range.split(';').map(str::trim);
         let media = parts.next().unwrap_or("");
-        if parts.any(|p| p.starts_with("as=")) {
+        let mut q = 1.0f32;
+        let mut table = false;
+        for p in parts {
+            if p.starts_with("as=") {
+                table = true;
+            } else if let Some(v) = p.strip_prefix("q=") {
+                q = v.parse().unwrap_or(0.0);
+            }
+        }
+        let protobuf = match media {
+            PROTOBUF => true,
+            "application/json" | "application/yaml" | "application/*" | "*/*" => false,
+            _ => continue,
+        };
+        if table || q <= 0.0 {
             continue;
         }
-        match media {
-            PROTOBUF => return true,
-            "application/json" | "application/yaml" | "application/*" | "*/*" => return false,
-            _ => {}
+        if best.is_none_or(|(bq, _)| q > bq) {
+            best = Some((q, protobuf));
         }
     }
-    false
+    best.is_some_and(|(_, protobuf)| protobuf)
 }
 
 /// The protobuf kind to answer `res` in, when the client prefers protobuf and the
@@ -551,6 +565,43 @@ fn list_head(res: &Resource, s: &Selection) -> Value {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protobuf_is_chosen_by_order_and_quality() {
+        for (accept, want) in [
+            (
+                "application/vnd.kubernetes.protobuf, application/json",
+                true,
+            ),
+            ("application/vnd.kubernetes.protobuf", true),
+            (
+                "application/json, application/vnd.kubernetes.protobuf",
+                false,
+            ),
+            ("application/json", false),
+            ("", false),
+            ("*/*", false),
+            (
+                "application/vnd.kubernetes.protobuf;q=0.5, application/json",
+                false,
+            ),
+            (
+                "application/json;q=0.9, application/vnd.kubernetes.protobuf",
+                true,
+            ),
+            (
+                "application/vnd.kubernetes.protobuf;q=0, application/json;q=0.1",
+                false,
+            ),
+            ("text/html, application/vnd.kubernetes.protobuf", true),
+            (
+                "application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io, application/json",
+                false,
+            ),
+        ] {
+            assert_eq!(prefers_protobuf(accept), want, "{accept}");
+        }
+    }
 
     fn sel(group: &str, plural: &str, labels: &str, fields: &str) -> Selectors {
         let fields = (!fields.is_empty()).then(|| FieldSelector::parse(fields).unwrap());
