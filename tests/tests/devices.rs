@@ -379,10 +379,7 @@ fn kubeedge_samples_apply_unchanged() {
 fn reports_made_while_cloud_is_down_arrive_after_restart() {
     let mut t = setup();
     let port = t.port;
-    let membership = format!("kedge/events/node/{NODE}/membership/updated");
-    let sub = Sub::start(port, &[&membership]);
-    t.s.apply(&manifests());
-    sub.expect(&membership, Duration::from_secs(10));
+    let _sub = apply_and_await_membership(&t);
     twin_update(port, "1", &[("temperature", "1"), ("humidity", "1")]);
     wait_for("first report", Duration::from_secs(3), || {
         reported_value(&t.s, "temperature").as_deref() == Some("1")
@@ -413,6 +410,16 @@ fn reports_made_while_cloud_is_down_arrive_after_restart() {
                 && reported_value(&t.s, "humidity").as_deref() == Some("49")
         },
     );
+}
+
+/// Apply the manifests and wait until the edge announces the Device (its membership
+/// event); the returned subscription stays connected while the caller keeps it.
+fn apply_and_await_membership(t: &Setup) -> Sub {
+    let membership = format!("kedge/events/node/{NODE}/membership/updated");
+    let sub = Sub::start(t.port, &[&membership]);
+    t.s.apply(&manifests());
+    sub.expect(&membership, Duration::from_secs(10));
+    sub
 }
 
 /// Starts the edge again on `root` and waits until its broker accepts on `port`.
@@ -450,10 +457,7 @@ fn twin_at_edge(port: u16, what: &str, ready: impl Fn(&Value) -> bool) -> Value 
 fn a_device_recreated_while_the_edge_is_down_starts_afresh() {
     let mut t = setup();
     let port = t.port;
-    let membership = format!("kedge/events/node/{NODE}/membership/updated");
-    let sub = Sub::start(port, &[&membership]);
-    t.s.apply(&manifests());
-    sub.expect(&membership, Duration::from_secs(10));
+    let sub = apply_and_await_membership(&t);
     twin_update(port, "1", &[("humidity", "41")]);
     wait_for("the first report", Duration::from_secs(5), || {
         reported_value(&t.s, "humidity").as_deref() == Some("41")
@@ -500,10 +504,7 @@ fn a_device_recreated_while_the_edge_is_down_starts_afresh() {
 fn an_edge_that_lost_its_store_rebuilds_the_shadow_from_the_device_status() {
     let mut t = setup();
     let port = t.port;
-    let membership = format!("kedge/events/node/{NODE}/membership/updated");
-    let sub = Sub::start(port, &[&membership]);
-    t.s.apply(&manifests());
-    sub.expect(&membership, Duration::from_secs(10));
+    let sub = apply_and_await_membership(&t);
     twin_update(port, "1", &[("temperature", "33"), ("humidity", "44")]);
     wait_for(
         "the reports in Device status",

@@ -60,7 +60,7 @@ pub fn protobuf_kind(ctx: &Ctx, res: &Resource) -> Option<ProtoKind> {
     if !matches!(res.origin, Origin::Builtin { .. }) || !prefers_protobuf(&ctx.accept) {
         return None;
     }
-    crate::protobuf::kind_of(&res.group, &res.plural).filter(|k| k.api_version == res.api_version())
+    crate::protobuf::kind_of(&res.api_version(), &res.kind)
 }
 
 /// 406 for a client that accepts only protobuf, when an object cannot be encoded.

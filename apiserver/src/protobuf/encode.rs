@@ -32,34 +32,12 @@ impl ProtoKind {
     }
 }
 
-/// The kind of the built-in resource `(group, plural)`, if it is answered in protobuf.
-pub fn kind_of(group: &str, plural: &str) -> Option<ProtoKind> {
-    let kind = match (group, plural) {
-        ("", "pods") => "Pod",
-        ("", "nodes") => "Node",
-        ("", "configmaps") => "ConfigMap",
-        ("", "secrets") => "Secret",
-        ("", "namespaces") => "Namespace",
-        ("", "services") => "Service",
-        ("", "serviceaccounts") => "ServiceAccount",
-        ("", "events") => "Event",
-        ("", "endpoints") => "Endpoints",
-        ("", "persistentvolumeclaims") => "PersistentVolumeClaim",
-        ("", "persistentvolumes") => "PersistentVolume",
-        ("", "replicationcontrollers") => "ReplicationController",
-        ("coordination.k8s.io", "leases") => "Lease",
-        ("apps", "deployments") => "Deployment",
-        ("apps", "replicasets") => "ReplicaSet",
-        ("apps", "daemonsets") => "DaemonSet",
-        ("apps", "statefulsets") => "StatefulSet",
-        ("batch", "jobs") => "Job",
-        ("batch", "cronjobs") => "CronJob",
-        ("discovery.k8s.io", "endpointslices") => "EndpointSlice",
-        _ => return None,
-    };
+/// The built-in kind `kind` of `api_version`, if it is answered in protobuf (the kinds of
+/// [`super::generated::KINDS`]).
+pub fn kind_of(api_version: &str, kind: &str) -> Option<ProtoKind> {
     super::generated::KINDS
         .iter()
-        .find(|(_, k, _)| *k == kind)
+        .find(|(v, k, _)| *v == api_version && *k == kind)
         .map(|&(api_version, kind, fields)| ProtoKind {
             api_version,
             kind,

@@ -102,7 +102,7 @@ fn without_type_meta_and_nulls(value: &Value) -> Value {
 #[test]
 fn a_stored_pod_round_trips() {
     let pod = stored_pod();
-    let kind = kind_of("", "pods").unwrap();
+    let kind = kind_of("v1", "Pod").unwrap();
     assert_eq!((kind.api_version, kind.kind), ("v1", "Pod"));
     let bytes = kind.encode(&pod).unwrap();
     let back = super::super::decode_msg(&bytes, kind.fields).unwrap();
@@ -112,7 +112,7 @@ fn a_stored_pod_round_trips() {
 #[test]
 fn k8s_pb_reads_the_pod_and_its_envelope() {
     let pod = stored_pod();
-    let kind = kind_of("", "pods").unwrap();
+    let kind = kind_of("v1", "Pod").unwrap();
     let raw = kind.encode(&pod).unwrap();
     let mut body = envelope_head("v1", "Pod", raw.len());
     body.extend_from_slice(&raw);
@@ -205,7 +205,7 @@ fn k8s_pb_reads_the_pod_and_its_envelope() {
 
 #[test]
 fn k8s_pb_reads_a_list() {
-    let kind = kind_of("", "pods").unwrap();
+    let kind = kind_of("v1", "Pod").unwrap();
     let mut a = stored_pod();
     a["metadata"]["name"] = json!("a");
     let b = json!({"metadata": {"name": "b", "namespace": "bench"}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
@@ -239,7 +239,7 @@ fn other_kinds_round_trip_and_k8s_pb_reads_them() {
     let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": "node-1", "namespace": "kube-node-lease"},
         "spec": {"holderIdentity": "node-1", "leaseDurationSeconds": 40, "renewTime": t}});
-    let k = kind_of("coordination.k8s.io", "leases").unwrap();
+    let k = kind_of("coordination.k8s.io/v1", "Lease").unwrap();
     let raw = k.encode(&lease).unwrap();
     let back = super::super::decode_msg(&raw, k.fields).unwrap();
     assert_eq!(Value::Object(back), without_type_meta_and_nulls(&lease));
@@ -249,7 +249,7 @@ fn other_kinds_round_trip_and_k8s_pb_reads_them() {
 
     let secret =
         json!({"metadata": {"name": "s"}, "type": "Opaque", "data": {"p": "aHVudGVyMg=="}});
-    let k = kind_of("", "secrets").unwrap();
+    let k = kind_of("v1", "Secret").unwrap();
     let s = core::Secret::decode(k.encode(&secret).unwrap().as_slice()).unwrap();
     assert_eq!(s.data["p"], b"hunter2");
 
@@ -259,7 +259,7 @@ fn other_kinds_round_trip_and_k8s_pb_reads_them() {
                    "conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-01-01T00:00:00Z"}],
                    "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
                    "nodeInfo": {"kubeletVersion": "v1.31.0-kedge", "architecture": "amd64"}}});
-    let k = kind_of("", "nodes").unwrap();
+    let k = kind_of("v1", "Node").unwrap();
     let n = core::Node::decode(k.encode(&node).unwrap().as_slice()).unwrap();
     let status = n.status.unwrap();
     assert_eq!(
@@ -276,7 +276,7 @@ fn other_kinds_round_trip_and_k8s_pb_reads_them() {
 
 #[test]
 fn objects_with_fields_the_tables_lack_are_not_encoded() {
-    let kind = kind_of("", "pods").unwrap();
+    let kind = kind_of("v1", "Pod").unwrap();
     let mut pod = stored_pod();
     pod["spec"]["containers"][0]["futureField"] = json!(true);
     let e = kind.encode(&pod).unwrap_err();
@@ -300,9 +300,9 @@ fn objects_with_fields_the_tables_lack_are_not_encoded() {
     ] {
         assert!(kind.encode(&wrong).is_err(), "{wrong}");
     }
-    assert!(kind_of("", "componentstatuses").is_none());
-    assert!(kind_of("rbac.authorization.k8s.io", "roles").is_none());
-    assert!(kind_of("devices.kubeedge.io", "devices").is_none());
+    assert!(kind_of("v1", "ComponentStatus").is_none());
+    assert!(kind_of("rbac.authorization.k8s.io/v1", "Role").is_none());
+    assert!(kind_of("devices.kubeedge.io/v1beta1", "Device").is_none());
 }
 
 #[test]
@@ -318,7 +318,7 @@ fn workloads_and_endpoint_slices_round_trip_and_k8s_pb_reads_them() {
         "status": {"observedGeneration": 3, "replicas": 3, "readyReplicas": 2,
                    "conditions": [{"type": "Available", "status": "True",
                                    "lastUpdateTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
-    let k = kind_of("apps", "deployments").unwrap();
+    let k = kind_of("apps/v1", "Deployment").unwrap();
     assert_eq!((k.api_version, k.kind), ("apps/v1", "Deployment"));
     let raw = k.encode(&deploy).unwrap();
     let back = super::super::decode_msg(&raw, k.fields).unwrap();
@@ -338,7 +338,7 @@ fn workloads_and_endpoint_slices_round_trip_and_k8s_pb_reads_them() {
                  "jobTemplate": {"spec": {"backoffLimit": 2, "template": template,
                      "podFailurePolicy": {"rules": [{"action": "FailJob",
                          "onExitCodes": {"operator": "In", "values": [1, 42]}}]}}}}});
-    let k = kind_of("batch", "cronjobs").unwrap();
+    let k = kind_of("batch/v1", "CronJob").unwrap();
     let c = k8s_pb::api::batch::v1::CronJob::decode(k.encode(&cron).unwrap().as_slice()).unwrap();
     let job = c.spec.unwrap().job_template.unwrap().spec.unwrap();
     assert_eq!(job.backoff_limit(), 2);
@@ -349,7 +349,7 @@ fn workloads_and_endpoint_slices_round_trip_and_k8s_pb_reads_them() {
         "addressType": "IPv4",
         "endpoints": [{"addresses": ["10.244.0.3"], "conditions": {"ready": true}, "nodeName": "edge-a"}],
         "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]});
-    let k = kind_of("discovery.k8s.io", "endpointslices").unwrap();
+    let k = kind_of("discovery.k8s.io/v1", "EndpointSlice").unwrap();
     let raw = k.encode(&slice).unwrap();
     let back = super::super::decode_msg(&raw, k.fields).unwrap();
     assert_eq!(Value::Object(back), without_type_meta_and_nulls(&slice));

@@ -83,40 +83,9 @@ pub async fn run(opts: &Opts, dir: &Path, report: &mut Report) -> Result<()> {
     );
 
     eprintln!("pods: {} whole lists", opts.lists);
-    let mut whole = Vec::with_capacity(opts.lists);
-    let mut size = 0;
-    let cpu = CpuMeter::start(pid)?;
-    for (took, len, last) in timed_lists(&ep, &path, JSON, opts.lists).await? {
-        whole.push(took);
-        size = len;
-        // Same pods, same list: a body of another size or cut short is a broken list.
-        if len != body.len() || !last.ends_with(b"]}") {
-            report.broken(format!(
-                "a list of the same {n} pods was {len} bytes, the first {}",
-                body.len()
-            ));
-            break;
-        }
-    }
-    let whole = Pcts::of(whole);
-    report.check(
-        &format!(
-            "list {} pods, one request, JSON ({:.1} MB): p50",
-            count(n),
-            size as f64 / 1e6
-        ),
-        ms(whole.p50),
-        "≤ 50 ms",
-        whole.p50 <= Duration::from_millis(50),
-    );
-    report.info(
-        "… same list: p99 / max",
-        format!("{} / {}", ms(whole.p99), ms(whole.max)),
-    );
-    report.info(
-        "… CPU per list: server / benchmark client",
-        cpu.per_op(opts.lists)?,
-    );
+    // Same pods, same list: a body of another size or cut short is a broken list.
+    let label = format!("list {} pods, one request, JSON", count(n));
+    whole_list_rows(&ep, &path, JSON, pid, opts, report, &label, &body, b"]}").await?;
 
     protobuf_lists(&ep, &lc, &path, pid, n, opts, report).await?;
 
@@ -214,25 +183,55 @@ async fn protobuf_lists(
     );
     report.info("… first protobuf list (encodes each pod once)", ms(first));
 
+    let label = format!(
+        "list {} pods, one request, protobuf as client-go asks",
+        count(n)
+    );
+    whole_list_rows(
+        ep,
+        path,
+        PROTOBUF_FIRST,
+        pid,
+        opts,
+        report,
+        &label,
+        &body,
+        b"",
+    )
+    .await?;
+    Ok(())
+}
+
+/// Time `opts.lists` whole lists of `path` accepting `accept` and report them as `label`:
+/// p50 (the target), p99 / max, CPU per list. Each must be as long as `first` and end with
+/// `tail` (the same objects listed again), else the list is broken.
+#[allow(clippy::too_many_arguments)]
+async fn whole_list_rows(
+    ep: &Endpoint,
+    path: &str,
+    accept: &'static str,
+    pid: u32,
+    opts: &Opts,
+    report: &mut Report,
+    label: &str,
+    first: &[u8],
+    tail: &[u8],
+) -> Result<()> {
     let mut whole = Vec::with_capacity(opts.lists);
     let cpu = CpuMeter::start(pid)?;
-    for (took, len, _) in timed_lists(ep, path, PROTOBUF_FIRST, opts.lists).await? {
+    for (took, len, last) in timed_lists(ep, path, accept, opts.lists).await? {
         whole.push(took);
-        if len != body.len() {
+        if len != first.len() || !last.ends_with(tail) {
             report.broken(format!(
-                "a protobuf list of the same {n} pods was {len} bytes, the first {}",
-                body.len()
+                "{label}: a list of the same objects was {len} bytes, the first {}",
+                first.len()
             ));
             break;
         }
     }
     let whole = Pcts::of(whole);
     report.check(
-        &format!(
-            "list {} pods, one request, protobuf as client-go asks ({:.1} MB): p50",
-            count(n),
-            body.len() as f64 / 1e6
-        ),
+        &format!("{label} ({:.1} MB): p50", first.len() as f64 / 1e6),
         ms(whole.p50),
         "≤ 50 ms",
         whole.p50 <= Duration::from_millis(50),
